@@ -1,0 +1,3 @@
+from journalban.cli import main
+
+main()

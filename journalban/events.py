@@ -1,0 +1,57 @@
+"""The small frozen records that cross journalban's stage boundaries.
+
+Sources emit ``Event``; the matcher turns an event that a jail's grammar
+recognises into a ``Failure``; the detector turns failures into ``BanDecision``.
+Each has a readable ``str`` so a stage's output can be printed and compared.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One log record from any source, before anything is matched."""
+
+    time: datetime  # UTC; for file lines the moment the line was read
+    source: str  # where it came from, e.g. "file:/var/log/nginx/access.log"
+    message: str  # the text grammars match
+    host: str | None = None
+    app: str | None = None
+    pid: int | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.time.isoformat()} {self.source} {self.message!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """An event that a jail's grammar calls a failure, with the offending address."""
+
+    jail: str
+    address: str  # normalised by ipaddress; IPv4-mapped IPv6 folded to IPv4
+    time: datetime  # event time (UTC), the one windows count in
+    rule: str  # "grammar/rule"
+    text: str  # the matched message
+    source: str
+    captures: Mapping[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.time.isoformat()} {self.jail} {self.address} {self.rule}"
+
+
+@dataclass(frozen=True, slots=True)
+class BanDecision:
+    """The detector's verdict that an address must be banned in a jail."""
+
+    jail: str
+    address: str
+    start: datetime
+    expiry: datetime
+    reason: str
+    failures: tuple[Failure, ...]
+
+    def __str__(self) -> str:
+        return f"ban {self.jail} {self.address} until {self.expiry.isoformat()}: {self.reason}"

@@ -1,0 +1,105 @@
+"""A loaded grammar and what matching a message against it yields.
+
+Matching is pure: no I/O and no wall clock, so the same message always gives
+the same answer and tests need nothing but strings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from . import stamps
+from .compiler import CompiledRule
+from .model import Example
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A failure: which rule, the offending (normalised) address, the other captures."""
+
+    rule: str
+    address: str
+    captures: Mapping[str, str]
+    stamp: str | None = None
+
+    def __str__(self) -> str:
+        fields = "".join(f" {key}={value}" for key, value in self.captures.items())
+        return f"{self.rule} address={self.address}{fields}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A line shaped like a failure whose address is not an address: logged, never banned."""
+
+    rule: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"rejected {self.rule}: {self.reason}"
+
+
+def normalise_address(text: str) -> str | None:
+    """Canonical text of an address (IPv4-mapped IPv6 folded to IPv4), None if invalid."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+@dataclass(frozen=True, slots=True)
+class Grammar:
+    """Compiled rules of one grammar file plus the header that says how to read its lines."""
+
+    name: str
+    description: str
+    path: Path
+    source_kind: str
+    file_format: str
+    trusts_stamp: bool
+    stamp_format: str | None
+    examples: tuple[Example, ...]
+    rules: tuple[CompiledRule, ...] = field(default=(), repr=False)
+    name_position: tuple[int, int] = (1, 1)  # line, column of the name, for duplicate errors
+
+    def match(self, message: str) -> Match | Rejected | None:
+        """The failure a message reports; None when no fail rule (or an ignore rule) matches."""
+        return self.decide(message)[1]
+
+    def decide(self, message: str) -> tuple[str | None, Match | Rejected | None]:
+        """Like ``match`` but also names the deciding rule, ignore rules included."""
+        for rule in self.rules:
+            if rule.action == "ignore" and rule.search(message) is not None:
+                return rule.name, None
+        for rule in self.rules:
+            if rule.action == "fail":
+                found = rule.search(message)
+                if found is not None:
+                    return rule.name, _result(rule, found.groupdict())
+        return None, None
+
+    def stamp_time(self, stamp: str, reference: datetime) -> datetime | None:
+        """UTC time of a stamp captured by this grammar's rules; None if unparseable."""
+        if self.stamp_format is None:
+            return None
+        return stamps.parse_stamp(self.stamp_format, stamp, reference)
+
+
+def _result(rule: CompiledRule, groups: Mapping[str, str | None]) -> Match | Rejected:
+    captures: dict[str, str] = {}
+    for group, name in rule.captures:
+        value = groups[group]
+        if value is not None:
+            captures[name] = value
+    raw = captures.pop("address")
+    stamp = captures.pop("stamp", None)
+    address = normalise_address(raw)
+    if address is None:
+        return Rejected(rule.name, f"invalid address {raw!r}")
+    return Match(rule.name, address, captures, stamp)

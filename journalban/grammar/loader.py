@@ -1,0 +1,199 @@
+"""Grammar files to ``Grammar`` objects: header checks, rule compilation, example checks.
+
+Everything that can be checked without reading a log is checked here, so a bad
+grammar fails at load with ``file:line:column`` instead of misbehaving later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .compiler import CompiledRule, RuleError, compile_rule
+from .errors import GrammarError
+from .grammar import Grammar
+from .model import Example, ExampleSpec, RuleSpec, Setting, Statement
+from .syntax import parse_statements, position
+
+FILE_FORMATS = ("raw", "syslog")
+LATER_SOURCES = ("journal", "syslog")
+TIME_MODES = {"stamp": True, "read": False}
+RESERVED_RULE_NAMES = frozenset({"no", "rejected"})
+
+Fail = Callable[[int, str], GrammarError]
+
+
+def _applies(setting: Setting, fail: Fail) -> tuple[str, str]:
+    source = setting.values[0]
+    if source.text in LATER_SOURCES:
+        raise fail(source.offset, f"source {source.text!r} is not supported yet")
+    if source.text != "file":
+        raise fail(source.offset, f"unknown source {source.text!r}; expected file")
+    options = {key.text: (key, value) for key, value in setting.options}
+    for key, _ in setting.options:
+        if key.text != "format":
+            raise fail(
+                key.offset, f"unknown option {key.text!r} for 'applies file'; expected format"
+            )
+    if "format" not in options:
+        raise fail(setting.keyword.offset, "'applies file' needs format=raw or format=syslog")
+    value = options["format"][1]
+    if value.text not in FILE_FORMATS:
+        raise fail(value.offset, f"unknown format {value.text!r}; expected raw or syslog")
+    return source.text, value.text
+
+
+def _time(setting: Setting | None, fail: Fail) -> bool:
+    if setting is None:
+        return False  # counting lines when read is the safe default
+    mode = setting.values[0]
+    if mode.text not in TIME_MODES:
+        raise fail(mode.offset, f"unknown time mode {mode.text!r}; expected stamp or read")
+    return TIME_MODES[mode.text]
+
+
+def _stamp_format(
+    specs: Sequence[RuleSpec],
+    rules: Sequence[CompiledRule],
+    trusts_stamp: bool,
+    file_format: str,
+    fail: Fail,
+) -> str | None:
+    formats: dict[str, RuleSpec] = {}
+    for spec, rule in zip(specs, rules, strict=True):
+        if rule.action != "fail":
+            continue
+        if rule.stamp_format is None:
+            if trusts_stamp and file_format == "raw":
+                raise fail(
+                    spec.name.offset, f"'time stamp' but rule {rule.name!r} has no <stamp:...>"
+                )
+            continue
+        if formats and rule.stamp_format not in formats:
+            raise fail(spec.name.offset, "all fail rules must use the same stamp format")
+        formats[rule.stamp_format] = spec
+    if formats:
+        return next(iter(formats))
+    return "syslog" if file_format == "syslog" else None  # the syslog header's stamp
+
+
+def _example(spec: ExampleSpec, rules: dict[str, CompiledRule], text: str, fail: Fail) -> Example:
+    line, column = position(text, spec.keyword.offset)
+    rule = None
+    if spec.rule is not None:
+        compiled = rules.get(spec.rule.text)
+        if compiled is None:
+            raise fail(spec.rule.offset, f"unknown rule {spec.rule.text!r}")
+        if spec.outcome == "rejected" and compiled.action != "fail":
+            raise fail(spec.rule.offset, f"only a fail rule can reject; {compiled.name!r} ignores")
+        names = {name for _, name in compiled.captures}
+        for key, _ in spec.fields:
+            if compiled.action == "ignore":
+                raise fail(key.offset, "an example of an ignore rule takes no key=value")
+            if key.text not in names:
+                raise fail(key.offset, f"rule {compiled.name!r} has no capture {key.text!r}")
+        rule = compiled.name
+    fields = tuple((key.text, value.text) for key, value in spec.fields)
+    return Example(spec.text.text, spec.outcome, rule, fields, line, column)
+
+
+def build_grammar(text: str, path: Path) -> Grammar:
+    """Parse, check and compile the text of one grammar file."""
+
+    def fail(offset: int, message: str) -> GrammarError:
+        return GrammarError(path, *position(text, offset), message)
+
+    settings: dict[str, Setting] = {}
+    specs: list[RuleSpec] = []
+    compiled: dict[str, CompiledRule] = {}
+    example_specs: list[ExampleSpec] = []
+    statements: list[Statement] = parse_statements(text, path)
+    for statement in statements:
+        if isinstance(statement, Setting):
+            keyword = statement.keyword
+            if keyword.text in settings:
+                raise fail(keyword.offset, f"a second {keyword.text!r} statement")
+            settings[keyword.text] = statement
+        elif isinstance(statement, RuleSpec):
+            name = statement.name
+            if name.text in RESERVED_RULE_NAMES:
+                raise fail(name.offset, f"{name.text!r} is reserved and cannot name a rule")
+            if name.text in compiled:
+                raise fail(name.offset, f"duplicate rule name {name.text!r}")
+            try:
+                compiled[name.text] = compile_rule(statement)
+            except RuleError as error:
+                raise fail(error.offset, error.message) from None
+            specs.append(statement)
+        else:
+            example_specs.append(statement)
+    for required in ("grammar", "applies"):
+        if required not in settings:
+            raise fail(0, f"missing {required!r} statement")
+    source_kind, file_format = _applies(settings["applies"], fail)
+    trusts_stamp = _time(settings.get("time"), fail)
+    rules = tuple(compiled.values())
+    stamp_format = _stamp_format(specs, rules, trusts_stamp, file_format, fail)
+    if not any(rule.action == "fail" for rule in rules):
+        raise fail(len(text), "a grammar needs at least one fail rule")
+    description = settings.get("description")
+    name = settings["grammar"].values[0]
+    return Grammar(
+        name=name.text,
+        description=description.values[0].text if description else "",
+        path=path,
+        source_kind=source_kind,
+        file_format=file_format,
+        trusts_stamp=trusts_stamp,
+        stamp_format=stamp_format,
+        examples=tuple(_example(spec, compiled, text, fail) for spec in example_specs),
+        rules=rules,
+        name_position=position(text, name.offset),
+    )
+
+
+def load_grammar(path: Path) -> Grammar:
+    """Load one grammar file; every problem raises GrammarError with line and column."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise GrammarError(path, 1, 1, f"cannot read: {error.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise GrammarError(path, line, column, "not valid UTF-8") from None
+    return build_grammar(text, path)
+
+
+def load_grammars(directories: Sequence[Path]) -> tuple[dict[str, Grammar], list[GrammarError]]:
+    """Every ``*.grammar`` in the directories; a name in an earlier directory wins.
+
+    Errors are collected, not raised, so one broken file does not disable the rest.
+    """
+    grammars: dict[str, Grammar] = {}
+    errors: list[GrammarError] = []
+    for directory in directories:
+        if not directory.is_dir():
+            continue
+        seen_here: dict[str, Grammar] = {}
+        for path in sorted(directory.glob("*.grammar")):
+            try:
+                grammar = load_grammar(path)
+            except GrammarError as error:
+                errors.append(error)
+                continue
+            if grammar.name in seen_here:
+                other = seen_here[grammar.name].path
+                errors.append(
+                    GrammarError(
+                        path,
+                        *grammar.name_position,
+                        f"grammar {grammar.name!r} is already defined in {other}",
+                    )
+                )
+                continue
+            seen_here[grammar.name] = grammar
+            grammars.setdefault(grammar.name, grammar)
+    return grammars, errors

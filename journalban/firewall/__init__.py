@@ -1,0 +1,1 @@
+"""Firewall backends: each holds journalban's own chains or sets, nothing else."""

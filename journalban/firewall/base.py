@@ -1,0 +1,83 @@
+"""The one contract every firewall backend keeps.
+
+The reconciler owns the decisions: it calls ``read`` and then, only if the diff
+against the ledger is not empty, ``apply`` once, in the same reconcile pass.
+A backend touches only its own objects (chains, sets, tables) and the single
+jump rule that hooks each jail in; never the operator's other rules.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+BlockType = Literal["drop", "reject"]
+
+
+@dataclass(frozen=True, slots=True)
+class PortSpec:
+    """Ports a jail blocks for one protocol: ``ports`` like ``("80", "443", "8000:8100")``."""
+
+    protocol: Literal["tcp", "udp"]
+    ports: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JailLayout:
+    """What a backend must build for one jail."""
+
+    name: str
+    blocktype: BlockType = "drop"
+    ports: tuple[PortSpec, ...] | None = None  # None: all ports, all protocols
+
+
+# One banned address in one jail; the address is ipaddress-normalised
+# ("203.0.113.9", "2001:db8::1").
+Entry = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Actual:
+    """What the firewall holds now."""
+
+    entries: frozenset[Entry]
+    layout_ok: bool  # every jail's chain exists and its jump sits where it must
+
+
+@dataclass(frozen=True, slots=True)
+class Diff:
+    """What one apply call must change."""
+
+    add: frozenset[Entry] = field(default_factory=frozenset)
+    remove: frozenset[Entry] = field(default_factory=frozenset)
+    repair_layout: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.add or self.remove or self.repair_layout)
+
+    def __str__(self) -> str:
+        parts = [f"+{j}:{a}" for j, a in sorted(self.add)]
+        parts += [f"-{j}:{a}" for j, a in sorted(self.remove)]
+        if self.repair_layout:
+            parts.append("repair-layout")
+        return " ".join(parts) or "no change"
+
+
+class FirewallError(RuntimeError):
+    """A firewall command failed; the message carries the command and its stderr."""
+
+
+class FirewallBackend(Protocol):
+    name: str
+
+    def read(self, jails: Sequence[JailLayout]) -> Actual:
+        """Read what the firewall holds for these jails."""
+        ...
+
+    def apply(self, jails: Sequence[JailLayout], diff: Diff) -> None:
+        """Apply ``diff`` in one atomic batch per address family; may rely on the
+        snapshot taken by the ``read`` of the same reconcile pass."""
+        ...
+
+    def remove(self, jails: Sequence[JailLayout]) -> None:
+        """Delete every object this backend created for these jails."""
+        ...

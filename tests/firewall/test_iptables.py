@@ -1,0 +1,191 @@
+"""The iptables backend against real netfilter, each test in its own network namespace."""
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from journalban.firewall.base import Diff, Entry, JailLayout, PortSpec
+from journalban.firewall.iptables import IptablesFirewall
+from tests.netns import Namespace, link, namespace, require_netns
+
+SSHD = JailLayout("sshd")
+V4_BAN: Entry = ("sshd", "203.0.113.9")
+V6_BAN: Entry = ("sshd", "2001:db8::9")
+
+
+@pytest.fixture
+def ns() -> Iterator[Namespace]:
+    require_netns()
+    with namespace() as ns:
+        yield ns
+
+
+@pytest.fixture
+def fw(ns: Namespace) -> IptablesFirewall:
+    return IptablesFirewall(command_prefix=ns.argv([]))
+
+
+def rules(ns: Namespace, version: int = 4, chain: str | None = None) -> list[str]:
+    """The filter table's ``-A`` lines as iptables-save prints them, optionally one chain's."""
+    out = ns.run([f"ip{'6' if version == 6 else ''}tables-save", "-t", "filter"]).stdout
+    lines = [line for line in out.splitlines() if line.startswith("-A ")]
+    return [line for line in lines if chain is None or line.split()[1] == chain]
+
+
+def ban(fw: IptablesFirewall, jails: list[JailLayout], *entries: Entry) -> None:
+    fw.apply(jails, Diff(add=frozenset(entries), repair_layout=True))
+
+
+def test_fresh_namespace_reads_empty_and_broken(fw: IptablesFirewall) -> None:
+    actual = fw.read([SSHD])
+    assert actual.entries == frozenset() and not actual.layout_ok
+
+
+def test_ban_v4_and_v6(ns: Namespace, fw: IptablesFirewall) -> None:
+    ban(fw, [SSHD], V4_BAN, V6_BAN, ("sshd", "203.0.113.10"))
+    v4 = rules(ns, 4)
+    assert v4[0] == "-A INPUT -j jb-sshd" and v4[-1] == "-A jb-sshd -j RETURN"
+    assert sorted(v4[1:-1]) == ["-A jb-sshd -s 203.0.113.10/32 -j DROP",
+                                "-A jb-sshd -s 203.0.113.9/32 -j DROP"]
+    assert rules(ns, 6) == ["-A INPUT -j jb-sshd",
+                            "-A jb-sshd -s 2001:db8::9/128 -j DROP",
+                            "-A jb-sshd -j RETURN"]
+    actual = fw.read([SSHD])
+    assert actual.layout_ok
+    assert actual.entries == {V4_BAN, V6_BAN, ("sshd", "203.0.113.10")}
+
+    # a second batch on existing chains keeps what is there
+    fw.apply([SSHD], Diff(add=frozenset({("sshd", "2001:db8::10")}),
+                          remove=frozenset({V4_BAN, V6_BAN})))
+    actual = fw.read([SSHD])
+    assert actual.layout_ok
+    assert actual.entries == {("sshd", "203.0.113.10"), ("sshd", "2001:db8::10")}
+    assert rules(ns, 6, "jb-sshd")[-1] == "-A jb-sshd -j RETURN"
+
+
+def test_reject_blocktype(ns: Namespace, fw: IptablesFirewall) -> None:
+    jail = JailLayout("sshd", blocktype="reject")
+    ban(fw, [jail], V4_BAN, V6_BAN)
+    assert ("-A jb-sshd -s 203.0.113.9/32 -j REJECT --reject-with icmp-port-unreachable"
+            in rules(ns, 4))
+    assert ("-A jb-sshd -s 2001:db8::9/128 -j REJECT --reject-with icmp6-port-unreachable"
+            in rules(ns, 6))
+    assert fw.read([jail]).layout_ok
+    # the same jail switched back to drop: its bans are a layout fault until repaired
+    assert not fw.read([SSHD]).layout_ok
+    fw.apply([SSHD], Diff(repair_layout=True))
+    assert fw.read([SSHD]).layout_ok
+    assert "-A jb-sshd -s 203.0.113.9/32 -j DROP" in rules(ns, 4)
+
+
+def test_port_list_jumps_use_multiport(ns: Namespace, fw: IptablesFirewall) -> None:
+    web = JailLayout("web", ports=(PortSpec("tcp", ("80", "443", "8000:8100")),
+                                   PortSpec("udp", ("443",))))
+    ban(fw, [SSHD, web], ("web", "203.0.113.9"))
+    assert rules(ns, 4, "INPUT") == [
+        "-A INPUT -j jb-sshd",
+        "-A INPUT -p tcp -m multiport --dports 80,443,8000:8100 -j jb-web",
+        "-A INPUT -p udp -m multiport --dports 443 -j jb-web"]
+    assert fw.read([SSHD, web]).layout_ok
+    assert fw.read([web]).entries == {("web", "203.0.113.9")}
+
+
+def test_repair_puts_jump_above_an_operator_accept(ns: Namespace, fw: IptablesFirewall) -> None:
+    ban(fw, [SSHD], V4_BAN)
+    ns.run(["iptables", "-I", "INPUT", "1", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"])
+    operator = "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT"
+    assert rules(ns, 4, "INPUT") == [operator, "-A INPUT -j jb-sshd"]
+    actual = fw.read([SSHD])
+    assert not actual.layout_ok and actual.entries == {V4_BAN}
+    fw.apply([SSHD], Diff(repair_layout=True))
+    assert rules(ns, 4, "INPUT") == ["-A INPUT -j jb-sshd", operator]
+    assert fw.read([SSHD]).layout_ok
+
+
+def test_duplicate_jump_is_repaired(ns: Namespace, fw: IptablesFirewall) -> None:
+    ban(fw, [SSHD], V6_BAN)
+    ns.run(["ip6tables", "-I", "INPUT", "1", "-j", "jb-sshd"])
+    assert not fw.read([SSHD]).layout_ok
+    fw.apply([SSHD], Diff(repair_layout=True))
+    assert rules(ns, 6, "INPUT") == ["-A INPUT -j jb-sshd"]
+    assert fw.read([SSHD]).layout_ok
+
+
+def test_flushed_firewall_is_rebuilt(ns: Namespace, fw: IptablesFirewall) -> None:
+    ban(fw, [SSHD], V4_BAN, V6_BAN)
+    for tool in ("iptables", "ip6tables"):  # what a reboot leaves behind
+        ns.run([tool, "-F"])
+        ns.run([tool, "-X"])
+    actual = fw.read([SSHD])
+    assert not actual.layout_ok and actual.entries == frozenset()
+    ban(fw, [SSHD], V4_BAN, V6_BAN)
+    actual = fw.read([SSHD])
+    assert actual.layout_ok and actual.entries == {V4_BAN, V6_BAN}
+
+
+def test_hand_deleted_ban_reads_missing(ns: Namespace, fw: IptablesFirewall) -> None:
+    ban(fw, [SSHD], V4_BAN, ("sshd", "203.0.113.10"))
+    ns.run(["iptables", "-D", "jb-sshd", "-s", "203.0.113.9", "-j", "DROP"])
+    actual = fw.read([SSHD])
+    assert actual.layout_ok and actual.entries == {("sshd", "203.0.113.10")}
+
+
+def test_remove_cleans_up_only_its_jails(ns: Namespace, fw: IptablesFirewall) -> None:
+    other = JailLayout("other")
+    ban(fw, [other], ("other", "198.51.100.7"), ("other", "2001:db8::7"))
+    for tool in ("iptables", "ip6tables"):  # the operator's own chain, hooked in first
+        ns.run([tool, "-N", "mine"])
+        ns.run([tool, "-A", "mine", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"])
+        ns.run([tool, "-I", "INPUT", "1", "-j", "mine"])
+    before = {v: [r for r in rules(ns, v) if "jb-sshd" not in r] for v in (4, 6)}
+
+    ban(fw, [SSHD], V4_BAN, V6_BAN)
+    assert rules(ns, 4, "INPUT")[0] == "-A INPUT -j jb-sshd"
+    fw.apply([SSHD], Diff(remove=frozenset({V4_BAN}), repair_layout=True))
+    fw.remove([SSHD])
+    fw.remove([SSHD])  # nothing left to remove is fine
+    for version in (4, 6):
+        assert rules(ns, version) == before[version]
+        out = ns.run([f"ip{'6' if version == 6 else ''}tables-save"]).stdout
+        assert "jb-sshd" not in out
+    assert fw.read([other]).entries == {("other", "198.51.100.7"), ("other", "2001:db8::7")}
+
+
+SERVER = """
+import socket
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("0.0.0.0", 8080))
+server.listen()
+while True:
+    server.accept()[0].close()
+"""
+CLIENT = "import socket; socket.create_connection(('203.0.113.1', 8080), timeout=2).close()"
+
+
+def connects(attacker: Namespace) -> bool:
+    return attacker.run([sys.executable, "-c", CLIENT], check=False, timeout=10).returncode == 0
+
+
+def test_ban_stops_traffic() -> None:
+    require_netns()
+    with namespace("jb-attacker") as attacker, namespace("jb-server") as server:
+        link(attacker, "203.0.113.9/24", server, "203.0.113.1/24")
+        listener = server.popen([sys.executable, "-c", SERVER],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while not connects(attacker):
+                assert time.monotonic() < deadline, "the listener never came up"
+                time.sleep(0.1)
+            fw = IptablesFirewall(command_prefix=server.argv([]))
+            ban(fw, [SSHD], V4_BAN)
+            assert not connects(attacker)
+            fw.apply([SSHD], Diff(remove=frozenset({V4_BAN})))
+            assert connects(attacker)
+        finally:
+            listener.kill()
+            listener.wait(timeout=10)

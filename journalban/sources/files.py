@@ -1,0 +1,306 @@
+"""Follow a log file like ``tail -F``: survive rotation, truncation and absence.
+
+The follower only moves bytes: it returns complete lines with the position just
+after them and never matches, parses or timestamps. The daemon stores that
+position in the ledger together with the failures the lines produced and hands
+it back at restart, so a crash neither loses nor double-counts a line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+__all__ = ["Chunk", "FileFollower", "Position"]
+
+log = logging.getLogger(__name__)
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: never hang on a FIFO
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where reading resumes: ``offset`` is the first byte not yet delivered."""
+
+    inode: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.inode}:{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Complete lines read in one slice of one file, and the position after them."""
+
+    path: str
+    lines: tuple[str, ...]
+    position: Position
+
+    def __str__(self) -> str:
+        return f"{self.path}@{self.position} {len(self.lines)} lines"
+
+
+@dataclass(frozen=True, slots=True)
+class _Identity:
+    dev: int
+    ino: int
+
+
+def _identity(st: os.stat_result) -> _Identity:
+    return _Identity(st.st_dev, st.st_ino)
+
+
+def _decode(raw: bytes | bytearray) -> str:
+    return bytes(raw).decode("utf-8", errors="replace")
+
+
+class FileFollower:
+    """Follow one path, switching files when it is rotated, deleted or truncated.
+
+    Where the first file is read from:
+
+    * ``start`` given: resume at ``start.offset`` if the file still has that inode and
+      is at least that long; otherwise it was rotated or truncated while we were
+      down, so read it from the beginning.
+    * ``start=None``: a file that exists when the follower is built is read from
+      its end, whether or not this is the daemon's first start (``first_start``):
+      a file the daemon never saw before (a jail added later) holds history, not
+      attacks in progress, and replaying it could ban addresses for old failures.
+      A file that does not exist yet is read from the beginning once it appears.
+      If the end falls inside a line, the rest of that line is skipped too.
+
+    Every file that replaces the first one (rotation, recreation) is read from its
+    beginning. The descriptor stays open between polls, so lines written to a
+    renamed or deleted file are still read; the follower switches to the new file
+    only once that has data (the writer has moved) and the old one is read to its
+    end. A copytruncate is seen when the file becomes shorter than what was read;
+    if it grows past that point between two polls, that cannot be told apart from
+    an append (the same limit as every follower that does not hash content).
+
+    Lines longer than ``max_line`` bytes are delivered cut to their first
+    ``max_line`` bytes (the head holds the prefix grammars look at) and counted in
+    ``dropped_lines``; the rest is skipped without being kept, so memory stays
+    bounded by ``max_line + read_size`` whatever the file holds. An unterminated
+    last line of a file being abandoned after rotation is delivered as it is,
+    since no newline will ever complete it.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        start: Position | None,
+        *,
+        first_start: bool,
+        max_line: int = 16384,
+        read_size: int = 1 << 20,
+    ) -> None:
+        if max_line < 1 or read_size < 1:
+            raise ValueError("max_line and read_size must be positive")
+        self._path = str(path)
+        self._start = start
+        self._first_start = first_start  # same behaviour either way; see the class docstring
+        self._max_line = max_line
+        self._read_size = read_size
+        self._fd: int | None = None
+        self._ident: _Identity | None = None
+        self._offset = 0  # first byte not yet delivered
+        self._read_offset = 0  # first byte not yet read into _buf
+        self._buf = bytearray()  # unterminated line, at most max_line bytes
+        self._overlong = False  # _buf holds a cut head; skip on to the newline
+        self._skipping = False  # inside a line that began before our start; drop it
+        self._opened_once = False
+        self._problem: str | None = None  # last problem logged, so each is logged once
+        self._dropped = 0
+        self._closed = False
+        self._open_current(constructing=True)
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def position(self) -> Position | None:
+        """Position after the last delivered line, or ``start`` before any file was opened."""
+        if self._ident is None:
+            return self._start
+        return Position(self._ident.ino, self._offset)
+
+    @property
+    def dropped_lines(self) -> int:
+        """How many lines longer than ``max_line`` were cut."""
+        return self._dropped
+
+    def poll(self) -> list[Chunk]:
+        """Read at most one slice per file and return the complete lines found."""
+        if self._closed:
+            return []
+        if self._fd is None:
+            self._open_current()
+            if self._fd is None:
+                return []
+        chunks: list[Chunk] = []
+        # Stat the path before reading, so whatever reached the old file before the
+        # rotation we notice is read before we switch.
+        current = self._stat_path()
+        at_eof = self._read_slice(chunks)
+        if current is not None and current[0] != self._ident and current[1] > 0 and at_eof:
+            log.info("%s: rotated, following the new file", self._path)
+            self._flush_partial(chunks)
+            self._drop_fd()
+            self._open_current()
+            if self._fd is not None:
+                self._read_slice(chunks)
+        return chunks
+
+    def close(self) -> None:
+        self._closed = True
+        self._drop_fd()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- opening -------------------------------------------------------------
+
+    def _report(self, problem: str, level: int = logging.WARNING) -> None:
+        if problem != self._problem:
+            self._problem = problem
+            log.log(level, "%s: %s", self._path, problem)
+
+    def _stat_path(self) -> tuple[_Identity, int] | None:
+        try:
+            st = os.stat(self._path)
+        except OSError:
+            return None  # missing or unreadable: keep reading what we hold
+        return _identity(st), st.st_size
+
+    def _open_current(self, *, constructing: bool = False) -> None:
+        """Open the file now at the path and choose where to read it from."""
+        try:
+            fd = os.open(self._path, _OPEN_FLAGS)
+        except (FileNotFoundError, NotADirectoryError):
+            self._report("does not exist (yet); waiting for it", logging.INFO)
+            return
+        except OSError as exc:
+            self._report(f"cannot open: {exc.strerror or exc}")
+            return
+        try:
+            st = os.fstat(fd)
+        except OSError as exc:
+            os.close(fd)
+            self._report(f"cannot stat: {exc.strerror or exc}")
+            return
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            self._report("is not a regular file")
+            return
+        self._fd = fd
+        self._ident = _identity(st)
+        self._problem = None
+        self._buf.clear()
+        self._overlong = False
+        offset = 0
+        if not self._opened_once:
+            offset = self._initial_offset(st, constructing)
+        self._opened_once = True
+        self._offset = self._read_offset = offset
+        # A start offset that does not follow a newline is inside a line whose
+        # head we did not deliver: skip to its end rather than deliver a tail.
+        self._skipping = offset > 0 and os.pread(fd, 1, offset - 1) != b"\n"
+        log.info("%s: following inode %d from offset %d", self._path, st.st_ino, offset)
+
+    def _initial_offset(self, st: os.stat_result, constructing: bool) -> int:
+        if self._start is None:
+            return st.st_size if constructing else 0
+        if self._start.inode != st.st_ino:
+            log.info("%s: replaced while we were down, reading from the start", self._path)
+            return 0
+        if st.st_size < self._start.offset:
+            log.info("%s: truncated while we were down, reading from the start", self._path)
+            return 0
+        return self._start.offset
+
+    def _drop_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    # --- reading -------------------------------------------------------------
+
+    def _read_slice(self, chunks: list[Chunk]) -> bool:
+        """Read one slice into ``chunks``; return whether the file's end was reached."""
+        assert self._fd is not None and self._ident is not None
+        try:
+            size = os.fstat(self._fd).st_size
+            if size < self._read_offset:
+                log.warning("%s: truncated, reading from the start", self._path)
+                self._offset = self._read_offset = 0
+                self._buf.clear()
+                self._overlong = self._skipping = False
+            data = os.pread(self._fd, self._read_size, self._read_offset)
+        except OSError as exc:
+            self._report(f"cannot read: {exc.strerror or exc}")
+            return True
+        lines = self._split(data)
+        if lines:
+            chunks.append(Chunk(self._path, tuple(lines), Position(self._ident.ino, self._offset)))
+        return len(data) < self._read_size
+
+    def _split(self, data: bytes) -> list[str]:
+        """Cut ``data`` into complete lines, keeping the unterminated tail in ``_buf``."""
+        lines: list[str] = []
+        base = self._read_offset
+        start = 0
+        while (newline := data.find(b"\n", start)) >= 0:
+            if self._skipping:
+                self._skipping = False
+            elif self._overlong:
+                lines.append(self._cut(self._buf))
+            else:
+                room = self._max_line + 1 - len(self._buf)
+                self._buf += data[start : min(newline, start + room)]
+                if len(self._buf) > self._max_line:
+                    lines.append(self._cut(self._buf))
+                else:
+                    lines.append(_decode(self._buf))
+            self._buf.clear()
+            self._overlong = False
+            start = newline + 1
+            self._offset = base + start
+        if not self._skipping and not self._overlong:
+            room = self._max_line + 1 - len(self._buf)
+            self._buf += data[start : start + room]
+            if len(self._buf) > self._max_line:
+                del self._buf[self._max_line :]
+                self._overlong = True
+        self._read_offset = base + len(data)
+        return lines
+
+    def _cut(self, raw: bytearray) -> str:
+        self._dropped += 1
+        if self._dropped == 1:
+            log.warning("%s: line longer than %d bytes cut", self._path, self._max_line)
+        return _decode(raw[: self._max_line])
+
+    def _flush_partial(self, chunks: list[Chunk]) -> None:
+        """Deliver the unterminated last line of a file we are leaving for good."""
+        assert self._ident is not None
+        if self._buf and not self._skipping:
+            line = self._cut(self._buf) if self._overlong else _decode(self._buf)
+            self._offset = self._read_offset
+            chunks.append(Chunk(self._path, (line,), Position(self._ident.ino, self._offset)))
+        self._buf.clear()
+        self._overlong = self._skipping = False

@@ -1,0 +1,332 @@
+"""FileFollower against real files: appends, rotations, truncation, restarts."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from journalban.sources.files import Chunk, FileFollower, Position
+
+
+def append(path: Path, data: str | bytes) -> None:
+    raw = data.encode() if isinstance(data, str) else data
+    with open(path, "ab") as f:
+        f.write(raw)
+
+
+def lines_of(chunks: list[Chunk]) -> list[str]:
+    return [line for chunk in chunks for line in chunk.lines]
+
+
+def drain(follower: FileFollower, polls: int = 50) -> list[str]:
+    """Poll a bounded number of times (a slice may hold no complete line)."""
+    out: list[str] = []
+    for _ in range(polls):
+        out += lines_of(follower.poll())
+    return out
+
+
+@contextmanager
+def follow(path: Path, start: Position | None = None, **kw: object) -> Iterator[FileFollower]:
+    kw.setdefault("first_start", True)
+    follower = FileFollower(path, start, **kw)  # type: ignore[arg-type]
+    try:
+        yield follower
+    finally:
+        follower.close()
+
+
+def test_first_start_reads_from_end(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    append(log, "old 1\nold 2\n")
+    with follow(log) as f:
+        assert f.poll() == []
+        assert f.position == Position(log.stat().st_ino, 12)
+        append(log, "new 1\n")
+        chunks = f.poll()
+    assert lines_of(chunks) == ["new 1"]
+    assert chunks[0].path == str(log)
+    assert chunks[0].position == Position(log.stat().st_ino, 18)
+
+
+def test_not_first_start_without_position_also_reads_from_end(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    append(log, "history\n")
+    with follow(log, first_start=False) as f:
+        append(log, "new\n")
+        assert lines_of(f.poll()) == ["new"]
+
+
+def test_first_start_inside_a_line_skips_its_rest(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    append(log, "old\nhalf of a li")
+    with follow(log) as f:
+        append(log, "ne\nnext\n")
+        assert lines_of(f.poll()) == ["next"]
+        assert f.position == Position(log.stat().st_ino, log.stat().st_size)
+
+
+def test_file_created_later_is_read_from_beginning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = tmp_path / "x.log"
+    caplog.set_level(logging.INFO, logger="journalban.sources.files")
+    with follow(log) as f:
+        assert f.position is None
+        for _ in range(3):
+            assert f.poll() == []
+        waiting = [r for r in caplog.records if "does not exist" in r.getMessage()]
+        assert len(waiting) == 1
+        append(log, "first\nsecond\n")
+        assert lines_of(f.poll()) == ["first", "second"]
+
+
+def test_appended_lines_in_order(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.touch()
+    with follow(log) as f:
+        got: list[str] = []
+        for i in range(5):
+            append(log, f"line {i}a\nline {i}b\n")
+            got += lines_of(f.poll())
+        assert f.poll() == []
+    assert got == [f"line {i}{s}" for i in range(5) for s in "ab"]
+
+
+def test_partial_line_held_back_until_newline(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.touch()
+    with follow(log) as f:
+        append(log, "done\nhalf")
+        chunks = f.poll()
+        assert lines_of(chunks) == ["done"]
+        assert chunks[-1].position.offset == 5
+        append(log, " more")
+        assert f.poll() == []
+        assert f.position is not None and f.position.offset == 5
+        append(log, "\n")
+        assert lines_of(f.poll()) == ["half more"]
+        assert f.position is not None and f.position.offset == log.stat().st_size
+
+
+def test_rename_rotation_loses_nothing(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.touch()
+    with follow(log) as f:
+        append(log, "a\n")
+        assert lines_of(f.poll()) == ["a"]
+        append(log, "b\nc\n")  # after the last poll, before rotation
+        log.rename(tmp_path / "x.log.1")
+        append(log, "new 1\nnew 2\n")
+        chunks = f.poll()
+        assert lines_of(chunks) == ["b", "c", "new 1", "new 2"]
+        assert chunks[-1].position == Position(log.stat().st_ino, 12)
+        append(log, "new 3\n")
+        assert lines_of(f.poll()) == ["new 3"]
+
+
+def test_rename_rotation_waits_while_new_file_is_empty(tmp_path: Path) -> None:
+    """Between logrotate's create and the writer's reopen, the old file still grows."""
+    log, old = tmp_path / "x.log", tmp_path / "x.log.1"
+    log.touch()
+    with follow(log) as f:
+        log.rename(old)
+        log.touch()
+        append(old, "late\n")
+        assert lines_of(f.poll()) == ["late"]
+        append(old, "later\n")
+        append(log, "fresh\n")
+        assert lines_of(f.poll()) == ["later", "fresh"]
+
+
+def test_rotation_delivers_unterminated_tail_of_old_file(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.touch()
+    with follow(log) as f:
+        append(log, "whole\ncut off")
+        log.rename(tmp_path / "x.log.1")
+        append(log, "fresh\n")
+        assert lines_of(f.poll()) == ["whole", "cut off", "fresh"]
+
+
+def test_copytruncate_restarts_at_zero(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.touch()
+    with follow(log) as f:
+        append(log, "a long line before rotation\n")
+        assert lines_of(f.poll()) == ["a long line before rotation"]
+        inode = log.stat().st_ino
+        with open(log, "r+b") as fh:
+            fh.truncate(0)
+        append(log, "after\n")
+        chunks = f.poll()
+        assert lines_of(chunks) == ["after"]
+        assert chunks[0].position == Position(inode, 6)
+
+
+def test_delete_and_recreate(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.touch()
+    with follow(log) as f:
+        append(log, "one\n")
+        assert lines_of(f.poll()) == ["one"]
+        append(log, "two\n")
+        log.unlink()
+        assert lines_of(f.poll()) == ["two"]
+        assert f.poll() == []
+        append(log, "three\n")
+        assert lines_of(f.poll()) == ["three"]
+        assert f.position == Position(log.stat().st_ino, 6)
+
+
+def test_resume_same_inode_continues_exactly(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.touch()
+    with follow(log) as f:
+        append(log, "1\n2\npart")
+        assert lines_of(f.poll()) == ["1", "2"]
+        saved = f.position
+    assert saved == Position(log.stat().st_ino, 4)
+    append(log, "ial\n3\n")  # written while the daemon was down
+    with follow(log, saved, first_start=False) as f:
+        assert drain(f) == ["partial", "3"]
+        append(log, "4\n")
+        assert lines_of(f.poll()) == ["4"]
+
+
+def test_resume_different_inode_reads_from_beginning(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    append(log, "x\n")
+    other = tmp_path / "other"
+    append(other, "y\n")
+    stale = Position(other.stat().st_ino, 2)  # an inode that is not log's
+    with follow(log, stale, first_start=False) as f:
+        assert lines_of(f.poll()) == ["x"]
+
+
+def test_resume_shorter_file_reads_from_beginning(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    append(log, "after truncation\n")
+    with follow(log, Position(log.stat().st_ino, 1000), first_start=False) as f:
+        assert lines_of(f.poll()) == ["after truncation"]
+
+
+def test_resume_when_file_is_missing_keeps_start(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    start = Position(123456789, 40)
+    with follow(log, start, first_start=False) as f:
+        assert f.poll() == []
+        assert f.position == start
+        append(log, "new\n")
+        assert lines_of(f.poll()) == ["new"]
+
+
+def test_overlong_line_is_cut_and_counted(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.touch()
+    with follow(log, max_line=10, read_size=7) as f:
+        append(log, "short\n" + "A" * 25 + "\n" + "B" * 10 + "\nok\n")
+        assert drain(f) == ["short", "A" * 10, "B" * 10, "ok"]
+        assert f.dropped_lines == 1
+        assert f.position == Position(log.stat().st_ino, log.stat().st_size)
+
+
+def test_huge_line_without_newline_keeps_memory_bounded(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.touch()
+    with follow(log, max_line=1024, read_size=1 << 16) as f:
+        with open(log, "ab") as fh:
+            fh.writelines(b"Z" * (1 << 16) for _ in range(128))  # 8 MiB, no newline
+        tracemalloc.start()
+        try:
+            for _ in range(140):
+                assert f.poll() == []
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 1 << 20
+        assert f.position == Position(log.stat().st_ino, 0)
+        append(log, "\nafter\n")
+        assert lines_of(f.poll()) == ["Z" * 1024, "after"]
+        assert f.dropped_lines == 1
+
+
+def test_one_poll_reads_a_bounded_slice(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.touch()
+    with follow(log, read_size=64) as f:
+        append(log, "".join(f"line {i:04d}\n" for i in range(100)))  # 10 bytes each
+        first = f.poll()
+        assert len(lines_of(first)) == 6
+        rest = drain(f)
+    assert lines_of(first) + rest == [f"line {i:04d}" for i in range(100)]
+
+
+def test_invalid_utf8_is_replaced(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.touch()
+    with follow(log) as f:
+        append(log, b"bad \xff\xfe byte\nok\n")
+        assert lines_of(f.poll()) == ["bad \ufffd\ufffd byte", "ok"]
+
+
+def test_missing_directory_does_not_crash(tmp_path: Path) -> None:
+    log = tmp_path / "no" / "such" / "dir" / "x.log"
+    with follow(log, first_start=False) as f:
+        assert f.poll() == []
+        log.parent.mkdir(parents=True)
+        append(log, "appeared\n")
+        assert lines_of(f.poll()) == ["appeared"]
+
+
+def test_unreadable_path_does_not_crash(tmp_path: Path) -> None:
+    (tmp_path / "dir.log").mkdir()
+    with follow(tmp_path / "dir.log") as f:
+        assert f.poll() == []
+        assert f.position is None
+
+
+def test_follows_through_a_symlink(tmp_path: Path) -> None:
+    real = tmp_path / "real.log"
+    real.touch()
+    link = tmp_path / "link.log"
+    link.symlink_to(real)
+    with follow(link) as f:
+        append(real, "via link\n")
+        assert lines_of(f.poll()) == ["via link"]
+
+
+def test_closed_follower_returns_nothing(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.touch()
+    f = FileFollower(log, None, first_start=True)
+    f.close()
+    f.close()
+    append(log, "x\n")
+    assert f.poll() == []
+
+
+def test_descriptor_is_not_inherited(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.touch()
+    with follow(log):
+        fds = [int(n) for n in os.listdir("/proc/self/fd")]
+        mine = [fd for fd in fds if os.path.realpath(f"/proc/self/fd/{fd}") == str(log)]
+        assert mine and not any(os.get_inheritable(fd) for fd in mine)
+
+
+def test_rotation_drains_a_long_old_file_before_switching(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.touch()
+    with follow(log, read_size=16) as f:
+        append(log, "".join(f"old {i:03d}\n" for i in range(20)))  # 8 bytes each
+        log.rename(tmp_path / "x.log.1")
+        append(log, "new\n")
+        got = drain(f, polls=20)
+    assert got == [f"old {i:03d}" for i in range(20)] + ["new"]

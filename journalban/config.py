@@ -1,0 +1,352 @@
+"""The TOML configuration, validated into typed objects.
+
+Everything that can be checked without I/O is checked here, and every problem is
+reported with the file, line and column of the key at fault. Whether a jail's
+grammar exists or its files can be read is checked when they are opened.
+The keys and their documentation live in one table, ``SCHEMA``, which the test
+suite compares with ``docs/config.md``.
+"""
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from journalban import paths
+from journalban.durations import parse_duration
+from journalban.firewall.base import PortSpec
+from journalban.firewall.iptables import MAX_JAIL_NAME
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+FIREWALLS = ("iptables", "dry-run")
+BLOCKTYPES = ("drop", "reject")
+_JAIL_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+# --- value converters: each takes the TOML value and returns the typed one or raises ValueError
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _str_list(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected a whole number of at least 1, got {value!r}")
+    return value
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 60:
+        raise ValueError(f"expected a number of seconds between 0 and 60, got {value!r}")
+    return float(value)
+
+
+def _networks(value: object) -> tuple[IPNetwork, ...]:
+    out = []
+    for item in _str_list(value):
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an address or CIDR network") from None
+    return tuple(out)
+
+
+def _choice(*choices: str) -> Callable[[object], str]:
+    def convert(value: object) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return str(value)
+    return convert
+
+
+_PORT = re.compile(r"(\d{1,5})(?::(\d{1,5}))?(?:/(tcp|udp))?")
+
+
+def _ports(value: object) -> tuple[PortSpec, ...] | None:
+    """``"all"`` → None; ``[22, "80/tcp", "8000:8100/udp"]`` → one PortSpec per protocol."""
+    if value == "all":
+        return None
+    if not isinstance(value, list) or not value:
+        raise ValueError(f'expected "all" or a list of ports like [22, "8000:8100/udp"], got {value!r}')
+    by_protocol: dict[str, list[str]] = {}
+    for item in value:
+        found = _PORT.fullmatch(str(item)) if isinstance(item, int | str) else None
+        numbers = [int(n) for n in found.groups()[:2] if n] if found else []
+        if not found or isinstance(item, bool) or not all(1 <= n <= 65535 for n in numbers):
+            raise ValueError(f"{item!r} is not a port, a range like 8000:8100, or either with /tcp or /udp")
+        low, high, protocol = found.groups()
+        by_protocol.setdefault(protocol or "tcp", []).append(f"{low}:{high}" if high else low)
+    return tuple(PortSpec(p, tuple(ports)) for p, ports in sorted(by_protocol.items()))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: how to read it, its default, and what the docs say of it."""
+
+    convert: Callable[[object], Any]
+    type: str
+    default: object  # the TOML value; None means required
+    meaning: str
+
+
+_JAIL_DEFAULTS: dict[str, Key] = {
+    "bantime": Key(parse_duration, "duration", "10m", "How long a ban lasts."),
+    "findtime": Key(parse_duration, "duration", "10m",
+                    "The window in which `maxretry` failures open a ban; older events are too old to count."),
+    "maxretry": Key(_positive_int, "integer", 5, "Failures within `findtime` that open a ban."),
+    "ignoreip": Key(_networks, "list of addresses/CIDRs", ["127.0.0.0/8", "::1"],
+                    "Never counted, never banned. Loopback is always ignored, listed or not."),
+    "firewall": Key(_choice(*FIREWALLS), "string", "iptables",
+                    "Backend enforcing bans: `iptables` or `dry-run` (records, touches nothing)."),
+    "blocktype": Key(_choice(*BLOCKTYPES), "string", "drop",
+                     "`drop` silently, or `reject` (ICMP port unreachable)."),
+    "ports": Key(_ports, '"all" or list', "all",
+                 'Ports blocked for a banned address: `"all"`, or a list like '
+                 '`[22, "80/tcp", "8000:8100/udp"]` (tcp if no protocol).'),
+}
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "ledger": {
+        "url": Key(_str, "string", "sqlite:////var/lib/journalban/ledger.db",
+                   "SQLAlchemy URL of the ledger database; SQLite runs in WAL mode."),
+    },
+    "reconcile": {
+        "interval": Key(parse_duration, "duration", "30s",
+                        "How often the firewall is compared with the ledger (also at once after every new ban)."),
+    },
+    "grammars": {
+        "directories": Key(_str_list, "list of paths", ["/etc/journalban/grammars"],
+                           "Searched for `NAME.grammar` before the grammars that ship with journalban."),
+    },
+    "sources.files": {
+        "poll_interval": Key(_seconds, "seconds (number)", 0.2, "How often followed files are checked for new lines."),
+    },
+    "defaults": _JAIL_DEFAULTS,
+    "jails.NAME": {
+        "enabled": Key(_bool, "boolean", True, "A disabled jail is validated but not run."),
+        "grammar": Key(_str, "string", None, "Name of the grammar (`NAME.grammar`) that recognises failures."),
+        "files": Key(_str_list, "list of paths", None, "Log files followed for this jail, like `tail -F`."),
+        **_JAIL_DEFAULTS,
+    },
+}
+
+
+@dataclass(frozen=True)
+class JailConfig:
+    name: str
+    enabled: bool
+    grammar: str
+    files: tuple[str, ...]
+    bantime: int
+    findtime: int
+    maxretry: int
+    ignoreip: tuple[IPNetwork, ...]
+    firewall: str
+    blocktype: str
+    ports: tuple[PortSpec, ...] | None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    ledger_url: str
+    reconcile_interval: int
+    grammar_dirs: tuple[Path, ...]  # the operator's, then the shipped ones
+    file_poll_interval: float
+    jails: Mapping[str, JailConfig]
+
+    @property
+    def enabled_jails(self) -> list[JailConfig]:
+        return [j for j in self.jails.values() if j.enabled]
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    path: Path
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}: {self.message}"
+
+
+class ConfigError(Exception):
+    """Every problem found in one file, each with its location."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__("\n".join(map(str, problems)))
+        self.problems = problems
+
+
+def default_config_path() -> Path:
+    """``/etc/journalban/journalban.toml`` when present, else the embedded default."""
+    return paths.SYSTEM_CONFIG if paths.SYSTEM_CONFIG.exists() else paths.DEFAULT_CONFIG
+
+
+def load_config(path: Path | None = None) -> Config:
+    path = path or default_config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigProblem(path, 1, 1, f"cannot read: {exc}")]) from None
+    return parse_config(text, path)
+
+
+_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+def parse_config(text: str, path: Path) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        where = _TOML_POSITION.search(str(exc))
+        line, col = (int(where[1]), int(where[2])) if where else (1, 1)
+        message = _TOML_POSITION.sub("", str(exc)).strip()
+        raise ConfigError([ConfigProblem(path, line, col, f"invalid TOML: {message}")]) from None
+    return _Validator(text, path).config(data)
+
+
+class _Validator:
+    """Walks the parsed TOML once, collecting problems instead of stopping at the first."""
+
+    def __init__(self, text: str, path: Path) -> None:
+        self.lines = text.splitlines()
+        self.path = path
+        self.problems: list[ConfigProblem] = []
+
+    def config(self, data: dict[str, Any]) -> Config:
+        known = {name.split(".")[0] for name in SCHEMA}
+        for name in data:
+            if name not in known:
+                self.problem((), name, f"unknown section [{name}]")
+        ledger = self.section(data, ("ledger",), "ledger")
+        reconcile = self.section(data, ("reconcile",), "reconcile")
+        grammars = self.section(data, ("grammars",), "grammars")
+        sources = self.table(data, (), "sources")
+        for name in sources:
+            if name != "files":
+                self.problem(("sources",), name, f"unknown section [sources.{name}]")
+        files = self.section(data, ("sources", "files"), "sources.files")
+        defaults = self.section(data, ("defaults",), "defaults")
+        jails = {name: self.jail(name, table, defaults)
+                 for name, table in self.table(data, (), "jails").items()}
+        if self.problems:
+            raise ConfigError(self.problems)
+        return Config(
+            path=self.path,
+            ledger_url=ledger["url"],
+            reconcile_interval=reconcile["interval"],
+            grammar_dirs=(*map(Path, grammars["directories"]), paths.SHIPPED_GRAMMARS),
+            file_poll_interval=files["poll_interval"],
+            jails=jails,
+        )
+
+    def table(self, data: dict[str, Any], where: tuple[str, ...], name: str) -> dict[str, Any]:
+        value = data.get(name, {})
+        if not isinstance(value, dict):
+            self.problem(where, name, f"{'.'.join((*where, name))} must be a table")
+            return {}
+        return value
+
+    def section(self, data: dict[str, Any], table_path: tuple[str, ...], schema_name: str,
+                inherited: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Values of one table: its own keys converted, the rest from ``inherited`` or defaults."""
+        table = data
+        for part in table_path:
+            table = self.table(table, table_path[:table_path.index(part)], part)
+        schema = SCHEMA[schema_name]
+        out: dict[str, Any] = {}
+        for key, value in table.items():
+            if key not in schema:
+                self.problem(table_path, key, f"unknown key '{key}' in [{'.'.join(table_path)}]")
+                continue
+            try:
+                out[key] = schema[key].convert(value)
+            except ValueError as exc:
+                self.problem(table_path, key, f"{'.'.join((*table_path, key))}: {exc}")
+        for key, spec in schema.items():
+            if key in out or key in table:
+                continue
+            if inherited is not None and key in inherited:
+                out[key] = inherited[key]
+            elif spec.default is None:
+                self.problem(table_path, None, f"[{'.'.join(table_path)}] needs '{key}'")
+            else:
+                out[key] = spec.convert(spec.default)
+        return out
+
+    def jail(self, name: str, table: object, defaults: Mapping[str, Any]) -> JailConfig:
+        where = ("jails", name)
+        if not _JAIL_NAME.fullmatch(name) or len(name) > MAX_JAIL_NAME:
+            self.problem(("jails",), name, f"jail name '{name}' must be letters, digits, '-' or '_', "
+                                           f"at most {MAX_JAIL_NAME} characters (the firewall chain is jb-NAME)")
+        if not isinstance(table, dict):
+            self.problem(("jails",), name, f"jails.{name} must be a table")
+            table = {}
+        values = self.section({"jails": {name: table}}, where, "jails.NAME", inherited=defaults)
+        if self.problems:
+            return None  # type: ignore[return-value]  # never returned: config() raises
+        return JailConfig(name=name, **{k: values[k] for k in SCHEMA["jails.NAME"]})
+
+    def problem(self, table_path: tuple[str, ...], key: str | None, message: str) -> None:
+        line, column = self.locate(table_path, key)
+        self.problems.append(ConfigProblem(self.path, line, column, message))
+
+    def locate(self, table_path: tuple[str, ...], key: str | None) -> tuple[int, int]:
+        """Line and column of ``key`` in table ``table_path`` (or of the table's header).
+
+        tomllib keeps no positions, so the text is searched: the ``[a.b]`` header
+        first, then the key's assignment below it; a key that is itself a table is
+        found by its own header.
+        """
+        header = self.header(table_path)
+        if key is None:
+            return header or (1, 1)
+        start = header[0] if header else 0
+        assignment = re.compile(rf"\s*(?:{re.escape(key)}|\"{re.escape(key)}\")\s*[=.]")
+        for number in range(start, len(self.lines)):
+            line = self.lines[number]
+            if assignment.match(line):
+                return number + 1, len(line) - len(line.lstrip()) + 1
+            if line.lstrip().startswith("["):
+                break
+        return self.header((*table_path, key)) or header or (1, 1)
+
+    def header(self, table_path: tuple[str, ...]) -> tuple[int, int] | None:
+        if not table_path:
+            return None
+        parts = r"\s*\.\s*".join(rf"(?:{re.escape(p)}|\"{re.escape(p)}\")" for p in table_path)
+        pattern = re.compile(rf"\s*\[\s*{parts}\s*\]")
+        for number, line in enumerate(self.lines):
+            if pattern.match(line):
+                return number + 1, line.index("[") + 1
+        return None
+
+
+def problem_at(config: Config, table_path: tuple[str, ...], key: str | None, message: str) -> ConfigProblem:
+    """A problem found after validation (a missing grammar, say), located in the config file."""
+    try:
+        text = config.path.read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    line, column = _Validator(text, config.path).locate(table_path, key)
+    return ConfigProblem(config.path, line, column, message)

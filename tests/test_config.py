@@ -1,0 +1,104 @@
+import ipaddress
+import re
+from pathlib import Path
+
+import pytest
+
+from journalban import paths
+from journalban.config import SCHEMA, ConfigError, load_config, parse_config
+from journalban.firewall.base import PortSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GOOD = """
+[ledger]
+url = "sqlite:////tmp/x.db"
+
+[defaults]
+bantime = "1h"
+ignoreip = ["192.0.2.0/24", "2001:db8::/32"]
+
+[jails.wplogin]
+grammar = "wp-limit-login"
+files = ["/var/log/nginx/wp-limit-login.log"]
+maxretry = 1
+bantime = 600
+ports = [80, "443/tcp", "6000:6010/udp"]
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, Path("/etc/jb.toml"))
+    return [str(p) for p in caught.value.problems]
+
+
+def test_values_are_typed_and_jails_inherit_defaults() -> None:
+    config = parse_config(GOOD, Path("x.toml"))
+    jail = config.jails["wplogin"]
+    assert (jail.maxretry, jail.bantime, jail.findtime) == (1, 600, 600)
+    assert config.ledger_url == "sqlite:////tmp/x.db"
+    assert config.reconcile_interval == 30
+    assert jail.ignoreip == (ipaddress.ip_network("192.0.2.0/24"), ipaddress.ip_network("2001:db8::/32"))
+    assert jail.ports == (PortSpec("tcp", ("80", "443")), PortSpec("udp", ("6000:6010",)))
+    assert config.grammar_dirs[-1] == paths.SHIPPED_GRAMMARS
+
+
+def test_unknown_key_is_named_with_its_line_and_column() -> None:
+    text = GOOD.replace("maxretry = 1", "  max_retry = 1")
+    assert problems(text) == ["/etc/jb.toml:12:3: unknown key 'max_retry' in [jails.wplogin]"]
+
+
+def test_bad_values_are_all_reported_naming_the_key() -> None:
+    text = GOOD.replace('bantime = "1h"', 'bantime = "soon"').replace("maxretry = 1", "maxretry = 0")
+    text += '\n[jails.x]\ngrammar = "g"\nfiles = ["/f"]\nblocktype = "explode"\n'
+    found = problems(text)
+    assert found[0].startswith("/etc/jb.toml:6:1: defaults.bantime: expected a duration")
+    assert found[1].startswith("/etc/jb.toml:12:1: jails.wplogin.maxretry: expected a whole number")
+    assert found[2].startswith("/etc/jb.toml:19:1: jails.x.blocktype: expected one of drop, reject")
+
+
+def test_unknown_section_missing_keys_and_bad_jail_names() -> None:
+    text = '[ledgr]\nurl = "x"\n\n[jails.this-name-is-far-too-long-for-iptables]\ngrammar = "g"\n'
+    found = problems(text)
+    assert found[0] == "/etc/jb.toml:1:1: unknown section [ledgr]"
+    assert "at most 25 characters" in found[1] and found[1].startswith("/etc/jb.toml:4:1:")
+    assert found[2] == ("/etc/jb.toml:4:1: [jails.this-name-is-far-too-long-for-iptables] needs 'files'")
+
+
+@pytest.mark.parametrize("ports", ['"some"', "[]", '["ssh"]', "[70000]", '["80/icmp"]', "[true]"])
+def test_bad_ports(ports: str) -> None:
+    assert "ports" in problems(GOOD.replace('[80, "443/tcp", "6000:6010/udp"]', ports))[0]
+
+
+def test_malformed_toml_reports_line_and_column() -> None:
+    found = problems('[ledger]\nurl = "unterminated\n')
+    assert len(found) == 1 and re.match(r"/etc/jb\.toml:2:\d+: invalid TOML", found[0])
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_embedded_default_is_valid_and_used_without_etc_file() -> None:
+    config = load_config(paths.DEFAULT_CONFIG)
+    assert config.jails["wplogin"].maxretry == 1
+    assert config.jails["wplogin"].bantime == 600
+    assert paths.DEFAULT_CONFIG.read_bytes() == (ROOT / "packaging/journalban.toml").read_bytes()
+
+
+def documented_keys() -> dict[str, set[str]]:
+    sections: dict[str, set[str]] = {}
+    current = None
+    for line in (ROOT / "docs/config.md").read_text().splitlines():
+        heading = re.fullmatch(r"## \[(.+)\]", line)
+        if heading:
+            current = sections.setdefault(heading[1], set())
+        elif current is not None and (row := re.match(r"\| `([a-z_]+)` \|", line)):
+            current.add(row[1])
+    return sections
+
+
+def test_docs_name_exactly_the_keys_of_the_schema() -> None:
+    assert documented_keys() == {section: set(keys) for section, keys in SCHEMA.items()}

@@ -1,0 +1,87 @@
+"""The ledger's schema: the single source of truth, and a documented SQL interface.
+
+Times are stored as UTC without a zone (``YYYY-MM-DD HH:MM:SS.ffffff`` on SQLite)
+so that plain SQL can compare them; Python sees aware UTC datetimes.
+Any change here needs an Alembic revision in ``migrations/versions``.
+"""
+
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, String, Text, text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+MATCHED_TEXT_LIMIT = 1024  # a flood of long lines must not fill the disk
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC in Python, naive UTC in the database, on every dialect alike."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("the ledger stores aware datetimes only")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Ban(Base):
+    """A ban: who, where, why, until when, and how it ended (NULL while active)."""
+
+    __tablename__ = "bans"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    jail: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    reason: Mapped[str] = mapped_column(Text)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    end_reason: Mapped[str | None] = mapped_column(String(16), default=None)  # expired | unbanned
+
+    __table_args__ = (
+        Index("ix_bans_jail_address", "jail", "address"),
+        # At most one active ban per jail and address: a constraint, not luck.
+        Index("ux_bans_active", "jail", "address", unique=True,
+              sqlite_where=text("ended_at IS NULL"), postgresql_where=text("ended_at IS NULL")),
+    )
+
+
+class Failure(Base):
+    """One failure a grammar recognised, with the text and rule behind it."""
+
+    __tablename__ = "failures"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())  # event time, windows count in it
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())  # when journalban read it
+    jail: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    rule: Mapped[str] = mapped_column(String(128))  # grammar/rule
+    text: Mapped[str] = mapped_column(String(MATCHED_TEXT_LIMIT))
+    source: Mapped[str] = mapped_column(String(512))
+    ban_id: Mapped[int | None] = mapped_column(ForeignKey("bans.id"), default=None)
+
+    __table_args__ = (Index("ix_failures_jail_address_occurred", "jail", "address", "occurred_at"),)
+
+
+class SourcePosition(Base):
+    """How far a source has been read, committed with the failures it produced."""
+
+    __tablename__ = "source_positions"
+
+    source: Mapped[str] = mapped_column(String(512), primary_key=True)  # "file:/var/log/x.log"
+    inode: Mapped[int] = mapped_column(BigInteger)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

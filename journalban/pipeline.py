@@ -1,0 +1,86 @@
+"""One batch from a source, through matching and detection, into the ledger.
+
+Sources hand over lines with the position they reached; everything a batch
+produces (failures, bans, the new position) is written in one transaction, so a
+crash loses none of it and counts none of it twice.
+"""
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from journalban.detector import Detector, Verdict
+from journalban.events import BanDecision, Event, Failure
+from journalban.grammar import Rejected
+from journalban.ledger.store import Ledger
+from journalban.match import JailMatcher
+from journalban.sources.files import Position
+
+log = logging.getLogger(__name__)
+RECORD_ATTEMPTS = 10
+
+
+class Pipeline:
+    def __init__(self, matchers: Mapping[str, Sequence[JailMatcher]], detector: Detector,
+                 ledger: Ledger, on_ban: Callable[[list[BanDecision]], None]) -> None:
+        self.matchers = matchers  # source name → the jails that read it
+        self.detector = detector
+        self.ledger = ledger
+        self.on_ban = on_ban
+        self.counters: Counter[str] = Counter()
+
+    def process(self, source: str, messages: Sequence[str], position: Position | None,
+                now: datetime) -> list[BanDecision]:
+        failures: list[Failure] = []
+        bans: list[BanDecision] = []
+        matchers = self.matchers.get(source, ())
+        self.counters["lines"] += len(messages)
+        for message in messages:
+            event = Event(time=now, source=source, message=message)
+            for matcher in matchers:
+                found = matcher.match(event)
+                if found is None:
+                    continue
+                if isinstance(found, Rejected):
+                    self.counters["rejected"] += 1
+                    log.warning("%s: %s skipped (%s/%s): %r", matcher.jail, found.reason,
+                                matcher.grammar.name, found.rule, message[:200])
+                    continue
+                verdict, decision = self.detector.observe(found, now)
+                self.counters[verdict.value] += 1
+                if verdict is Verdict.TOO_OLD:
+                    log.info("%s: too old to count (%s): %s", found.jail, found.time.isoformat(), found.address)
+                if verdict not in (Verdict.IGNORED, Verdict.TOO_OLD):
+                    failures.append(found)
+                if decision is not None:
+                    log.info("%s", decision)
+                    bans.append(decision)
+        if failures or bans or position is not None:
+            self._record(failures, bans, {source: position} if position else {}, now)
+        if bans:
+            self.on_ban(bans)
+        return bans
+
+    def _record(self, failures: list[Failure], bans: list[BanDecision],
+                positions: Mapping[str, Position], now: datetime) -> None:
+        """Retry a failing ledger for a while, then give up loudly.
+
+        Giving up ends the daemon before the position moves on: at its restart the
+        lines are read again from the last committed position, so nothing is lost.
+        """
+        delay = 0.1
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                self.ledger.record(failures, bans, positions, now)
+                return
+            except SQLAlchemyError as exc:
+                if attempt == RECORD_ATTEMPTS:
+                    raise
+                log.error("ledger write failed (attempt %d of %d), retrying in %.1fs: %s",
+                          attempt, RECORD_ATTEMPTS, delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)

@@ -1,0 +1,93 @@
+import ipaddress
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from journalban.detector import Detector, JailPolicy, Verdict
+from journalban.events import Failure
+
+T0 = datetime(2026, 4, 23, 10, 0, tzinfo=UTC)
+
+
+def failure(address: str, at: datetime, jail: str = "ssh") -> Failure:
+    return Failure(jail=jail, address=address, time=at, rule="g/r", text=f"fail from {address}", source="test")
+
+
+def detector(**overrides: object) -> Detector:
+    settings: dict[str, object] = {"maxretry": 3, "findtime": 600, "bantime": 3600,
+                                   "ignoreip": (ipaddress.ip_network("192.0.2.0/24"),
+                                                ipaddress.ip_network("2001:db8::/32"))}
+    settings.update(overrides)
+    return Detector({"ssh": JailPolicy("ssh", **settings)})  # type: ignore[arg-type]
+
+
+def test_bans_at_maxretry_within_findtime() -> None:
+    d = detector()
+    assert d.observe(failure("203.0.113.9", T0), T0)[0] is Verdict.COUNTED
+    later = T0 + timedelta(seconds=100)
+    assert d.observe(failure("203.0.113.9", later), later)[0] is Verdict.COUNTED
+    now = T0 + timedelta(seconds=200)
+    verdict, ban = d.observe(failure("203.0.113.9", now), now)
+    assert verdict is Verdict.BANNED and ban is not None
+    assert (ban.start, ban.expiry) == (now, now + timedelta(seconds=3600))
+    assert ban.reason == "3 failures in 600s: fail from 203.0.113.9"
+    assert len(ban.failures) == 3
+
+
+def test_failures_outside_the_window_do_not_add_up() -> None:
+    d = detector()
+    for minutes in (0, 8, 16, 24):  # each pair 8 minutes apart, no three within 10 minutes
+        at = T0 + timedelta(minutes=minutes)
+        assert d.observe(failure("203.0.113.9", at), at)[0] is Verdict.COUNTED
+
+
+def test_too_old_events_never_ban() -> None:
+    d = detector(maxretry=1)
+    now = T0 + timedelta(seconds=601)
+    assert d.observe(failure("203.0.113.9", T0), now)[0] is Verdict.TOO_OLD
+
+
+def test_already_banned_until_expiry_then_counted_afresh() -> None:
+    d = detector(maxretry=1, bantime=60)
+    assert d.observe(failure("203.0.113.9", T0), T0)[0] is Verdict.BANNED
+    during = T0 + timedelta(seconds=30)
+    assert d.observe(failure("203.0.113.9", during), during)[0] is Verdict.ALREADY_BANNED
+    later = T0 + timedelta(seconds=61)
+    assert d.observe(failure("203.0.113.9", later), later)[0] is Verdict.BANNED
+
+
+@pytest.mark.parametrize("address", ["192.0.2.77", "2001:db8::5", "127.0.0.1", "127.9.9.9", "::1"])
+def test_ignoreip_cidr_and_loopback_are_never_counted(address: str) -> None:
+    d = detector(maxretry=1, ignoreip=(ipaddress.ip_network("192.0.2.0/24"), ipaddress.ip_network("2001:db8::/32")))
+    assert d.observe(failure(address, T0), T0)[0] is Verdict.IGNORED
+    assert d.tracked == 0
+
+
+def test_loopback_is_ignored_even_when_ignoreip_is_emptied() -> None:
+    d = detector(maxretry=1, ignoreip=())
+    assert d.observe(failure("127.0.0.1", T0), T0)[0] is Verdict.IGNORED
+    assert d.observe(failure("192.0.2.77", T0), T0)[0] is Verdict.BANNED
+
+
+def test_jails_count_separately() -> None:
+    policies = {name: JailPolicy(name, 2, 600, 60) for name in ("ssh", "web")}
+    d = Detector(policies)
+    assert d.observe(failure("203.0.113.9", T0, "ssh"), T0)[0] is Verdict.COUNTED
+    assert d.observe(failure("203.0.113.9", T0, "web"), T0)[0] is Verdict.COUNTED
+
+
+def test_prime_restores_windows_and_bans() -> None:
+    d = detector()
+    d.prime([failure("203.0.113.9", T0), failure("203.0.113.9", T0)],
+            [("ssh", "198.51.100.1", T0 + timedelta(hours=1))])
+    assert d.observe(failure("203.0.113.9", T0), T0)[0] is Verdict.BANNED
+    assert d.observe(failure("198.51.100.1", T0), T0)[0] is Verdict.ALREADY_BANNED
+
+
+def test_sweep_forgets_stale_windows() -> None:
+    d = detector()
+    d.observe(failure("203.0.113.9", T0), T0)
+    d.sweep(T0 + timedelta(seconds=599))
+    assert d.tracked == 1
+    d.sweep(T0 + timedelta(seconds=601))
+    assert d.tracked == 0

@@ -1,0 +1,131 @@
+"""The daemon: wires sources → match → detect → ledger → reconcile → firewall, and runs them.
+
+Start-up order matters: the ledger schema first, then the firewall is reconciled
+(bans survive a restart or a reboot before any new line is read), then sources
+open, and only then is "ready" announced.
+"""
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from journalban.config import Config, JailConfig
+from journalban.detector import Detector, JailPolicy
+from journalban.events import BanDecision
+from journalban.firewall.base import FirewallBackend, JailLayout
+from journalban.firewall.iptables import IptablesFirewall
+from journalban.firewall.memory import MemoryFirewall
+from journalban.grammar import Grammar
+from journalban.ledger.store import Ledger
+from journalban.match import JailMatcher
+from journalban.pipeline import Pipeline
+from journalban.reconcile import Enforcement, Reconciler
+from journalban.schedule import ReconcileSchedule
+from journalban.sources.files import FileFollower
+
+log = logging.getLogger(__name__)
+
+BACKENDS: dict[str, Callable[[], FirewallBackend]] = {
+    "iptables": IptablesFirewall,
+    "dry-run": MemoryFirewall,
+}
+SWEEP_EVERY = timedelta(seconds=60)
+
+
+def file_source(path: str) -> str:
+    return f"file:{path}"
+
+
+def policy(jail: JailConfig) -> JailPolicy:
+    return JailPolicy(jail.name, jail.maxretry, jail.findtime, jail.bantime, jail.ignoreip)
+
+
+def layout(jail: JailConfig) -> JailLayout:
+    return JailLayout(jail.name, jail.blocktype, jail.ports)  # type: ignore[arg-type]
+
+
+def enforcements(jails: list[JailConfig]) -> list[Enforcement]:
+    """One backend instance per firewall kind, with the jails it enforces."""
+    kinds = sorted({j.firewall for j in jails})
+    return [Enforcement(BACKENDS[kind](), tuple(layout(j) for j in jails if j.firewall == kind))
+            for kind in kinds]
+
+
+class Daemon:
+    def __init__(self, config: Config, grammars: dict[str, Grammar],
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.config = config
+        self.clock = clock
+        self.jails = config.enabled_jails
+        self.ledger = Ledger(config.ledger_url)
+        self.detector = Detector({j.name: policy(j) for j in self.jails})
+        self.reconciler = Reconciler(self.ledger, enforcements(self.jails), clock)
+        self.schedule = ReconcileSchedule(self.reconciler, config.reconcile_interval)
+        matchers: dict[str, list[JailMatcher]] = {}
+        for jail in self.jails:
+            for path in jail.files:
+                matchers.setdefault(file_source(path), []).append(JailMatcher(jail.name, grammars[jail.grammar]))
+        self.pipeline = Pipeline(matchers, self.detector, self.ledger, self._banned)
+        self.followers: list[FileFollower] = []
+        self._stop = asyncio.Event()
+
+    def _banned(self, bans: list[BanDecision]) -> None:
+        self.schedule.wake()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        self.ledger.upgrade()
+        self._restore_state()
+        result = self.reconciler.run()
+        log.info("firewall reconciled at start: %d ban(s) expired, %s",
+                 result.expired, "repaired" if result.healed else "in order")
+        self._open_sources()
+        self.schedule.start()
+        log.info("journalban ready: %d jail(s), %d file(s) followed",
+                 len(self.jails), len(self.followers))
+        try:
+            await self._follow()
+        finally:
+            self.schedule.stop()
+            for follower in self.followers:
+                follower.close()
+            self.ledger.close()
+            log.info("journalban stopped; bans stay in the firewall until they expire")
+
+    def _restore_state(self) -> None:
+        now = self.clock()
+        longest = max((j.findtime for j in self.jails), default=0)
+        active = [(b.jail, b.address, b.expires_at) for b in self.ledger.active_bans()]
+        self.detector.prime(self.ledger.open_failures(now - timedelta(seconds=longest)), active)
+
+    def _open_sources(self) -> None:
+        positions = self.ledger.positions()
+        first_start = not positions
+        paths = sorted({path for jail in self.jails for path in jail.files})
+        for path in paths:
+            self.followers.append(FileFollower(path, positions.get(file_source(path)),
+                                               first_start=first_start))
+            log.info("following %s", path)
+
+    async def _follow(self) -> None:
+        next_sweep = self.clock() + SWEEP_EVERY
+        while not self._stop.is_set():
+            for follower in self.followers:
+                for chunk in follower.poll():
+                    self.pipeline.process(file_source(chunk.path), chunk.lines, chunk.position,
+                                          self.clock())
+            now = self.clock()
+            if now >= next_sweep:
+                self.detector.sweep(now)
+                next_sweep = now + SWEEP_EVERY
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.config.file_poll_interval)
+            except TimeoutError:
+                pass

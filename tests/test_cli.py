@@ -1,0 +1,57 @@
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from journalban import __version__
+from journalban.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_version_from_the_installed_entry_point() -> None:
+    out = subprocess.run([sys.executable, "-m", "journalban", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"journalban, version {__version__}"
+
+
+def test_check_accepts_the_embedded_default() -> None:
+    result = CliRunner().invoke(main, ["check", "-c", str(ROOT / "packaging/journalban.toml")])
+    assert result.exit_code == 0, result.output
+    assert "jails: wplogin, nginx-wp-login" in result.output
+
+
+def test_check_lists_each_error_as_file_line_column(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[defaults]\nbantime = "forever"\n\n[jails.web]\ngrammar = "nope"\nfiles = ["/x"]\n')
+    result = CliRunner().invoke(main, ["check", "-c", str(config)])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[0].startswith(f"{config}:2:1: defaults.bantime: expected a duration")
+
+
+def test_check_names_a_missing_grammar_where_the_jail_asks_for_it(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[jails.web]\nfiles = ["/x"]\ngrammar = "nope"\n')
+    result = CliRunner().invoke(main, ["check", "-c", str(config)])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"{config}:3:1: no grammar named 'nope'")
+
+
+def test_check_reports_a_grammar_syntax_error_with_its_position(tmp_path: Path) -> None:
+    grammars = tmp_path / "grammars"
+    grammars.mkdir()
+    (grammars / "broken.grammar").write_text(
+        'grammar broken\napplies file format=raw\ntime read\nfail x: <address "oops"\n')
+    config = tmp_path / "c.toml"
+    config.write_text(f'[grammars]\ndirectories = ["{grammars}"]\n\n[jails.web]\nfiles = ["/x"]\ngrammar = "broken"\n')
+    result = CliRunner().invoke(main, ["check", "-c", str(config)])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"{grammars / 'broken.grammar'}:4:")
+
+
+def test_db_upgrade_creates_the_ledger(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f'[ledger]\nurl = "sqlite:///{tmp_path}/l.db"\n')
+    result = CliRunner().invoke(main, ["db", "upgrade", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "l.db").exists()

@@ -1,0 +1,68 @@
+"""The daemon wired whole, in-process, with the dry-run firewall (no root needed)."""
+
+import asyncio
+from pathlib import Path
+
+from journalban.daemon import Daemon
+from journalban.firewall.memory import MemoryFirewall
+from journalban.loading import Loaded, load
+
+LOCKOUT = "Apr 3 01:11:12 IP locked out by wp-limit-login: {}\n"
+
+
+def loaded(tmp_path: Path) -> Loaded:
+    config = tmp_path / "journalban.toml"
+    config.write_text(f"""
+[ledger]
+url = "sqlite:///{tmp_path}/ledger.db"
+[sources.files]
+poll_interval = 0.02
+[jails.wplogin]
+grammar = "wp-limit-login"
+files = ["{tmp_path}/wp.log"]
+maxretry = 2
+firewall = "dry-run"
+""")
+    return load(config)
+
+
+async def until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+def test_lines_become_dry_run_bans_and_state_survives_a_restart(tmp_path: Path) -> None:
+    log = tmp_path / "wp.log"
+
+    async def first_run() -> None:
+        setup = loaded(tmp_path)
+        daemon = Daemon(setup.config, setup.grammars)
+        task = asyncio.create_task(daemon.run())
+        firewall = daemon.reconciler.enforcements[0].backend
+        assert isinstance(firewall, MemoryFirewall)
+        await until(lambda: daemon.followers)
+        with log.open("a") as f:
+            f.write(LOCKOUT.format("203.0.113.9") * 2 + LOCKOUT.format("198.51.100.4"))
+        await until(lambda: ("wplogin", "203.0.113.9") in firewall.entries)
+        await until(lambda: daemon.pipeline.counters["counted"] == 2)
+        assert firewall.entries == {("wplogin", "203.0.113.9")}
+        daemon.stop()
+        await task
+
+    async def second_run() -> None:
+        setup = loaded(tmp_path)
+        daemon = Daemon(setup.config, setup.grammars)
+        task = asyncio.create_task(daemon.run())
+        firewall = daemon.reconciler.enforcements[0].backend
+        assert isinstance(firewall, MemoryFirewall)
+        await until(lambda: daemon.followers)
+        assert firewall.entries == {("wplogin", "203.0.113.9")}  # restored before reading
+        with log.open("a") as f:  # the second failure of 198.51.100.4, the first read last time
+            f.write(LOCKOUT.format("198.51.100.4"))
+        await until(lambda: ("wplogin", "198.51.100.4") in firewall.entries)
+        daemon.stop()
+        await task
+
+    asyncio.run(first_run())
+    asyncio.run(second_run())

@@ -28,10 +28,13 @@ class JailLayout:
     name: str
     blocktype: BlockType = "drop"
     ports: tuple[PortSpec, ...] | None = None  # None: all ports, all protocols
+    chain: str = "INPUT"  # where the jump is hooked: INPUT, FORWARD, DOCKER-USER
+    log: bool = False  # kernel-log dropped packets, rate-limited, prefix "journalban <jail>: "
 
 
-# One banned address in one jail; the address is ipaddress-normalised
-# ("203.0.113.9", "2001:db8::1").
+# One banned address or network in one jail, ipaddress-normalised: a host is
+# written bare ("203.0.113.9", "2001:db8::1"), a network with its prefix
+# ("203.0.113.0/24", "2001:db8:1::/64").
 Entry = tuple[str, str]
 
 

@@ -1,15 +1,18 @@
 """The ``journalban`` command: the operator's edge of the program."""
 
 import asyncio
+import json
 import logging
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 import click
 
 from journalban import __version__
 from journalban.config import ConfigError, load_config
+from journalban.durations import parse_duration
+from journalban.grammar import Grammar, GrammarError, load_grammar, load_grammars
 from journalban.loading import Loaded, LoadError, load
 
 CONFIG_OPTION = click.option(
@@ -47,6 +50,47 @@ def check(config_path: Path | None) -> None:
     click.echo(f"{loaded.config.path}: ok (jails: {jails}; grammars: {', '.join(sorted(loaded.grammars)) or 'none'})")
 
 
+@main.command()
+@click.option("-g", "--grammar", "grammar_name", required=True, help="Grammar name, or path to a .grammar file.")
+@click.argument("log", type=click.File("rb"))
+@CONFIG_OPTION
+@click.option("--format", "file_format", type=click.Choice(["raw", "syslog"]),
+              help="How lines are read (default: what the grammar expects).")
+@click.option("--maxretry", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--findtime", default="10m", show_default=True, help="Duration, e.g. 600, 10m, 1h.")
+@click.option("--bantime", default="10m", show_default=True, help="Duration of the bans written with --ledger.")
+@click.option("--show-missed", type=click.IntRange(min=0), default=0, help="Print up to N lines no rule matched.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option("--matches", is_flag=True, help="Print one JSON object per matched line instead of a summary.")
+@click.option("--ledger", "ledger_url", help="Write the failures and the bans they would cause into this ledger.")
+def replay(grammar_name: str, log: BinaryIO, config_path: Path | None, file_format: str | None,
+           maxretry: int, findtime: str, bantime: str, show_missed: int, as_json: bool, matches: bool,
+           ledger_url: str | None) -> None:
+    """Replay LOG (a file, or - for stdin) through a grammar, as fail2ban-regex does."""
+    from journalban.replay import replay as run_replay
+    from journalban.replay_output import print_summary
+
+    grammar = _grammar_or_exit(grammar_name, config_path)
+    try:
+        windows = parse_duration(findtime), parse_duration(bantime)
+    except ValueError as exc:
+        _fail([f"replay: {exc}"])
+    ledger = _ledger(ledger_url) if ledger_url else None
+    lines = (raw.decode("utf-8", "replace").rstrip("\r\n") for raw in log)
+    try:
+        summary = run_replay(
+            lines, grammar, file_format=file_format or grammar.file_format, source=f"file:{getattr(log, 'name', '-')}",
+            maxretry=maxretry, findtime=windows[0], bantime=windows[1], show_missed=show_missed,
+            on_match=(lambda m: click.echo(json.dumps(m.as_json()))) if matches else None, ledger=ledger)
+    finally:
+        if ledger is not None:
+            ledger.close()
+    if as_json:
+        click.echo(json.dumps(summary.as_json()))
+    elif not matches:
+        print_summary(summary)
+
+
 @main.group()
 def db() -> None:
     """Manage the ledger database."""
@@ -56,18 +100,37 @@ def db() -> None:
 @CONFIG_OPTION
 def upgrade(config_path: Path | None) -> None:
     """Bring the ledger's schema to the newest revision."""
-    from journalban.ledger.store import Ledger
-
     try:
         config = load_config(config_path)
     except ConfigError as exc:
         _fail([str(p) for p in exc.problems])
-    ledger = Ledger(config.ledger_url)
-    try:
-        ledger.upgrade()
-    finally:
-        ledger.close()
+    _ledger(config.ledger_url).close()
     click.echo(f"ledger at {config.ledger_url} is up to date")
+
+
+def _grammar_or_exit(name: str, config_path: Path | None) -> Grammar:
+    """A grammar by file path, or by name in the config's grammar directories."""
+    if name.endswith(".grammar") or "/" in name:
+        try:
+            return load_grammar(Path(name))
+        except GrammarError as exc:
+            _fail([str(exc)])
+    try:
+        directories = load_config(config_path).grammar_dirs
+    except ConfigError as exc:
+        _fail([str(p) for p in exc.problems])
+    grammars, errors = load_grammars(directories)
+    if name not in grammars:
+        _fail([str(e) for e in errors] + [f"no grammar named '{name}' in {', '.join(map(str, directories))}"])
+    return grammars[name]
+
+
+def _ledger(url: str) -> "Ledger":
+    from journalban.ledger.store import Ledger
+
+    ledger = Ledger(url)
+    ledger.upgrade()
+    return ledger
 
 
 def _load_or_exit(config_path: Path | None) -> Loaded:

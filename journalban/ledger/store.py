@@ -63,25 +63,43 @@ class Ledger:
         """Failures, the bans they opened and the source positions that produced them,
         in one transaction: a crash keeps all of it or none."""
         with self.transaction() as session:
-            session.add_all(Failure(occurred_at=f.time, recorded_at=now, jail=f.jail,
-                                    address=f.address, rule=f.rule,
-                                    text=f.text[:MATCHED_TEXT_LIMIT], source=f.source[:512])
-                            for f in failures)
+            rows = {id(f): Failure(occurred_at=f.time, recorded_at=now, jail=f.jail, address=f.address,
+                                   rule=f.rule, text=f.text[:MATCHED_TEXT_LIMIT], source=f.source[:512])
+                    for f in failures}
+            session.add_all(rows.values())
             session.flush()
+            first_new = min((r.id for r in rows.values()), default=None)
             for decision in bans:
                 ban = Ban(jail=decision.jail, address=decision.address, started_at=decision.start,
                           expires_at=decision.expiry, reason=decision.reason)
+                if decision.expiry <= now:  # history, e.g. an old log replayed into the ledger
+                    ban.ended_at, ban.end_reason = decision.expiry, "expired"
                 session.add(ban)
                 session.flush()
-                earliest = min(f.time for f in decision.failures)
-                session.execute(
-                    update(Failure)
-                    .where(Failure.jail == decision.jail, Failure.address == decision.address,
-                           Failure.ban_id.is_(None), Failure.occurred_at >= earliest)
-                    .values(ban_id=ban.id))
+                self._link(session, ban, decision, rows, first_new)
             for source, position in positions.items():
                 session.merge(SourcePosition(source=source, inode=position.inode,
                                              offset=position.offset, updated_at=now))
+
+    @staticmethod
+    def _link(session: Session, ban: Ban, decision: BanDecision, rows: Mapping[int, Failure],
+              first_new: int | None) -> None:
+        """Point the failures behind a ban at it: those of this batch directly, those
+        recorded by earlier batches (or before a restart) by their window."""
+        earlier = False
+        for failure in decision.failures:
+            row = rows.get(id(failure))
+            if row is None:
+                earlier = True
+            else:
+                row.ban_id = ban.id
+        if earlier:
+            query = update(Failure).where(
+                Failure.jail == decision.jail, Failure.address == decision.address, Failure.ban_id.is_(None),
+                Failure.occurred_at >= min(f.time for f in decision.failures))
+            if first_new is not None:
+                query = query.where(Failure.id < first_new)
+            session.execute(query.values(ban_id=ban.id))
 
     def positions(self) -> dict[str, Position]:
         with self.transaction() as session:

@@ -25,9 +25,15 @@ def failure(address: str = "203.0.113.9", text: str = "IP locked out: 203.0.113.
                    source="file:/var/log/x.log")
 
 
-def ban(address: str = "203.0.113.9", seconds: int = 600) -> BanDecision:
+def ban(address: str = "203.0.113.9", seconds: int = 600, behind: Failure | None = None) -> BanDecision:
     return BanDecision(jail="wplogin", address=address, start=T0, expiry=T0 + timedelta(seconds=seconds),
-                       reason=f"1 failure in 600s: IP locked out: {address}", failures=(failure(address),))
+                       reason=f"1 failure in 600s: IP locked out: {address}", failures=(behind or failure(address),))
+
+
+def failure_and_ban(address: str = "203.0.113.9", seconds: int = 600) -> tuple[list[Failure], list[BanDecision]]:
+    """A failure and the ban it opens, as the detector hands them over (the same object)."""
+    behind = failure(address)
+    return [behind], [ban(address, seconds, behind)]
 
 
 def test_migration_creates_the_documented_tables_in_wal_mode(ledger: Ledger, tmp_path: Path) -> None:
@@ -41,7 +47,7 @@ def test_migration_creates_the_documented_tables_in_wal_mode(ledger: Ledger, tmp
 
 
 def test_record_links_failures_to_their_ban_and_keeps_position(ledger: Ledger, tmp_path: Path) -> None:
-    ledger.record([failure()], [ban()], {"file:/var/log/x.log": Position(42, 1000)}, T0)
+    ledger.record(*failure_and_ban(), {"file:/var/log/x.log": Position(42, 1000)}, T0)
     db = sqlite3.connect(tmp_path / "sub/ledger.db")
     row = db.execute("SELECT b.address, b.reason, b.started_at, b.expires_at, f.rule, f.text "
                      "FROM failures f JOIN bans b ON f.ban_id = b.id").fetchone()
@@ -61,7 +67,7 @@ def test_matched_text_is_cut_at_1_kib(ledger: Ledger) -> None:
 
 
 def test_active_bans_expire(ledger: Ledger, tmp_path: Path) -> None:
-    ledger.record([failure()], [ban(seconds=10)], {}, T0)
+    ledger.record(*failure_and_ban(seconds=10), {}, T0)
     assert [b.address for b in ledger.active_bans()] == ["203.0.113.9"]
     assert ledger.expire_bans(T0 + timedelta(seconds=9)) == []
     assert [b.address for b in ledger.expire_bans(T0 + timedelta(seconds=10))] == ["203.0.113.9"]
@@ -72,22 +78,30 @@ def test_active_bans_expire(ledger: Ledger, tmp_path: Path) -> None:
 
 
 def test_one_active_ban_per_jail_and_address_is_a_constraint(ledger: Ledger) -> None:
-    ledger.record([failure()], [ban()], {}, T0)
+    ledger.record(*failure_and_ban(), {}, T0)
     with pytest.raises(IntegrityError):
         ledger.record([], [ban()], {}, T0)
     ledger.expire_bans(T0 + timedelta(hours=1))
-    ledger.record([failure()], [ban()], {}, T0 + timedelta(hours=1))  # a new ban after the old one ended
+    ledger.record(*failure_and_ban(), {}, T0 + timedelta(hours=1))  # a new ban after the old one ended
 
 
 def test_open_failures_exclude_those_behind_a_ban(ledger: Ledger) -> None:
     ledger.record([failure("198.51.100.7")], [], {}, T0)
-    ledger.record([failure()], [ban()], {}, T0)
+    ledger.record(*failure_and_ban(), {}, T0)
     assert [f.address for f in ledger.open_failures(T0 - timedelta(minutes=10))] == ["198.51.100.7"]
 
 
 def test_a_failed_transaction_keeps_nothing(ledger: Ledger) -> None:
-    ledger.record([failure()], [ban()], {"file:/x": Position(1, 10)}, T0)
+    ledger.record(*failure_and_ban(), {"file:/x": Position(1, 10)}, T0)
     with pytest.raises(IntegrityError):  # the duplicate ban fails the whole batch
         ledger.record([failure("198.51.100.7")], [ban()], {"file:/x": Position(1, 99)}, T0)
     assert ledger.positions() == {"file:/x": Position(1, 10)}
+    assert ledger.open_failures(T0 - timedelta(minutes=1)) == []
+
+
+def test_failures_of_earlier_batches_are_linked_to_the_ban_they_open(ledger: Ledger) -> None:
+    first, second = failure(), failure()
+    ledger.record([first], [], {}, T0)
+    decision = BanDecision("wplogin", "203.0.113.9", T0, T0 + timedelta(minutes=10), "2 failures", (first, second))
+    ledger.record([second], [decision], {}, T0)
     assert ledger.open_failures(T0 - timedelta(minutes=1)) == []

@@ -15,6 +15,9 @@ from journalban.durations import parse_duration
 from journalban.grammar import Grammar, GrammarError, load_grammar, load_grammars
 from journalban.loading import Loaded, LoadError, load
 
+if TYPE_CHECKING:
+    from journalban.ledger.store import Ledger
+
 CONFIG_OPTION = click.option(
     "-c", "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
     help="Config file (default: /etc/journalban/journalban.toml if present, else the embedded default).")

@@ -22,8 +22,12 @@ from journalban.firewall.iptables import MAX_JAIL_NAME
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-FIREWALLS = ("iptables", "dry-run")
+FIREWALLS = ("iptables", "ipset", "nftables", "dry-run")
 BLOCKTYPES = ("drop", "reject")
+ON_STOP = ("keep", "remove")
+# ipset set names stop at 31 characters: "jb-" + NAME + "-net4"
+MAX_JAIL_NAME_FOR = {"ipset": 31 - len("jb-") - len("-net4")}
+_CHAIN = re.compile(r"[A-Za-z0-9_-]{1,28}")
 _JAIL_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -57,6 +61,33 @@ def _seconds(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 60:
         raise ValueError(f"expected a number of seconds between 0 and 60, got {value!r}")
     return float(value)
+
+
+def _bantime(value: object) -> int | None:
+    """A duration, or None for a permanent ban (``-1`` or ``"forever"``)."""
+    if value == -1 or value == "forever":
+        return None
+    return parse_duration(value)
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"expected a positive number, got {value!r}")
+    return float(value)
+
+
+def _int_range(low: int, high: int) -> Callable[[object], int]:
+    def convert(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}, got {value!r}")
+        return value
+    return convert
+
+
+def _chain(value: object) -> str:
+    if not isinstance(value, str) or not _CHAIN.fullmatch(value):
+        raise ValueError(f"expected a chain name like INPUT, FORWARD or DOCKER-USER, got {value!r}")
+    return value
 
 
 def _networks(value: object) -> tuple[IPNetwork, ...]:
@@ -108,19 +139,36 @@ class Key:
 
 
 _JAIL_DEFAULTS: dict[str, Key] = {
-    "bantime": Key(parse_duration, "duration", "10m", "How long a ban lasts."),
+    "bantime": Key(_bantime, "duration or \"forever\"", "10m",
+                   "How long a ban lasts; `-1` or `\"forever\"` for a permanent ban."),
+    "bantime_increment": Key(_bool, "boolean", False,
+                             "Repeat offenders get longer bans: `bantime x bantime_factor x 2^n` for an address "
+                             "banned n times before in this jail (counted in the ledger), at most `bantime_maxtime`."),
+    "bantime_factor": Key(_number, "number", 1, "The factor of `bantime_increment`."),
+    "bantime_maxtime": Key(parse_duration, "duration", "1w", "The longest ban `bantime_increment` gives."),
     "findtime": Key(parse_duration, "duration", "10m",
                     "The window in which `maxretry` failures open a ban; older events are too old to count."),
     "maxretry": Key(_positive_int, "integer", 5, "Failures within `findtime` that open a ban."),
     "ignoreip": Key(_networks, "list of addresses/CIDRs", ["127.0.0.0/8", "::1"],
                     "Never counted, never banned. Loopback is always ignored, listed or not."),
+    "ignoreself": Key(_bool, "boolean", True, "Never ban the host's own addresses."),
     "firewall": Key(_choice(*FIREWALLS), "string", "iptables",
-                    "Backend enforcing bans: `iptables` or `dry-run` (records, touches nothing)."),
+                    "Backend enforcing bans: `iptables`, `ipset`, `nftables` or `dry-run`."),
     "blocktype": Key(_choice(*BLOCKTYPES), "string", "drop",
                      "`drop` silently, or `reject` (ICMP port unreachable)."),
     "ports": Key(_ports, '"all" or list', "all",
                  'Ports blocked for a banned address: `"all"`, or a list like '
                  '`[22, "80/tcp", "8000:8100/udp"]` (tcp if no protocol).'),
+    "chain": Key(_chain, "string", "INPUT", "Where the jail is hooked: `INPUT`, or `FORWARD`/`DOCKER-USER` "
+                                            "for published container ports."),
+    "log": Key(_bool, "boolean", False, "Kernel-log dropped packets, rate-limited, prefixed `journalban <jail>: `."),
+    "subnet_threshold": Key(_int_range(0, 65536), "integer", 0,
+                            "When this many addresses of one subnet are banned at once, one subnet ban "
+                            "replaces them (0: never)."),
+    "subnet_prefix4": Key(_int_range(16, 32), "integer", 24, "The IPv4 subnet size of aggregation."),
+    "subnet_prefix6": Key(_int_range(32, 128), "integer", 64, "The IPv6 subnet size of aggregation."),
+    "on_stop": Key(_choice(*ON_STOP), "string", "keep",
+                   "What the daemon does with the jail's bans when it stops: `keep` them in force or `remove` them."),
 }
 
 SCHEMA: dict[str, dict[str, Key]] = {
@@ -155,13 +203,23 @@ class JailConfig:
     enabled: bool
     grammar: str
     files: tuple[str, ...]
-    bantime: int
+    bantime: int | None  # None: forever
+    bantime_increment: bool
+    bantime_factor: float
+    bantime_maxtime: int
     findtime: int
     maxretry: int
     ignoreip: tuple[IPNetwork, ...]
+    ignoreself: bool
     firewall: str
     blocktype: str
     ports: tuple[PortSpec, ...] | None
+    chain: str
+    log: bool
+    subnet_threshold: int
+    subnet_prefix4: int
+    subnet_prefix6: int
+    on_stop: str
 
 
 @dataclass(frozen=True)
@@ -303,6 +361,10 @@ class _Validator:
             self.problem(("jails",), name, f"jails.{name} must be a table")
             table = {}
         values = self.section({"jails": {name: table}}, where, "jails.NAME", inherited=defaults)
+        limit = MAX_JAIL_NAME_FOR.get(values.get("firewall", ""), MAX_JAIL_NAME)
+        if len(name) > limit:
+            self.problem(("jails",), name, f"jail name '{name}' is too long for the {values['firewall']} "
+                                           f"firewall: at most {limit} characters")
         if self.problems:
             return None  # type: ignore[return-value]  # never returned: config() raises
         return JailConfig(name=name, **{k: values[k] for k in SCHEMA["jails.NAME"]})

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from journalban.config import Config, JailConfig
-from journalban.detector import Detector, JailPolicy
+from journalban.detector import Detector, IPNetwork, JailPolicy
 from journalban.events import BanDecision
 from journalban.firewall.base import FirewallBackend, JailLayout
 from journalban.firewall.iptables import IptablesFirewall
@@ -20,6 +20,7 @@ from journalban.firewall.memory import MemoryFirewall
 from journalban.grammar import Grammar
 from journalban.ledger.store import Ledger
 from journalban.match import JailMatcher
+from journalban.own_addresses import own_addresses
 from journalban.pipeline import Pipeline
 from journalban.reconcile import Enforcement, Reconciler
 from journalban.schedule import ReconcileSchedule
@@ -27,10 +28,19 @@ from journalban.sources.files import FileFollower
 
 log = logging.getLogger(__name__)
 
-BACKENDS: dict[str, Callable[[], FirewallBackend]] = {
-    "iptables": IptablesFirewall,
-    "dry-run": MemoryFirewall,
-}
+def _backend(kind: str) -> FirewallBackend:
+    """A backend instance by config name; the less common ones are imported only when used."""
+    if kind == "iptables":
+        return IptablesFirewall()
+    if kind == "ipset":
+        from journalban.firewall.ipset import IpsetFirewall
+
+        return IpsetFirewall()
+    if kind == "nftables":
+        from journalban.firewall.nftables import NftablesFirewall
+
+        return NftablesFirewall()
+    return MemoryFirewall()
 SWEEP_EVERY = timedelta(seconds=60)
 
 
@@ -38,18 +48,23 @@ def file_source(path: str) -> str:
     return f"file:{path}"
 
 
-def policy(jail: JailConfig) -> JailPolicy:
-    return JailPolicy(jail.name, jail.maxretry, jail.findtime, jail.bantime, jail.ignoreip)
+def policy(jail: JailConfig, own: tuple[IPNetwork, ...]) -> JailPolicy:
+    return JailPolicy(
+        jail.name, jail.maxretry, jail.findtime, jail.bantime,
+        ignoreip=jail.ignoreip + (own if jail.ignoreself else ()),
+        bantime_increment=jail.bantime_increment, bantime_factor=jail.bantime_factor,
+        bantime_maxtime=jail.bantime_maxtime, subnet_threshold=jail.subnet_threshold,
+        subnet_prefix4=jail.subnet_prefix4, subnet_prefix6=jail.subnet_prefix6)
 
 
 def layout(jail: JailConfig) -> JailLayout:
-    return JailLayout(jail.name, jail.blocktype, jail.ports)  # type: ignore[arg-type]
+    return JailLayout(jail.name, jail.blocktype, jail.ports, jail.chain, jail.log)  # type: ignore[arg-type]
 
 
 def enforcements(jails: list[JailConfig]) -> list[Enforcement]:
     """One backend instance per firewall kind, with the jails it enforces."""
     kinds = sorted({j.firewall for j in jails})
-    return [Enforcement(BACKENDS[kind](), tuple(layout(j) for j in jails if j.firewall == kind))
+    return [Enforcement(_backend(kind), tuple(layout(j) for j in jails if j.firewall == kind))
             for kind in kinds]
 
 
@@ -60,7 +75,8 @@ class Daemon:
         self.clock = clock
         self.jails = config.enabled_jails
         self.ledger = Ledger(config.ledger_url)
-        self.detector = Detector({j.name: policy(j) for j in self.jails})
+        own = own_addresses() if any(j.ignoreself for j in self.jails) else ()
+        self.detector = Detector({j.name: policy(j, own) for j in self.jails})
         self.reconciler = Reconciler(self.ledger, enforcements(self.jails), clock)
         self.schedule = ReconcileSchedule(self.reconciler, config.reconcile_interval)
         matchers: dict[str, list[JailMatcher]] = {}
@@ -94,16 +110,28 @@ class Daemon:
             await self._follow()
         finally:
             self.schedule.stop()
+            self._on_stop()
             for follower in self.followers:
                 follower.close()
             self.ledger.close()
-            log.info("journalban stopped; bans stay in the firewall until they expire")
+            log.info("journalban stopped")
+
+    def _on_stop(self) -> None:
+        removing = [j for j in self.jails if j.on_stop == "remove"]
+        if removing:
+            names = {j.name for j in removing}
+            self.reconciler.remove(names)
+            log.info("bans of %s taken out of the firewall (on_stop = remove)", ", ".join(sorted(names)))
+        kept = len(self.jails) - len(removing)
+        if kept:
+            log.info("bans of %d jail(s) stay in the firewall until they expire (on_stop = keep)", kept)
 
     def _restore_state(self) -> None:
         now = self.clock()
         longest = max((j.findtime for j in self.jails), default=0)
         active = [(b.jail, b.address, b.expires_at) for b in self.ledger.active_bans()]
-        self.detector.prime(self.ledger.open_failures(now - timedelta(seconds=longest)), active)
+        self.detector.prime(self.ledger.open_failures(now - timedelta(seconds=longest)), active,
+                            self.ledger.ban_counts())
 
     def _open_sources(self) -> None:
         positions = self.ledger.positions()

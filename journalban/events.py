@@ -7,7 +7,11 @@ Each has a readable ``str`` so a stage's output can be printed and compared.
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+
+# The expiry of a permanent ban: a real time, so plain SQL such as
+# ``expires_at > CURRENT_TIMESTAMP`` treats it as active without special cases.
+FOREVER = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,8 @@ class BanDecision:
     expiry: datetime
     reason: str
     failures: tuple[Failure, ...]
+    replaces: tuple[str, ...] = ()  # host bans a subnet ban takes over
 
     def __str__(self) -> str:
-        return f"ban {self.jail} {self.address} until {self.expiry.isoformat()}: {self.reason}"
+        until = "forever" if self.expiry >= FOREVER else f"until {self.expiry.isoformat()}"
+        return f"ban {self.jail} {self.address} {until}: {self.reason}"

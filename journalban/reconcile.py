@@ -3,12 +3,13 @@
 ``diff`` is pure. ``Reconciler.run`` lifts expired bans in the ledger, reads the
 active ones, reads each backend, and applies only the difference, once per
 backend. Runs are serialised: a wake during a run waits and then runs again, so a
-ban decided mid-run is never left for the next interval.
+ban decided mid-run is never left for the next interval. What was undone that
+journalban did not do itself (drift) is recorded in the ledger's ``heals``.
 """
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,6 +25,27 @@ def diff(desired: frozenset[Entry], actual: Actual) -> Diff:
 
 
 @dataclass(frozen=True, slots=True)
+class Drift:
+    """What changed in the firewall behind journalban's back since its last apply."""
+
+    restored: frozenset[Entry]  # bans journalban had applied that vanished
+    removed: frozenset[Entry]  # entries journalban never put there
+    layout: bool  # its chain, set, table or jump was damaged
+
+    def __bool__(self) -> bool:
+        return bool(self.restored or self.removed or self.layout)
+
+
+def drift(previous: frozenset[Entry] | None, desired: frozenset[Entry], actual: Actual) -> Drift:
+    """``previous`` is what the last apply left (None before the first run since start,
+    when whatever is missing was lost to a restart or reboot)."""
+    if previous is None:
+        return Drift(desired - actual.entries, actual.entries - desired, layout=False)
+    return Drift((desired & previous) - actual.entries, actual.entries - previous - desired,
+                 layout=not actual.layout_ok)
+
+
+@dataclass(frozen=True, slots=True)
 class Enforcement:
     """One backend and the jails it enforces."""
 
@@ -35,11 +57,9 @@ class Enforcement:
 class ReconcileResult:
     expired: int
     applied: tuple[Diff, ...]
+    healed: tuple[Drift, ...]
+    failed: bool  # a backend could not be read or changed: retry soon
     next_expiry: datetime | None  # when the next run must happen to lift a ban on time
-
-    @property
-    def healed(self) -> bool:
-        return bool(self.applied)
 
 
 class Reconciler:
@@ -49,6 +69,7 @@ class Reconciler:
         self.enforcements = tuple(enforcements)
         self.clock = clock
         self.last: ReconcileResult | None = None
+        self._applied: dict[int, frozenset[Entry]] = {}  # per enforcement: what the last apply left
         self._lock = threading.Lock()
 
     def run(self) -> ReconcileResult:
@@ -58,27 +79,51 @@ class Reconciler:
             for ban in expired:
                 log.info("ban expired: %s in %s (%s)", ban.address, ban.jail, ban.reason)
             active = self.ledger.active_bans()
-            applied = []
-            for enforcement in self.enforcements:
+            applied, healed, failed = [], [], False
+            for number, enforcement in enumerate(self.enforcements):
                 names = {j.name for j in enforcement.jails}
                 desired = frozenset((b.jail, b.address) for b in active if b.jail in names)
                 try:
-                    change = diff(desired, enforcement.backend.read(enforcement.jails))
-                    if change:
-                        log.info("firewall %s: %s", enforcement.backend.name, change)
-                        enforcement.backend.apply(enforcement.jails, change)
-                        applied.append(change)
-                except FirewallError as exc:  # the next run tries again; other backends go on
+                    change, found = self._enforce(number, enforcement, desired, now)
+                except FirewallError as exc:  # retried with backoff; the ledger keeps every ban
                     log.error("firewall %s: %s", enforcement.backend.name, exc)
+                    failed = True
+                    continue
+                if change:
+                    applied.append(change)
+                if found:
+                    healed.append(found)
             next_expiry = min((b.expires_at for b in active), default=None)
-            self.last = ReconcileResult(len(expired), tuple(applied), next_expiry)
+            self.last = ReconcileResult(len(expired), tuple(applied), tuple(healed), failed, next_expiry)
             return self.last
 
+    def _enforce(self, number: int, enforcement: Enforcement, desired: frozenset[Entry],
+                 now: datetime) -> tuple[Diff, Drift]:
+        backend = enforcement.backend
+        actual = backend.read(enforcement.jails)
+        change = diff(desired, actual)
+        found = drift(self._applied.get(number), desired, actual)
+        if change:
+            log.info("firewall %s: %s", backend.name, change)
+            backend.apply(enforcement.jails, change)
+        self._applied[number] = desired
+        if found:
+            detail = " ".join([*(f"+{j}:{a}" for j, a in sorted(found.restored)),
+                               *(f"-{j}:{a}" for j, a in sorted(found.removed)),
+                               *(["layout"] if found.layout else [])])
+            log.warning("firewall %s had drifted from the ledger; healed: %s", backend.name, detail)
+            self.ledger.record_heal(backend.name, len(found.restored), len(found.removed), found.layout,
+                                    detail, now)
+        return change, found
 
-def group_by_backend(jails: Mapping[str, tuple[str, JailLayout]],
-                     backends: Mapping[str, FirewallBackend]) -> list[Enforcement]:
-    """``jails`` maps a jail name to (backend name, layout)."""
-    grouped: dict[str, list[JailLayout]] = {}
-    for backend_name, layout in jails.values():
-        grouped.setdefault(backend_name, []).append(layout)
-    return [Enforcement(backends[name], tuple(layouts)) for name, layouts in grouped.items()]
+    def remove(self, jail_names: set[str]) -> None:
+        """Take these jails' objects out of the firewall (``on_stop = "remove"``)."""
+        with self._lock:
+            for enforcement in self.enforcements:
+                jails = tuple(j for j in enforcement.jails if j.name in jail_names)
+                if not jails:
+                    continue
+                try:
+                    enforcement.backend.remove(jails)
+                except FirewallError as exc:
+                    log.error("firewall %s: %s", enforcement.backend.name, exc)

@@ -23,7 +23,7 @@ def test_check_accepts_the_embedded_default() -> None:
 
 def test_check_lists_each_error_as_file_line_column(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
-    config.write_text('[defaults]\nbantime = "forever"\n\n[jails.web]\ngrammar = "nope"\nfiles = ["/x"]\n')
+    config.write_text('[defaults]\nbantime = "soon"\n\n[jails.web]\ngrammar = "nope"\nfiles = ["/x"]\n')
     result = CliRunner().invoke(main, ["check", "-c", str(config)])
     assert result.exit_code == 1
     assert result.output.splitlines()[0].startswith(f"{config}:2:1: defaults.bantime: expected a duration")

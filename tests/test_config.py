@@ -95,10 +95,34 @@ def documented_keys() -> dict[str, set[str]]:
         heading = re.fullmatch(r"## \[(.+)\]", line)
         if heading:
             current = sections.setdefault(heading[1], set())
-        elif current is not None and (row := re.match(r"\| `([a-z_]+)` \|", line)):
-            current.add(row[1])
+        elif current is not None and (row := re.match(r"\| (`[a-z_0-9]+`(?: `[a-z_0-9]+`)*) \|", line)):
+            current.update(re.findall(r"`([a-z_0-9]+)`", row[1]))
     return sections
 
 
 def test_docs_name_exactly_the_keys_of_the_schema() -> None:
     assert documented_keys() == {section: set(keys) for section, keys in SCHEMA.items()}
+
+
+def test_enforcement_keys() -> None:
+    text = GOOD.replace("bantime = 600", 'bantime = "forever"\nsubnet_threshold = 5\nchain = "DOCKER-USER"\nlog = true')
+    jail = parse_config(text, Path("x.toml")).jails["wplogin"]
+    assert (jail.bantime, jail.subnet_threshold, jail.subnet_prefix4, jail.chain, jail.log) == (
+        None, 5, 24, "DOCKER-USER", True)
+    assert (jail.on_stop, jail.ignoreself, jail.bantime_increment) == ("keep", True, False)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("subnet_prefix4 = 8", "subnet_prefix4: expected a whole number from 16 to 32"),
+    ("subnet_prefix6 = 16", "subnet_prefix6: expected a whole number from 32 to 128"),
+    ('on_stop = "flush"', "on_stop: expected one of keep, remove"),
+    ('chain = "IN PUT"', "chain: expected a chain name"),
+])
+def test_bad_enforcement_values(line: str, message: str) -> None:
+    assert message in problems(GOOD.replace("maxretry = 1", line))[0]
+
+
+def test_ipset_names_limit_jail_names() -> None:
+    text = GOOD.replace("[jails.wplogin]", "[jails.twenty-four-characters-x]").replace(
+        "maxretry = 1", 'firewall = "ipset"')
+    assert "too long for the ipset firewall: at most 23 characters" in problems(text)[0]

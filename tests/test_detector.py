@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from journalban.detector import Detector, JailPolicy, Verdict
-from journalban.events import Failure
+from journalban.events import FOREVER, Failure
 
 T0 = datetime(2026, 4, 23, 10, 0, tzinfo=UTC)
 
@@ -91,3 +91,52 @@ def test_sweep_forgets_stale_windows() -> None:
     assert d.tracked == 1
     d.sweep(T0 + timedelta(seconds=601))
     assert d.tracked == 0
+
+
+def test_permanent_bans() -> None:
+    d = detector(maxretry=1, bantime=None)
+    _, ban = d.observe(failure("203.0.113.9", T0), T0)
+    assert ban is not None and ban.expiry == FOREVER
+    far = T0 + timedelta(days=3650)
+    assert d.observe(failure("203.0.113.9", far), far)[0] is Verdict.ALREADY_BANNED
+
+
+def test_growing_ban_times_count_previous_bans_including_those_before_a_restart() -> None:
+    d = detector(maxretry=1, bantime=600, bantime_increment=True, bantime_factor=1.5, bantime_maxtime=3000)
+    d.prime([], [], {("ssh", "203.0.113.9"): 1})  # banned once before, per the ledger
+    lengths = []
+    now = T0
+    for _ in range(3):
+        _, ban = d.observe(failure("203.0.113.9", now), now)
+        assert ban is not None
+        lengths.append((ban.expiry - ban.start).total_seconds())
+        now = ban.expiry + timedelta(seconds=1)
+    assert lengths == [1800, 3000, 3000]  # 600 x 1.5 x 2, then capped at bantime_maxtime
+    _, first = d.observe(failure("198.51.100.1", now), now)
+    assert first is not None and (first.expiry - first.start).total_seconds() == 600
+
+
+def test_subnet_aggregation_replaces_host_bans() -> None:
+    d = detector(maxretry=1, subnet_threshold=3, ignoreip=())
+    for host in ("203.0.113.1", "203.0.113.2"):
+        _, ban = d.observe(failure(host, T0), T0)
+        assert ban is not None and ban.address == host
+    _, subnet = d.observe(failure("203.0.113.3", T0), T0)
+    assert subnet is not None
+    assert (subnet.address, subnet.replaces) == ("203.0.113.0/24", ("203.0.113.1", "203.0.113.2"))
+    assert subnet.reason.startswith("3 addresses of 203.0.113.0/24 banned")
+    assert d.observe(failure("203.0.113.200", T0), T0)[0] is Verdict.ALREADY_BANNED  # a neighbour
+
+
+def test_no_subnet_ban_over_an_ignored_address() -> None:
+    d = detector(maxretry=1, subnet_threshold=2, ignoreip=(ipaddress.ip_network("203.0.113.50/32"),))
+    for host in ("203.0.113.1", "203.0.113.2", "203.0.113.3"):
+        _, ban = d.observe(failure(host, T0), T0)
+        assert ban is not None and ban.address == host and not ban.replaces
+
+
+def test_subnet_aggregation_v6_uses_its_own_prefix() -> None:
+    d = detector(maxretry=1, subnet_threshold=2, subnet_prefix6=64, ignoreip=())
+    d.observe(failure("2001:db8:1:2::1", T0), T0)
+    _, subnet = d.observe(failure("2001:db8:1:2::ff", T0), T0)
+    assert subnet is not None and subnet.address == "2001:db8:1:2::/64"

@@ -1,10 +1,11 @@
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from journalban.events import BanDecision, Failure
-from journalban.firewall.base import Actual, Diff, JailLayout
+from journalban.firewall.base import Actual, Diff, FirewallError, JailLayout
 from journalban.firewall.memory import MemoryFirewall
 from journalban.ledger.store import Ledger
 from journalban.reconcile import Enforcement, Reconciler, diff
@@ -70,5 +71,54 @@ def test_nothing_applied_when_in_order(setup) -> None:  # type: ignore[no-untype
     ledger, firewall, _clock, reconciler = setup
     ban(ledger, "203.0.113.9", 600)
     reconciler.run()
-    assert not reconciler.run().healed
+    assert not reconciler.run().applied
     assert len(firewall.applied) == 1
+
+
+def heals(tmp_path: Path) -> list[tuple[object, ...]]:
+    db = sqlite3.connect(tmp_path / "ledger.db")
+    try:
+        return db.execute("SELECT backend, restored, removed, layout_repaired FROM heals ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+def test_drift_is_recorded_in_the_ledger_but_ordinary_changes_are_not(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ledger, firewall, clock, reconciler = setup
+    reconciler.run()  # the first run since start
+    ban(ledger, "203.0.113.9", 600)
+    reconciler.run()  # a new ban: no drift
+    ban(ledger, "198.51.100.1", 60)
+    reconciler.run()
+    clock.now = T0 + timedelta(seconds=61)
+    reconciler.run()  # an expiry: no drift
+    assert heals(tmp_path) == []
+    firewall.entries.clear()
+    firewall.entries.add(("wplogin", "192.0.2.66"))
+    firewall.jails.clear()  # chain gone too
+    result = reconciler.run()
+    assert result.healed and firewall.entries == {("wplogin", "203.0.113.9")}
+    assert heals(tmp_path) == [("dry-run", 1, 1, 1)]
+
+
+def test_bans_lost_to_a_reboot_are_recorded_as_healed_at_start(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ledger, firewall, clock, _ = setup
+    ban(ledger, "203.0.113.9", 600)
+    Reconciler(ledger, [Enforcement(firewall, JAILS)], clock).run()
+    assert heals(tmp_path) == [("dry-run", 1, 0, 0)]
+
+
+class BrokenFirewall(MemoryFirewall):
+    """The in-memory firewall with a tool that fails, as a missing kernel module would."""
+
+    def apply(self, jails, diff):  # type: ignore[no-untyped-def]
+        raise FirewallError("iptables-restore exited 1: can't initialize iptables table 'filter'")
+
+
+def test_a_failed_apply_is_reported_and_the_ban_kept(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ledger, firewall, clock, _ = setup
+    ban(ledger, "203.0.113.9", 600)
+    result = Reconciler(ledger, [Enforcement(BrokenFirewall(), JAILS), Enforcement(firewall, JAILS)], clock).run()
+    assert result.failed
+    assert firewall.entries == {("wplogin", "203.0.113.9")}  # the other backend went on
+    assert [b.address for b in ledger.active_bans()] == ["203.0.113.9"]

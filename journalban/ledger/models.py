@@ -48,7 +48,7 @@ class Ban(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     reason: Mapped[str] = mapped_column(Text)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
-    end_reason: Mapped[str | None] = mapped_column(String(16), default=None)  # expired | unbanned
+    end_reason: Mapped[str | None] = mapped_column(String(16), default=None)  # expired | unbanned | aggregated
 
     __table_args__ = (
         Index("ix_bans_jail_address", "jail", "address"),
@@ -77,11 +77,27 @@ class Failure(Base):
 
 
 class SourcePosition(Base):
-    """How far a source has been read, committed with the failures it produced."""
+    """How far a source has been read, committed with the failures it produced:
+    a file's inode and offset, or a journal's cursor."""
 
     __tablename__ = "source_positions"
 
-    source: Mapped[str] = mapped_column(String(512), primary_key=True)  # "file:/var/log/x.log"
-    inode: Mapped[int] = mapped_column(BigInteger)
-    offset: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(512), primary_key=True)  # "file:/var/log/x.log", "journal"
+    inode: Mapped[int | None] = mapped_column(BigInteger)
+    offset: Mapped[int | None] = mapped_column(BigInteger)
+    cursor: Mapped[str | None] = mapped_column(Text, default=None)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Heal(Base):
+    """A reconcile that found the firewall had drifted from the ledger, and what it undid."""
+
+    __tablename__ = "heals"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    healed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    backend: Mapped[str] = mapped_column(String(32))
+    restored: Mapped[int] = mapped_column()  # bans put back that had vanished
+    removed: Mapped[int] = mapped_column()  # entries journalban never decided, taken out
+    layout_repaired: Mapped[bool] = mapped_column()  # chain, set, table or jump rebuilt
+    detail: Mapped[str] = mapped_column(Text)

@@ -8,14 +8,14 @@ from datetime import datetime
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import inspect, select, update
+from sqlalchemy import func, inspect, select, update
 from sqlalchemy.orm import Session
 
 from journalban import paths
 from journalban.events import BanDecision
 from journalban.events import Failure as FailureEvent
 from journalban.ledger.engine import create_ledger_engine
-from journalban.ledger.models import MATCHED_TEXT_LIMIT, Ban, Failure, SourcePosition
+from journalban.ledger.models import MATCHED_TEXT_LIMIT, Ban, Failure, Heal, SourcePosition
 from journalban.sources.files import Position
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,10 @@ class Ledger:
                           expires_at=decision.expiry, reason=decision.reason)
                 if decision.expiry <= now:  # history, e.g. an old log replayed into the ledger
                     ban.ended_at, ban.end_reason = decision.expiry, "expired"
+                if decision.replaces:
+                    session.execute(update(Ban).where(
+                        Ban.jail == decision.jail, Ban.address.in_(decision.replaces), Ban.ended_at.is_(None)
+                    ).values(ended_at=now, end_reason="aggregated"))
                 session.add(ban)
                 session.flush()
                 self._link(session, ban, decision, rows, first_new)
@@ -101,10 +105,22 @@ class Ledger:
                 query = query.where(Failure.id < first_new)
             session.execute(query.values(ban_id=ban.id))
 
+    def ban_counts(self) -> dict[tuple[str, str], int]:
+        """How often each address was banned in each jail: what growing ban times count."""
+        with self.transaction() as session:
+            rows = session.execute(select(Ban.jail, Ban.address, func.count()).group_by(Ban.jail, Ban.address))
+            return {(jail, address): count for jail, address, count in rows}
+
+    def record_heal(self, backend: str, restored: int, removed: int, layout_repaired: bool, detail: str,
+                    now: datetime) -> None:
+        with self.transaction() as session:
+            session.add(Heal(healed_at=now, backend=backend, restored=restored, removed=removed,
+                             layout_repaired=layout_repaired, detail=detail[:4000]))
+
     def positions(self) -> dict[str, Position]:
         with self.transaction() as session:
             rows = session.scalars(select(SourcePosition))
-            return {r.source: Position(r.inode, r.offset) for r in rows}
+            return {r.source: Position(r.inode, r.offset or 0) for r in rows if r.inode is not None}
 
     def active_bans(self) -> list[ActiveBan]:
         with self.transaction() as session:

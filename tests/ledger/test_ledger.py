@@ -3,8 +3,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy.exc import IntegrityError
 
+from journalban import paths
 from journalban.events import BanDecision, Failure
 from journalban.ledger.store import Ledger
 from journalban.sources.files import Position
@@ -39,9 +41,10 @@ def failure_and_ban(address: str = "203.0.113.9", seconds: int = 600) -> tuple[l
 def test_migration_creates_the_documented_tables_in_wal_mode(ledger: Ledger, tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "sub/ledger.db")
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"bans", "failures", "source_positions", "alembic_version"} <= tables
+    assert {"bans", "failures", "source_positions", "heals", "alembic_version"} <= tables
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0001"
+    head = ScriptDirectory(str(paths.MIGRATIONS)).get_current_head()
+    assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == head
     db.close()
     ledger.upgrade()  # a second upgrade is a no-op
 
@@ -105,3 +108,23 @@ def test_failures_of_earlier_batches_are_linked_to_the_ban_they_open(ledger: Led
     decision = BanDecision("wplogin", "203.0.113.9", T0, T0 + timedelta(minutes=10), "2 failures", (first, second))
     ledger.record([second], [decision], {}, T0)
     assert ledger.open_failures(T0 - timedelta(minutes=1)) == []
+
+
+def test_ban_counts_and_aggregated_bans(ledger: Ledger) -> None:
+    ledger.record(*failure_and_ban("203.0.113.9"), {}, T0)
+    ledger.record(*failure_and_ban("203.0.113.10"), {}, T0)
+    behind = failure("203.0.113.11")
+    subnet = BanDecision("wplogin", "203.0.113.0/24", T0, T0 + timedelta(hours=1), "3 addresses",
+                         (behind,), replaces=("203.0.113.9", "203.0.113.10"))
+    ledger.record([behind], [subnet], {}, T0)
+    assert [b.address for b in ledger.active_bans()] == ["203.0.113.0/24"]
+    assert ledger.ban_counts() == {("wplogin", "203.0.113.9"): 1, ("wplogin", "203.0.113.10"): 1,
+                                   ("wplogin", "203.0.113.0/24"): 1}
+
+
+def test_heals_are_recorded(ledger: Ledger, tmp_path: Path) -> None:
+    ledger.record_heal("iptables", 2, 1, True, "+2 -1 repair-layout", T0)
+    db = sqlite3.connect(tmp_path / "sub/ledger.db")
+    assert db.execute("SELECT backend, restored, removed, layout_repaired FROM heals").fetchall() == [
+        ("iptables", 2, 1, 1)]
+    db.close()

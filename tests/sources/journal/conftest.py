@@ -1,0 +1,3 @@
+from tests.sources.journal.journald import journald
+
+__all__ = ["journald"]

@@ -8,6 +8,7 @@ open, and only then is "ready" announced.
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +21,7 @@ from journalban.firewall.memory import MemoryFirewall
 from journalban.grammar import Grammar
 from journalban.ledger.store import Ledger
 from journalban.match import JailMatcher
+from journalban.notify import SystemdNotifier
 from journalban.own_addresses import own_addresses
 from journalban.pipeline import Pipeline
 from journalban.reconcile import Enforcement, Reconciler
@@ -42,6 +44,7 @@ def _backend(kind: str) -> FirewallBackend:
         return NftablesFirewall()
     return MemoryFirewall()
 SWEEP_EVERY = timedelta(seconds=60)
+STATUS_EVERY = timedelta(seconds=10)
 
 
 def file_source(path: str) -> str:
@@ -86,6 +89,13 @@ class Daemon:
         self.pipeline = Pipeline(matchers, self.detector, self.ledger, self._banned)
         self.followers: list[FileFollower] = []
         self._stop = asyncio.Event()
+        self.notifier = SystemdNotifier()
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=: what has been read and decided so far."""
+        c = self.pipeline.counters
+        return (f"{c['lines']} lines, {c['counted'] + c['banned'] + c['already-banned']} failures, "
+                f"{c['banned']} bans, {self.detector.tracked} addresses in window")
 
     def _banned(self, bans: list[BanDecision]) -> None:
         self.schedule.wake()
@@ -106,9 +116,11 @@ class Daemon:
         self.schedule.start()
         log.info("journalban ready: %d jail(s), %d file(s) followed",
                  len(self.jails), len(self.followers))
+        self.notifier.send("READY=1", f"STATUS={self.status_line()}")
         try:
             await self._follow()
         finally:
+            self.notifier.send("STOPPING=1")
             self.schedule.stop()
             self._on_stop()
             for follower in self.followers:
@@ -144,7 +156,12 @@ class Daemon:
 
     async def _follow(self) -> None:
         next_sweep = self.clock() + SWEEP_EVERY
+        heartbeat = self.notifier.watchdog_interval or STATUS_EVERY.total_seconds()
+        next_heartbeat = time.monotonic() + heartbeat
         while not self._stop.is_set():
+            if self.notifier.enabled and time.monotonic() >= next_heartbeat:
+                self.notifier.send("WATCHDOG=1", f"STATUS={self.status_line()}")
+                next_heartbeat = time.monotonic() + heartbeat
             for follower in self.followers:
                 for chunk in follower.poll():
                     self.pipeline.process(file_source(chunk.path), chunk.lines, chunk.position,

@@ -9,6 +9,7 @@ from .examples import check_example, check_examples
 from .grammar import Grammar, Match, Rejected, normalise_address
 from .loader import build_grammar, load_grammar, load_grammars
 from .model import Example
+from .testing import run_grammar_tests
 
 __all__ = [
     "Example",
@@ -22,4 +23,5 @@ __all__ = [
     "load_grammar",
     "load_grammars",
     "normalise_address",
+    "run_grammar_tests",
 ]

@@ -42,7 +42,7 @@ def check_example(grammar: Grammar, example: Example) -> GrammarError | None:
     rule, result = grammar.decide(example.text)
     if _holds(grammar, example, rule, result):
         return None
-    message = f"example expects {example}, got {_actual(rule, result)}"
+    message = f"example expected {example}, got {_actual(rule, result)}"
     return GrammarError(grammar.path, example.line, example.column, message)
 
 

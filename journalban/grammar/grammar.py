@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from journalban.events import Event
+
 from . import stamps
+from .applies import JournalMatches, Selector
 from .compiler import CompiledRule
 from .model import Example
 
@@ -60,13 +63,36 @@ class Grammar:
     name: str
     description: str
     path: Path
-    source_kind: str
-    file_format: str
+    selector: Selector  # which events the grammar reads, from its ``applies`` lines
     trusts_stamp: bool
     stamp_format: str | None
     examples: tuple[Example, ...]
     rules: tuple[CompiledRule, ...] = field(default=(), repr=False)
     name_position: tuple[int, int] = (1, 1)  # line, column of the name, for duplicate errors
+
+    @property
+    def source_kind(self) -> str:
+        """Where events come from: file (raw lines), syslog, journal or syslog+journal."""
+        return self.selector.source_kind
+
+    @property
+    def file_format(self) -> str:
+        """How file lines reach it: raw, syslog (after their syslog header) or none (never)."""
+        return self.selector.file_format
+
+    @property
+    def journal_matches(self) -> JournalMatches:
+        """ORed groups of ANDed (field, value) pairs, for the journal reader's add_match."""
+        return self.selector.journal_matches
+
+    @property
+    def syslog_apps(self) -> frozenset[str]:
+        """App names (syslog tag without ``[pid]``) whose messages this grammar reads."""
+        return self.selector.syslog_apps
+
+    def applies_to(self, event: Event) -> bool:
+        """Whether the event comes from where this grammar's ``applies`` lines point; pure."""
+        return self.selector.selects(event.source, event.app, event.fields)
 
     def match(self, message: str) -> Match | Rejected | None:
         """The failure a message reports; None when no fail rule (or an ignore rule) matches."""

@@ -9,38 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .applies import Selector, build_selector
 from .compiler import CompiledRule, RuleError, compile_rule
 from .errors import GrammarError
 from .grammar import Grammar
 from .model import Example, ExampleSpec, RuleSpec, Setting, Statement
 from .syntax import parse_statements, position
 
-FILE_FORMATS = ("raw", "syslog")
-LATER_SOURCES = ("journal", "syslog")
 TIME_MODES = {"stamp": True, "read": False}
 RESERVED_RULE_NAMES = frozenset({"no", "rejected"})
 
 Fail = Callable[[int, str], GrammarError]
-
-
-def _applies(setting: Setting, fail: Fail) -> tuple[str, str]:
-    source = setting.values[0]
-    if source.text in LATER_SOURCES:
-        raise fail(source.offset, f"source {source.text!r} is not supported yet")
-    if source.text != "file":
-        raise fail(source.offset, f"unknown source {source.text!r}; expected file")
-    options = {key.text: (key, value) for key, value in setting.options}
-    for key, _ in setting.options:
-        if key.text != "format":
-            raise fail(
-                key.offset, f"unknown option {key.text!r} for 'applies file'; expected format"
-            )
-    if "format" not in options:
-        raise fail(setting.keyword.offset, "'applies file' needs format=raw or format=syslog")
-    value = options["format"][1]
-    if value.text not in FILE_FORMATS:
-        raise fail(value.offset, f"unknown format {value.text!r}; expected raw or syslog")
-    return source.text, value.text
 
 
 def _time(setting: Setting | None, fail: Fail) -> bool:
@@ -69,6 +48,12 @@ def _stamp_format(
                     spec.name.offset, f"'time stamp' but rule {rule.name!r} has no <stamp:...>"
                 )
             continue
+        if trusts_stamp and file_format != "raw":
+            raise fail(
+                spec.name.offset,
+                f"rule {rule.name!r} has a <stamp:...>, but with 'time stamp' a syslog or journal "
+                "grammar takes the event time from the source's header",
+            )
         if formats and rule.stamp_format not in formats:
             raise fail(spec.name.offset, "all fail rules must use the same stamp format")
         formats[rule.stamp_format] = spec
@@ -104,6 +89,7 @@ def build_grammar(text: str, path: Path) -> Grammar:
         return GrammarError(path, *position(text, offset), message)
 
     settings: dict[str, Setting] = {}
+    applies: list[Setting] = []  # the one statement that may repeat: journal lines are ORed
     specs: list[RuleSpec] = []
     compiled: dict[str, CompiledRule] = {}
     example_specs: list[ExampleSpec] = []
@@ -111,9 +97,11 @@ def build_grammar(text: str, path: Path) -> Grammar:
     for statement in statements:
         if isinstance(statement, Setting):
             keyword = statement.keyword
-            if keyword.text in settings:
+            if keyword.text == "applies":
+                applies.append(statement)
+            elif keyword.text in settings:
                 raise fail(keyword.offset, f"a second {keyword.text!r} statement")
-            settings[keyword.text] = statement
+            settings.setdefault(keyword.text, statement)
         elif isinstance(statement, RuleSpec):
             name = statement.name
             if name.text in RESERVED_RULE_NAMES:
@@ -130,10 +118,10 @@ def build_grammar(text: str, path: Path) -> Grammar:
     for required in ("grammar", "applies"):
         if required not in settings:
             raise fail(0, f"missing {required!r} statement")
-    source_kind, file_format = _applies(settings["applies"], fail)
+    selector: Selector = build_selector(applies, fail)
     trusts_stamp = _time(settings.get("time"), fail)
     rules = tuple(compiled.values())
-    stamp_format = _stamp_format(specs, rules, trusts_stamp, file_format, fail)
+    stamp_format = _stamp_format(specs, rules, trusts_stamp, selector.file_format, fail)
     if not any(rule.action == "fail" for rule in rules):
         raise fail(len(text), "a grammar needs at least one fail rule")
     description = settings.get("description")
@@ -142,8 +130,7 @@ def build_grammar(text: str, path: Path) -> Grammar:
         name=name.text,
         description=description.values[0].text if description else "",
         path=path,
-        source_kind=source_kind,
-        file_format=file_format,
+        selector=selector,
         trusts_stamp=trusts_stamp,
         stamp_format=stamp_format,
         examples=tuple(_example(spec, compiled, text, fail) for spec in example_specs),

@@ -99,7 +99,7 @@ SEMANTIC = [
         "grammar t\napplies file format=csv\n" + RULE, 2, 21, "unknown format 'csv'", id="format"
     ),
     pytest.param("grammar t\napplies file\n" + RULE, 2, 1, "needs format=", id="no-format"),
-    pytest.param("grammar t\napplies journal\n" + RULE, 2, 9, "not supported yet", id="journal"),
+    pytest.param("grammar t\napplies journal\n" + RULE, 2, 1, "at least one FIELD=VALUE", id="journal"),
     pytest.param(
         "grammar t\napplies pipe format=raw\n" + RULE, 2, 9, "unknown source", id="source"
     ),

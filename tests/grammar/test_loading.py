@@ -64,10 +64,10 @@ def test_check_examples_points_at_each_failing_example(tmp_path: Path) -> None:
     errors = check_examples(grammar)
     assert [(e.line, e.column) for e in errors] == [(7, 1), (9, 1), (11, 1), (12, 1)]
     assert errors[0].message == (
-        "example expects r address=198.51.100.1, got r address=203.0.113.9"
+        "example expected r address=198.51.100.1, got r address=203.0.113.9"
     )
     assert errors[1].message == (
-        "example expects no match, got rejected r: invalid address '999.1.1.1'"
+        "example expected no match, got rejected r: invalid address '999.1.1.1'"
     )
-    assert errors[2].message == "example expects r, got ignored by local"
-    assert errors[3].message == "example expects no match, got r address=8.8.8.8"
+    assert errors[2].message == "example expected r, got ignored by local"
+    assert errors[3].message == "example expected no match, got r address=8.8.8.8"

@@ -1,0 +1,142 @@
+"""``applies`` statements to a selector: which events a grammar is allowed to see.
+
+Selecting events is a security decision, not a convenience: a journal entry is
+only as trustworthy as the fields that chose it. Any local user can set
+``SYSLOG_IDENTIFIER`` (``logger -t sshd``) and any process can rename itself
+(``_COMM``), so a journal selector must name a field journald itself records
+from the sender's credentials. All checks happen here, at load.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from .errors import GrammarError
+from .model import Setting, Word
+
+Fail = Callable[[int, str], GrammarError]
+JournalMatches = tuple[tuple[tuple[str, str], ...], ...]
+
+# Fields journald fills in from the sender's credentials; a sender cannot forge them.
+TRUSTED_FIELDS = frozenset({"_SYSTEMD_UNIT", "_EXE", "_UID", "_SYSTEMD_USER_UNIT"})
+# Fields any sender chooses; naming one needs a trusted field strong enough to pin the sender.
+FORGEABLE_NAMES = frozenset({"SYSLOG_IDENTIFIER", "_COMM"})
+_JOURNAL_FIELD = re.compile(r"[A-Z_][A-Z0-9_]*")
+_APP_NAME = re.compile(r"[^\s\[\]:]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """What the ``applies`` lines of one grammar select, ready for ``selects``.
+
+    ``source_kind`` is "file" (raw file lines), "syslog", "journal" or
+    "syslog+journal"; ``file_format`` is "raw", "syslog" (file lines whose
+    syslog header the file source strips) or "none" (no file feeds this grammar).
+    """
+
+    source_kind: str
+    file_format: str
+    journal_matches: JournalMatches = ()
+    syslog_apps: frozenset[str] = frozenset()
+
+    def selects(self, source: str, app: str | None, fields: Mapping[str, str]) -> bool:
+        """Journal events only through a journal group; others by app name or file origin."""
+        if source == "journal":
+            return any(
+                all(fields.get(name) == value for name, value in group)
+                for group in self.journal_matches
+            )
+        if self.file_format == "raw":
+            return source.startswith("file:")
+        return app is not None and app in self.syslog_apps
+
+
+def _file(setting: Setting, fail: Fail) -> None:
+    for key, value in setting.options:
+        if key.text != "format":
+            raise fail(key.offset, f"unknown option {key.text!r} for 'applies file'; expected format")
+        if value.text == "syslog":
+            raise fail(
+                value.offset,
+                "'applies file format=syslog' is replaced by 'applies syslog app=NAME': "
+                "name the apps whose lines this grammar reads",
+            )
+        if value.text != "raw":
+            raise fail(value.offset, f"unknown format {value.text!r}; expected raw")
+    if not setting.options:
+        raise fail(setting.keyword.offset, "'applies file' needs format=raw")
+
+
+def _syslog(setting: Setting, fail: Fail) -> frozenset[str]:
+    apps: set[str] = set()
+    for key, value in setting.options:
+        if key.text != "app":
+            raise fail(key.offset, f"unknown option {key.text!r} for 'applies syslog'; expected app")
+        if not _APP_NAME.fullmatch(value.text):
+            raise fail(value.offset, f"bad app name {value.text!r}: no spaces, '[', ']' or ':'")
+        apps.add(value.text)
+    if not apps:
+        raise fail(setting.keyword.offset, "'applies syslog' needs at least one app=NAME")
+    return frozenset(apps)
+
+
+def _journal(setting: Setting, fail: Fail) -> tuple[tuple[str, str], ...]:
+    source = setting.values[0]
+    pairs: dict[str, Word] = {}
+    for key, value in setting.options:
+        if not _JOURNAL_FIELD.fullmatch(key.text):
+            raise fail(key.offset, f"{key.text!r} is not a journald field name (A-Z, 0-9, _)")
+        if key.text in pairs:
+            raise fail(
+                key.offset,
+                f"{key.text} named twice on one line, which can never match; "
+                "write one 'applies journal' line per value to accept either",
+            )
+        pairs[key.text] = value
+    if not pairs:
+        raise fail(setting.keyword.offset, "'applies journal' needs at least one FIELD=VALUE")
+    if not TRUSTED_FIELDS & pairs.keys():
+        raise fail(
+            source.offset,
+            "a journal selector must name a field journald sets itself "
+            f"({', '.join(sorted(TRUSTED_FIELDS))}): any other field the sender chooses",
+        )
+    uid = pairs.get("_UID")
+    pinned = "_SYSTEMD_UNIT" in pairs or "_EXE" in pairs or (uid is not None and uid.text == "0")
+    for key, _ in setting.options:
+        if key.text in FORGEABLE_NAMES and not pinned:
+            raise fail(
+                key.offset,
+                f"{key.text} can be set by any local user (logger -t, renaming a process); "
+                "also name _SYSTEMD_UNIT, _EXE or _UID=0 on this line",
+            )
+    return tuple((name, value.text) for name, value in pairs.items())
+
+
+def build_selector(settings: Sequence[Setting], fail: Fail) -> Selector:
+    """Check every ``applies`` line of a grammar and combine them into one selector."""
+    kinds: dict[str, Setting] = {}
+    groups: list[tuple[tuple[str, str], ...]] = []
+    apps: frozenset[str] = frozenset()
+    for setting in settings:
+        source = setting.values[0]
+        if source.text not in ("file", "syslog", "journal"):
+            raise fail(source.offset, f"unknown source {source.text!r}; expected file, syslog or journal")
+        if source.text in ("file", "syslog") and source.text in kinds:
+            raise fail(setting.keyword.offset, f"a second 'applies {source.text}' line")
+        if source.text == "file":
+            _file(setting, fail)
+        elif source.text == "syslog":
+            apps = _syslog(setting, fail)
+        else:
+            groups.append(_journal(setting, fail))
+        kinds.setdefault(source.text, setting)
+    if "file" in kinds and len(kinds) > 1:
+        later = settings[1] if settings[0] is kinds["file"] else kinds["file"]
+        raise fail(later.keyword.offset, "'applies file' cannot be combined with syslog or journal")
+    if "file" in kinds:
+        return Selector("file", "raw")
+    kind = "+".join(name for name in ("syslog", "journal") if name in kinds)
+    return Selector(kind, "syslog" if apps else "none", tuple(groups), apps)

@@ -1,0 +1,499 @@
+"""The nftables backend: one table ``inet journalban``, two interval sets per jail.
+
+Everything lives in a table journalban owns whole, so the operator's tables are
+never read or written. Per jail and family a set ``<jail>-4`` / ``<jail>-6``
+(``flags interval``: hosts and networks together) is what the rules match; the
+rules sit in one base chain per hook (``input``; ``forward`` for FORWARD and
+DOCKER-USER), each tagged ``comment "<jail>"`` so a jail's rules can be told
+apart and rebuilt alone.
+
+Hook priority ``filter - 1``: in nftables an ``accept`` in another base chain
+does not stop ours (every base chain on the hook sees the packet) while a drop
+anywhere is final, so priority only decides who sees a packet first; one below
+``filter`` puts us ahead of the operator's filter chains (and iptables-nft's,
+hence DOCKER-USER's, which sit at ``filter``), so ban logging sees the packet
+before any other drop.
+
+An interval set refuses an element overlapping another, and ``auto-merge``
+would fold a banned host into its banned network and forget it. So only the
+outermost of a jail's entries go into ``<jail>-4``; entries inside another are
+recorded in ``<jail>-4-covered`` (``ipv4_addr . ipv4_addr``: first . last
+address), a plain set no rule reads. ``read`` reports a covered entry only while
+an enforced element contains it, so it returns exactly what was desired.
+
+Planning is pure (snapshot + diff -> ``nft -f`` text); ``apply`` plans against a
+fresh ``nft -j list`` because deleting an absent element fails the transaction.
+"""
+
+import bisect
+import ipaddress
+import json
+import re
+import subprocess
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from journalban.firewall.base import Actual, Diff, Entry, FirewallError, JailLayout, PortSpec
+
+TABLE = "inet journalban"
+HOOK_CHAINS = {"INPUT": "input", "FORWARD": "forward", "DOCKER-USER": "forward"}
+PRIORITY = -1  # "filter - 1", as nft prints it in JSON
+JAIL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")  # an nft identifier: no leading digit
+LOG_LIMIT = "limit rate 6/minute"
+CHUNK = 5000  # elements per add/delete statement
+TIMEOUT = 120.0
+
+Span = tuple[int, int]  # first and last address of an element, as integers
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+ChainSpec = tuple[str, str, int, str]  # type, hook, priority, policy
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    version: int
+    payload: str
+    addr_type: str
+
+
+V4 = Family(4, "ip", "ipv4_addr")
+V6 = Family(6, "ip6", "ipv6_addr")
+FAMILIES = (V4, V6)
+
+
+def set_name(jail: str, family: Family) -> str:
+    """The interval set the rules match; ValueError if nft could not name it."""
+    if not JAIL_NAME.fullmatch(jail):
+        raise ValueError(f"jail name {jail!r}: nft names start with a letter or '_'")
+    return f"{jail}-{family.version}"
+
+
+def covered_name(jail: str, family: Family) -> str:
+    return set_name(jail, family) + "-covered"
+
+
+def chain_spec(chain: str) -> ChainSpec:
+    return ("filter", chain, PRIORITY, "accept")
+
+
+def hook_chain(jail: JailLayout) -> str:
+    try:
+        return HOOK_CHAINS[jail.chain]
+    except KeyError:
+        raise ValueError(f"jail {jail.name!r}: chain {jail.chain!r} is not one of "
+                         f"{', '.join(HOOK_CHAINS)}") from None
+
+
+# --- snapshot ----------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class NftSet:
+    type: tuple[str, ...]
+    flags: tuple[str, ...]
+    spans: frozenset[Span]
+
+
+@dataclass(frozen=True, slots=True)
+class NftRule:
+    chain: str
+    handle: int
+    comment: str | None
+    text: str | None  # the rule in journalban's canonical form, None if not one of ours
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The table ``inet journalban`` as ``nft -j list`` shows it."""
+
+    chains: Mapping[str, ChainSpec | None] = field(default_factory=dict)  # None: a regular chain
+    sets: Mapping[str, NftSet] = field(default_factory=dict)
+    rules: tuple[NftRule, ...] = ()
+
+
+def parse_listing(text: str) -> Snapshot:
+    """The chains, sets and rules of ``nft -j list table inet journalban``."""
+    chains: dict[str, ChainSpec | None] = {}
+    sets: dict[str, NftSet] = {}
+    rules: list[NftRule] = []
+    for obj in json.loads(text)["nftables"]:
+        if "chain" in obj:
+            c = obj["chain"]
+            chains[c["name"]] = ((c.get("type", ""), c["hook"], c.get("prio", 0), c.get("policy", "accept"))
+                                 if "hook" in c else None)
+        elif "set" in obj:
+            s = obj["set"]
+            kind = tuple(s["type"]) if isinstance(s["type"], list) else (s["type"],)
+            spans = frozenset(span for elem in s.get("elem", []) if (span := element_span(elem)))
+            sets[s["name"]] = NftSet(kind, tuple(s.get("flags", ())), spans)
+        elif "rule" in obj:
+            r = obj["rule"]
+            rules.append(NftRule(r["chain"], r["handle"], r.get("comment"), describe(r.get("expr", []))))
+    return Snapshot(chains, sets, tuple(rules))
+
+
+def element_span(elem: Any) -> Span | None:
+    """A set element (``"a"``, ``{"prefix"}``, ``{"range"}``, ``{"concat"}``, ``{"elem"}``) as a span."""
+    if isinstance(elem, str):
+        value = int(ipaddress.IPv6Address(elem) if ":" in elem else ipaddress.IPv4Address(elem))
+        return value, value
+    if not isinstance(elem, dict):
+        return None
+    if "elem" in elem:  # an element carrying a timeout or comment
+        return element_span(elem["elem"].get("val"))
+    if "prefix" in elem:
+        net = ipaddress.ip_network(f"{elem['prefix']['addr']}/{elem['prefix']['len']}", strict=False)
+        return network_span(net)
+    pair = elem.get("range") or elem.get("concat")
+    if isinstance(pair, list) and len(pair) == 2 and all(isinstance(a, str) for a in pair):
+        return int(ipaddress.ip_address(pair[0])), int(ipaddress.ip_address(pair[1]))
+    return None
+
+
+# --- rules -------------------------------------------------------------------------
+
+def describe(expr: Sequence[Any]) -> str | None:
+    """A rule's JSON expressions in the form ``jail_rules`` writes, or None if it is not one."""
+    words = []
+    for statement in expr:
+        if not isinstance(statement, dict) or len(statement) != 1:
+            return None
+        (kind, body), = statement.items()
+        handler = _DESCRIBE.get(kind)
+        word = handler(body) if handler else None
+        if word is None:
+            return None
+        words.append(word)
+    return " ".join(words)
+
+
+def _match(body: Any) -> str | None:
+    left, right = body.get("left", {}), body.get("right")
+    payload = left.get("payload") if isinstance(left, dict) else None
+    if body.get("op") != "==" or not isinstance(payload, dict):
+        return None
+    where = f"{payload.get('protocol')} {payload.get('field')}"
+    if isinstance(right, str) and right.startswith("@"):
+        return f"{where} {right}"
+    values = right["set"] if isinstance(right, dict) and "set" in right else [right]
+    ports = []
+    for value in values:
+        if isinstance(value, int):
+            ports.append((value, value))
+        elif isinstance(value, dict) and isinstance(value.get("range"), list):
+            ports.append((value["range"][0], value["range"][1]))
+        else:
+            return None
+    return f"{where} {_port_set(ports)}"
+
+
+def _limit(body: Any) -> str | None:
+    return f"limit rate {body['rate']}/{body['per']}" if not body.get("inv") and "rate" in body else None
+
+
+def _log(body: Any) -> str | None:
+    return f'log prefix "{body["prefix"]}"' if isinstance(body, dict) and set(body) == {"prefix"} else None
+
+
+def _reject(body: Any) -> str | None:
+    if body == {"type": "tcp reset"}:
+        return "reject with tcp reset"
+    if body == {"type": "icmpx", "expr": "port-unreachable"}:
+        return "reject with icmpx type port-unreachable"
+    return None
+
+
+def _drop(body: Any) -> str | None:
+    return "drop" if body is None else None
+
+
+_DESCRIBE: dict[str, Callable[[Any], str | None]] = {
+    "match": _match, "limit": _limit, "log": _log, "reject": _reject, "drop": _drop}
+
+
+def _port_set(ports: Iterable[tuple[int, int]]) -> str:
+    return "{ " + ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in sorted(set(ports))) + " }"
+
+
+def _port_range(port: str) -> tuple[int, int]:
+    first, _, last = port.partition(":")
+    return int(first), int(last or first)
+
+
+def jail_rules(jail: JailLayout) -> list[str]:
+    """The jail's rules in order: per family and port group, the log rule (if any), then the block."""
+    groups: list[PortSpec | None] = list(jail.ports) if jail.ports is not None else [None]
+    rules = []
+    for family in FAMILIES:
+        for spec in groups:
+            match = f"{family.payload} saddr @{set_name(jail.name, family)}"
+            if spec is not None:
+                match += f" {spec.protocol} dport {_port_set(_port_range(p) for p in spec.ports)}"
+            if jail.log:
+                rules.append(f'{match} {LOG_LIMIT} log prefix "journalban {jail.name}: "')
+            if jail.blocktype == "drop":
+                rules.append(f"{match} drop")
+            elif spec is not None and spec.protocol == "tcp":
+                rules.append(f"{match} reject with tcp reset")
+            else:
+                rules.append(f"{match} reject with icmpx type port-unreachable")
+    return rules
+
+
+# --- layout ------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    """What differs from the layout the jails want; empty when it is right."""
+
+    missing_table: bool = False
+    chains: frozenset[str] = frozenset()  # needed base chains missing or built otherwise
+    sets: frozenset[str] = frozenset()  # needed sets missing or of another type
+    jails: frozenset[str] = frozenset()  # jails whose rules are not exactly the wanted ones
+    foreign: tuple[NftRule, ...] = ()  # rules in our table that belong to no jail
+
+    def __bool__(self) -> bool:
+        return bool(self.missing_table or self.chains or self.sets or self.jails or self.foreign)
+
+
+def wanted_sets(jail: str, family: Family) -> dict[str, NftSet]:
+    return {set_name(jail, family): NftSet((family.addr_type,), ("interval",), frozenset()),
+            covered_name(jail, family): NftSet((family.addr_type, family.addr_type), (), frozenset())}
+
+
+def _set_ok(have: NftSet | None, want: NftSet) -> bool:
+    return have is not None and have.type == want.type and set(have.flags) == set(want.flags)
+
+
+def find_faults(snapshot: Snapshot | None, jails: Sequence[JailLayout]) -> Faults:
+    if snapshot is None:
+        names = {j.name for j in jails}
+        return Faults(True, frozenset(hook_chain(j) for j in jails),
+                      frozenset(s for j in names for f in FAMILIES for s in wanted_sets(j, f)), frozenset(names))
+    chains = frozenset(c for c in map(hook_chain, jails) if snapshot.chains.get(c) != chain_spec(c))
+    sets = frozenset(name for j in jails for f in FAMILIES for name, want in wanted_sets(j.name, f).items()
+                     if not _set_ok(snapshot.sets.get(name), want))
+    have: dict[str, list[tuple[str, str | None]]] = {}
+    foreign = []
+    for rule in snapshot.rules:
+        if rule.comment is not None and JAIL_NAME.fullmatch(rule.comment):
+            have.setdefault(rule.comment, []).append((rule.chain, rule.text))
+        else:
+            foreign.append(rule)
+    wrong = frozenset(j.name for j in jails
+                      if have.get(j.name, []) != [(hook_chain(j), text) for text in jail_rules(j)])
+    return Faults(False, chains, sets, wrong, tuple(foreign))
+
+
+# --- entries -----------------------------------------------------------------------
+
+def network_span(net: Network) -> Span:
+    return int(net.network_address), int(net.broadcast_address)
+
+
+def _address(value: int, family: Family) -> str:
+    return str(ipaddress.IPv4Address(value) if family.version == 4 else ipaddress.IPv6Address(value))
+
+
+def cidr_spans(span: Span, family: Family) -> list[Span]:
+    """A span cut into the networks that make it up (one, unless it is a range set by hand)."""
+    size = span[1] - span[0] + 1
+    if size & (size - 1) == 0 and span[0] % size == 0:  # the usual case, kept fast
+        return [span]
+    first, last = (ipaddress.ip_address(_address(v, family)) for v in span)
+    return [network_span(net) for net in ipaddress.summarize_address_range(first, last)]
+
+
+def entry_text(span: Span, family: Family) -> str:
+    """A network span as an entry: a host bare, a network with its prefix."""
+    size = span[1] - span[0] + 1
+    if size == 1:
+        return _address(span[0], family)
+    bits = 32 if family.version == 4 else 128
+    return f"{_address(span[0], family)}/{bits - size.bit_length() + 1}"
+
+
+def span_text(span: Span, family: Family, separator: str) -> str:
+    """How nft is told an element: a host bare, a network with its prefix, else ``first<sep>last``."""
+    if separator == "-" and cidr_spans(span, family) == [span]:
+        return entry_text(span, family)
+    return f"{_address(span[0], family)}{separator}{_address(span[1], family)}"
+
+
+def held_spans(snapshot: Snapshot, jail: str, family: Family) -> set[Span]:
+    """What the jail's sets hold for one family, as network spans: the enforced elements,
+    plus the covered entries an enforced element contains."""
+    enforced = snapshot.sets.get(set_name(jail, family))
+    covered = snapshot.sets.get(covered_name(jail, family))
+    if enforced is None or enforced.type != (family.addr_type,):
+        return set()
+    spans = sorted(enforced.spans)
+    held = {piece for span in spans for piece in cidr_spans(span, family)}
+    if covered is not None and covered.type == (family.addr_type, family.addr_type):
+        firsts = [first for first, _ in spans]
+        for span in covered.spans:
+            i = bisect.bisect_right(firsts, span[0]) - 1
+            if i >= 0 and spans[i][1] >= span[1]:
+                held.update(cidr_spans(span, family))
+    return held
+
+
+def entries_in(snapshot: Snapshot | None, jails: Sequence[JailLayout]) -> set[Entry]:
+    if snapshot is None:
+        return set()
+    return {(jail.name, entry_text(span, family)) for jail in jails for family in FAMILIES
+            for span in held_spans(snapshot, jail.name, family)}
+
+
+def split_outermost(spans: Iterable[Span]) -> tuple[set[Span], set[Span]]:
+    """The network spans no other contains, and those inside another (networks nest or are apart)."""
+    outer: set[Span] = set()
+    inner: set[Span] = set()
+    end = -1
+    for span in sorted(spans, key=lambda s: (s[0], -s[1])):
+        (inner if span[1] <= end else outer).add(span)
+        end = max(end, span[1])
+    return outer, inner
+
+
+def entry_span(address: str, family: Family) -> Span | None:
+    """An entry's span if it is of this family; ValueError if it is no address or network."""
+    if (":" in address) != (family.version == 6):
+        return None
+    return network_span(ipaddress.ip_network(address))
+
+
+# --- plan --------------------------------------------------------------------------
+
+def _elements(verb: str, name: str, spans: Iterable[Span], family: Family, separator: str) -> Iterator[str]:
+    texts = [span_text(s, family, separator) for s in sorted(spans)]
+    for i in range(0, len(texts), CHUNK):
+        yield f"{verb} element {TABLE} {name} {{ {', '.join(texts[i:i + CHUNK])} }}"
+
+
+def plan_apply(snapshot: Snapshot | None, jails: Sequence[JailLayout], diff: Diff) -> str | None:
+    """The ``nft -f`` text for one apply: layout repairs (if asked), then element changes."""
+    layouts = {jail.name: jail for jail in jails}
+    for jail_name, _ in diff.add:
+        if jail_name not in layouts:
+            raise ValueError(f"ban in jail {jail_name!r}, which is not among the jails given")
+    current = snapshot or Snapshot()
+    faults = find_faults(snapshot, jails)
+    drop_rules: list[str] = []
+    drop_chains: list[str] = []
+    drop_sets: list[str] = []
+    add_chains: list[str] = []
+    add_sets: list[str] = []
+    add_rules: list[str] = []
+    emptied: set[str] = set()  # sets (re)created by this plan: they start empty
+    if faults.missing_table:
+        add_chains.append(f"add table {TABLE}")
+    for jail in jails:
+        for family in FAMILIES:
+            for name, want in wanted_sets(jail.name, family).items():
+                if name in faults.sets:
+                    if name in current.sets:
+                        drop_sets.append(f"delete set {TABLE} {name}")
+                    kind = " . ".join(want.type)
+                    flags = " flags interval;" if want.flags else ""
+                    add_sets.append(f"add set {TABLE} {name} {{ type {kind};{flags} }}")
+                    emptied.add(name)
+    # a jail whose set is (re)created needs its rules again: they went with the old set
+    rebuild = {j.name for j in jails if (set(wanted_sets(j.name, V4)) | set(wanted_sets(j.name, V6))) & faults.sets}
+    if diff.repair_layout or rebuild:
+        rebuild |= set(faults.jails)
+        for chain in sorted(faults.chains):
+            if chain in current.chains:
+                drop_chains += [f"flush chain {TABLE} {chain}", f"delete chain {TABLE} {chain}"]
+            add_chains.append(f"add chain {TABLE} {chain} {{ type filter hook {chain} priority filter - 1; "
+                              "policy accept; }")
+        rebuild |= {j.name for j in jails if hook_chain(j) in faults.chains}
+        doomed = [r for r in current.rules if r.chain not in faults.chains
+                  and (r in faults.foreign or r.comment in rebuild)]
+        drop_rules = [f"delete rule {TABLE} {r.chain} handle {r.handle}" for r in doomed]
+        for name in sorted(rebuild):
+            jail = layouts[name]
+            add_rules += [f'add rule {TABLE} {hook_chain(jail)} {text} comment "{name}"'
+                          for text in jail_rules(jail)]
+    lines = [*drop_rules, *drop_chains, *drop_sets, *add_chains, *add_sets, *add_rules]
+    for jail in jails:
+        for family in FAMILIES:
+            lines += _plan_elements(current, jail.name, family, diff, emptied)
+    return "\n".join([*lines, ""]) if lines else None
+
+
+def _plan_elements(snapshot: Snapshot, jail: str, family: Family, diff: Diff, emptied: set[str]) -> list[str]:
+    enforced_name, covered_name_ = set_name(jail, family), covered_name(jail, family)
+    add = {span for j, a in diff.add if j == jail and (span := entry_span(a, family))}
+    remove = {span for j, a in diff.remove if j == jail and (span := entry_span(a, family))}
+    if not add and not remove and not {enforced_name, covered_name_} & emptied:
+        return []
+    spans = {name: (frozenset() if name in emptied or name not in snapshot.sets else snapshot.sets[name].spans)
+             for name in (enforced_name, covered_name_)}
+    sets = {enforced_name: NftSet((family.addr_type,), (), spans[enforced_name]),
+            covered_name_: NftSet((family.addr_type,) * 2, (), spans[covered_name_])}
+    held = held_spans(Snapshot(sets=sets), jail, family)
+    outer, inner = split_outermost((held - remove) | add)
+    return [*_elements("delete", enforced_name, spans[enforced_name] - outer, family, "-"),
+            *_elements("delete", covered_name_, spans[covered_name_] - inner, family, " . "),
+            *_elements("add", enforced_name, outer - spans[enforced_name], family, "-"),
+            *_elements("add", covered_name_, inner - spans[covered_name_], family, " . ")]
+
+
+def plan_remove(snapshot: Snapshot | None, jails: Sequence[JailLayout]) -> str | None:
+    """Delete these jails' rules and sets; the whole table once nothing else of ours is in it."""
+    if snapshot is None:
+        return None
+    names = {j.name for j in jails}
+    ours = {s for name in names for f in FAMILIES for s in wanted_sets(name, f)} & snapshot.sets.keys()
+    keep_rules = [r for r in snapshot.rules if r.comment not in names]
+    if not keep_rules and not snapshot.sets.keys() - ours:
+        return f"delete table {TABLE}\n"
+    lines = [f"delete rule {TABLE} {r.chain} handle {r.handle}" for r in snapshot.rules if r.comment in names]
+    lines += [f"delete set {TABLE} {name}" for name in sorted(ours)]
+    return "\n".join([*lines, ""]) if lines else None
+
+
+# --- run ---------------------------------------------------------------------------
+
+class NftablesFirewall:
+    """Sets ``<jail>-4``/``<jail>-6`` matched from base chains in table ``inet journalban``."""
+
+    name = "nftables"
+
+    def __init__(self, command_prefix: Sequence[str] = ()) -> None:
+        self.command_prefix = tuple(command_prefix)
+
+    def read(self, jails: Sequence[JailLayout]) -> Actual:
+        snapshot = self.snapshot()
+        return Actual(entries=frozenset(entries_in(snapshot, jails)), layout_ok=not find_faults(snapshot, jails))
+
+    def apply(self, jails: Sequence[JailLayout], diff: Diff) -> None:
+        self._load(plan_apply(self.snapshot(), jails, diff))
+
+    def remove(self, jails: Sequence[JailLayout]) -> None:
+        self._load(plan_remove(self.snapshot(), jails))
+
+    def snapshot(self) -> Snapshot | None:
+        """The table as it is now, or None if there is none."""
+        command = [*self.command_prefix, "nft", "-j", "list", "table", *TABLE.split()]
+        done = self._run(command, None)
+        if done.returncode != 0:
+            if "No such file or directory" in done.stderr:
+                return None
+            raise FirewallError(f"{' '.join(command)} exited {done.returncode}: {done.stderr.strip()}")
+        return parse_listing(done.stdout)
+
+    def _load(self, text: str | None) -> None:
+        if text is None:
+            return
+        command = [*self.command_prefix, "nft", "-f", "-"]
+        done = self._run(command, text)
+        if done.returncode != 0:
+            raise FirewallError(f"{' '.join(command)} exited {done.returncode}: {done.stderr.strip()[:2000]}")
+
+    def _run(self, command: list[str], stdin: str | None) -> "subprocess.CompletedProcess[str]":
+        try:
+            return subprocess.run(command, input=stdin, capture_output=True, text=True,
+                                  timeout=TIMEOUT, check=False)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise FirewallError(f"{' '.join(command)}: {error}") from error

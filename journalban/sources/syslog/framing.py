@@ -1,0 +1,158 @@
+"""RFC 6587 framing for syslog over TCP and TLS, decoded incrementally with bounded memory.
+
+Each frame picks its own method: one that starts with a digit is octet-counted
+(``LEN SP MSG``), any other is non-transparent (ends at LF). Empty lines and
+CR/NUL between frames are skipped.
+
+Limits, chosen so a peer cannot make the decoder hold more than ``max_message``
+bytes whatever it sends:
+
+* A frame longer than ``max_message`` is **dropped**, not truncated, and reported
+  as ``Malformed("too-long")``: a cut message could end inside an address and
+  match a grammar as a different one. An oversized octet-counted body is skipped
+  as it arrives; an overlong line is discarded up to its LF.
+* A bad length prefix (more than 10 digits, zero, or a digit run not ended by a
+  space) is reported as ``Malformed("framing")`` and the stream
+  **resynchronises at the next LF**; nothing is buffered while it waits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum, auto
+
+from journalban.sources.syslog.message import DEFAULT_MAX_MESSAGE, Malformed
+
+__all__ = ["DEFAULT_MAX_MESSAGE", "StreamDecoder"]
+
+_MAX_DIGITS = 10
+_LF, _SP = 0x0A, 0x20
+_BETWEEN = b"\n\r\x00"
+_DIGITS = b"0123456789"
+
+Frame = bytes | Malformed
+
+
+class _State(Enum):
+    START = auto()  # between frames
+    LENGTH = auto()  # reading an octet count
+    BODY = auto()  # reading an octet-counted body
+    SKIP = auto()  # discarding an oversized octet-counted body
+    LINE = auto()  # reading an LF-terminated frame
+    DISCARD = auto()  # discarding up to the next LF
+
+
+class StreamDecoder:
+    """Split one connection's byte stream into frames; ``feed`` never raises on any input."""
+
+    def __init__(self, max_message: int = DEFAULT_MAX_MESSAGE) -> None:
+        if max_message < 1:
+            raise ValueError("max_message must be positive")
+        self.max_message = max_message
+        self._state = _State.START
+        self._buf = bytearray()
+        self._remaining = 0  # bytes still expected in BODY or SKIP
+        self._handlers: dict[_State, Callable[[bytes, int, list[Frame]], int]] = {
+            _State.START: self._start,
+            _State.LENGTH: self._length,
+            _State.BODY: self._body,
+            _State.SKIP: self._skip,
+            _State.LINE: self._line,
+            _State.DISCARD: self._discard,
+        }
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an incomplete frame (never more than ``max_message``)."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Frames completed by ``data``, in order."""
+        out: list[Frame] = []
+        pos = 0
+        while pos < len(data):  # every handler consumes at least one byte or changes state
+            pos = self._handlers[self._state](data, pos, out)
+        return out
+
+    def finish(self, *, eof: bool) -> list[Frame]:
+        """Flush at close: at the peer's clean EOF an unterminated line is a frame; else it is cut."""
+        out: list[Frame] = []
+        if self._state is _State.LINE and eof:
+            out.append(bytes(self._buf))
+        elif self._state in (_State.LINE, _State.LENGTH, _State.BODY) and self._buf:
+            out.append(Malformed.of("truncated", self._buf))
+        elif self._state is _State.BODY:
+            out.append(Malformed("truncated"))
+        self._buf.clear()
+        self._state = _State.START
+        return out
+
+    def _start(self, data: bytes, pos: int, out: list[Frame]) -> int:
+        byte = data[pos]
+        if byte in _BETWEEN:
+            return pos + 1
+        self._state = _State.LENGTH if byte in _DIGITS else _State.LINE
+        return pos
+
+    def _length(self, data: bytes, pos: int, out: list[Frame]) -> int:
+        while pos < len(data):
+            byte = data[pos]
+            if byte in _DIGITS and len(self._buf) < _MAX_DIGITS:
+                self._buf.append(byte)
+                pos += 1
+                continue
+            length = int(self._buf) if byte == _SP else 0
+            if length == 0:
+                out.append(Malformed.of("framing", self._buf + data[pos : pos + 16]))
+                self._buf.clear()
+                self._state = _State.DISCARD
+                return pos
+            self._buf.clear()
+            self._remaining = length
+            if length > self.max_message:
+                out.append(Malformed("too-long", f"octet count {length}"))
+                self._state = _State.SKIP
+            else:
+                self._state = _State.BODY
+            return pos + 1
+        return pos
+
+    def _body(self, data: bytes, pos: int, out: list[Frame]) -> int:
+        take = min(self._remaining, len(data) - pos)
+        self._buf += data[pos : pos + take]
+        self._remaining -= take
+        if self._remaining == 0:
+            out.append(bytes(self._buf))
+            self._buf.clear()
+            self._state = _State.START
+        return pos + take
+
+    def _skip(self, data: bytes, pos: int, out: list[Frame]) -> int:
+        take = min(self._remaining, len(data) - pos)
+        self._remaining -= take
+        if self._remaining == 0:
+            self._state = _State.START
+        return pos + take
+
+    def _line(self, data: bytes, pos: int, out: list[Frame]) -> int:
+        newline = data.find(b"\n", pos, pos + self.max_message - len(self._buf) + 1)
+        end = newline if newline >= 0 else len(data)
+        if len(self._buf) + (end - pos) > self.max_message:
+            out.append(Malformed.of("too-long", self._buf or data[pos:end]))
+            self._buf.clear()
+            self._state = _State.DISCARD
+            return pos
+        self._buf += data[pos:end]
+        if newline < 0:
+            return end
+        out.append(bytes(self._buf))
+        self._buf.clear()
+        self._state = _State.START
+        return newline + 1
+
+    def _discard(self, data: bytes, pos: int, out: list[Frame]) -> int:
+        newline = data.find(b"\n", pos)
+        if newline < 0:
+            return len(data)
+        self._state = _State.START
+        return newline + 1

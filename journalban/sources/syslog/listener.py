@@ -1,0 +1,384 @@
+"""The syslog listener: datagrams and streams in, ``Event`` batches out to a sink.
+
+This is the source's only I/O. Every frame a peer sends ends as an event or a
+counted ``Malformed``; the sink is called synchronously from the loop once per
+datagram or read, so nothing queues here and memory per connection stays
+within ``max_message`` plus one read. There is no end-to-end acknowledgement:
+``stop`` stops accepting, hands over what was received and closes; while we
+are down the sender's queue (rsyslog's disk-assisted queue) holds messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import ssl
+import stat
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from journalban.events import Event
+from journalban.sources.syslog.endpoints import (
+    LOOPBACK,
+    Endpoint,
+    Network,
+    format_address,
+    is_allowed,
+    parse_listen_url,
+)
+from journalban.sources.syslog.framing import StreamDecoder
+from journalban.sources.syslog.message import DEFAULT_MAX_MESSAGE, Malformed
+from journalban.sources.syslog.parse import parse_message
+
+__all__ = ["Sink", "SyslogListener"]
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[str, list[Event]], None]
+_DRAIN_LIMIT = 100_000  # datagrams read at stop, so a flood cannot hold stop forever
+_QUIET = 0.1  # a connection silent this long has nothing more in flight
+_LOG_EVERY = 10.0  # at most one malformed-input log line per this many seconds
+_READ_SIZE = 262_144
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SyslogListener:
+    """Listen on unix/udp/tcp/tls URLs and hand parsed messages to ``sink(source, events)``.
+
+    Construction checks the configuration without I/O (``ValueError``); ``start``
+    binds, loads certificates and may raise ``OSError``/``ssl.SSLError``.
+    """
+
+    def __init__(
+        self,
+        listen: Sequence[str],
+        sink: Sink,
+        *,
+        allow: Sequence[Network] = LOOPBACK,
+        max_message: int = DEFAULT_MAX_MESSAGE,
+        max_connections: int = 256,
+        idle_timeout: float = 300.0,
+        cert: str | os.PathLike[str] | None = None,
+        key: str | os.PathLike[str] | None = None,
+        ca: str | os.PathLike[str] | None = None,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        if not listen:
+            raise ValueError("listen: at least one URL is needed")
+        self.endpoints = tuple(parse_listen_url(url) for url in listen)
+        if any(e.scheme == "tls" for e in self.endpoints) and (cert is None or key is None):
+            raise ValueError("tls:// listeners need cert and key")
+        if max_message < 1 or max_connections < 1 or idle_timeout <= 0:
+            raise ValueError("max_message, max_connections and idle_timeout must be positive")
+        self.sink = sink
+        self.allow = tuple(allow)
+        self.max_message = max_message
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.cert, self.key, self.ca = cert, key, ca
+        self.clock = clock
+        self._servers: list[asyncio.Server] = []
+        self._datagrams: list[tuple[asyncio.BaseTransport, socket.socket, _DatagramInput]] = []
+        self._unix_paths: list[tuple[Path, int]] = []
+        self._connections: set[_StreamInput] = set()
+        self._addresses: dict[str, str] = {}
+        self._counts: Counter[str] = Counter()
+        self._malformed: Counter[str] = Counter()
+        self._log_after = 0.0
+        self._suppressed = 0
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        """Configured URL → bound URL (the real port when 0 was asked for)."""
+        return dict(self._addresses)
+
+    @property
+    def counters(self) -> dict[str, Any]:
+        """``received`` frames, ``parsed``, ``malformed`` by reason, ``refused`` peers (not in
+        allow), ``dropped`` connections (over max_connections), ``idle_closed``, ``sink_errors``,
+        and the number of open ``connections``."""
+        counts = {name: self._counts[name] for name in
+                  ("received", "parsed", "refused", "dropped", "idle_closed", "sink_errors")}  # fmt: skip
+        return {**counts, "malformed": dict(self._malformed), "connections": len(self._connections)}
+
+    async def start(self) -> None:
+        """Bind every URL; on failure whatever was bound is closed again."""
+        try:
+            for endpoint in self.endpoints:
+                await self._open(endpoint)
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+
+    async def stop(self, grace: float = 1.0) -> None:
+        """Stop accepting, read what is in flight (up to ``grace`` seconds), hand it over, close."""
+        loop = asyncio.get_running_loop()
+        for server in self._servers:
+            server.close()
+        for transport, sock, protocol in self._datagrams:
+            protocol.drain(sock)
+            transport.close()
+        deadline = loop.time() + grace
+        while self._connections and loop.time() < deadline:
+            if all(loop.time() - c.last_read >= _QUIET for c in self._connections):
+                break
+            await asyncio.sleep(_QUIET / 2)
+        for connection in list(self._connections):
+            connection.close(eof=False)
+        for server in self._servers:
+            await server.wait_closed()
+        await asyncio.sleep(0)  # let connection_lost callbacks run
+        for path, inode in self._unix_paths:
+            try:
+                if path.lstat().st_ino == inode:
+                    path.unlink()
+            except FileNotFoundError:
+                pass
+        self._servers.clear()
+        self._datagrams.clear()
+        self._unix_paths.clear()
+        self._addresses.clear()
+
+    async def _open(self, endpoint: Endpoint) -> None:
+        loop = asyncio.get_running_loop()
+        source = f"syslog:{endpoint.url}"
+        if endpoint.scheme in ("unix", "udp"):
+            sock = self._unix_socket(endpoint) if endpoint.scheme == "unix" else _udp_socket(endpoint)
+            protocol = _DatagramInput(self, source, check_peer=endpoint.scheme == "udp")
+            transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
+            self._datagrams.append((transport, sock, protocol))
+            name = sock.getsockname()
+            self._addresses[endpoint.url] = (
+                f"unix://{name}" if endpoint.scheme == "unix" else format_address("udp", name[0], name[1])
+            )
+            return
+        context = self._tls_context() if endpoint.scheme == "tls" else None
+        server = await loop.create_server(
+            lambda: _StreamInput(self, source),
+            endpoint.host,
+            endpoint.port,
+            ssl=context,
+            ssl_handshake_timeout=min(self.idle_timeout, 60.0) if context else None,
+            reuse_address=True,
+        )
+        self._servers.append(server)
+        name = server.sockets[0].getsockname()
+        self._addresses[endpoint.url] = format_address(endpoint.scheme, name[0], name[1])
+
+    def _unix_socket(self, endpoint: Endpoint) -> socket.socket:
+        """A datagram socket file with mode 0600 from the start; a stale socket file is replaced."""
+        path = Path(endpoint.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if not stat.S_ISSOCK(path.lstat().st_mode):
+                raise FileExistsError(f"{path} exists and is not a socket")
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            old_umask = os.umask(0o177)
+            try:
+                sock.bind(str(path))
+            finally:
+                os.umask(old_umask)
+            os.chmod(path, 0o600)
+            if os.geteuid() == 0:
+                os.chown(path, 0, 0)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._unix_paths.append((path, path.lstat().st_ino))
+        return sock
+
+    def _tls_context(self) -> ssl.SSLContext:
+        assert self.cert is not None and self.key is not None  # checked in __init__
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.cert, self.key)
+        if self.ca is not None:
+            context.load_verify_locations(self.ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+    # --- called by the protocols ---------------------------------------------------------
+
+    def allowed(self, peer: Any) -> bool:
+        return isinstance(peer, tuple) and bool(peer) and is_allowed(str(peer[0]), self.allow)
+
+    def count(self, name: str) -> None:
+        self._counts[name] += 1
+
+    def ingest(self, source: str, frames: Sequence[bytes | Malformed]) -> None:
+        """Parse frames, count them, and hand the events of this batch to the sink at once."""
+        received = self.clock()
+        events: list[Event] = []
+        for frame in frames:
+            self._counts["received"] += 1
+            result = (
+                frame if isinstance(frame, Malformed) else parse_message(frame, received, max_size=self.max_message)
+            )
+            if isinstance(result, Malformed):
+                self._malformed[result.reason] += 1
+                self._report(source, result)
+            else:
+                self._counts["parsed"] += 1
+                events.append(result.to_event(source))
+        if events:
+            try:
+                self.sink(source, events)
+            except Exception:
+                self._counts["sink_errors"] += 1
+                log.exception("%s: the sink refused %d events", source, len(events))
+
+    def _report(self, source: str, malformed: Malformed) -> None:
+        now = time.monotonic()
+        if now < self._log_after:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} more since the last report)" if self._suppressed else ""
+        log.warning("%s: dropped %s%s", source, malformed, more)
+        self._log_after = now + _LOG_EVERY
+        self._suppressed = 0
+
+    def track(self, connection: _StreamInput, add: bool) -> bool:
+        """Register (``add``) or forget a connection; False when the limit is reached."""
+        if not add:
+            self._connections.discard(connection)
+            return True
+        if len(self._connections) >= self.max_connections:
+            return False
+        self._connections.add(connection)
+        return True
+
+
+def _udp_socket(endpoint: Endpoint) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(
+        endpoint.host, endpoint.port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.bind(address)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _DatagramInput(asyncio.DatagramProtocol):
+    """One datagram is one message (RFC 5426); unix sockets skip the address check."""
+
+    def __init__(self, owner: SyslogListener, source: str, *, check_peer: bool) -> None:
+        self.owner, self.source, self.check_peer = owner, source, check_peer
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.check_peer and not self.owner.allowed(addr):
+            self.owner.count("refused")
+            return
+        self.owner.ingest(self.source, [data])
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("%s: %s", self.source, exc)
+
+    def drain(self, sock: socket.socket) -> None:
+        """Read what the kernel already holds before the socket closes (bounded)."""
+        for _ in range(_DRAIN_LIMIT):
+            try:
+                data, addr = sock.recvfrom(_READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                log.debug("%s: %s", self.source, error)
+                return
+            self.datagram_received(data, addr)
+
+
+class _StreamInput(asyncio.Protocol):
+    """One TCP or TLS connection: allow-list and connection limit, framing, idle timeout."""
+
+    def __init__(self, owner: SyslogListener, source: str) -> None:
+        self.owner, self.source = owner, source
+        self.decoder = StreamDecoder(owner.max_message)
+        self.transport: asyncio.Transport | None = None
+        self.last_read = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if not self.owner.allowed(transport.get_extra_info("peername")):
+            self.owner.count("refused")
+            transport.abort()
+            return
+        if not self.owner.track(self, add=True):
+            self.owner.count("dropped")
+            transport.abort()
+            return
+        self.transport = transport
+        loop = asyncio.get_running_loop()
+        self.last_read = loop.time()
+        self._timer = loop.call_later(self.owner.idle_timeout, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            return
+        self.last_read = asyncio.get_running_loop().time()
+        frames = self.decoder.feed(data)
+        if frames:
+            self.owner.ingest(self.source, frames)
+
+    def eof_received(self) -> bool:
+        self._flush(eof=True)
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is None:
+            return
+        self._flush(eof=False)
+        self._stop_timer()
+        self.owner.track(self, add=False)
+        self.transport = None
+
+    def close(self, *, eof: bool) -> None:
+        """Close from our side: a partial frame is counted as truncated, not delivered."""
+        if self.transport is None:
+            return
+        self._flush(eof=eof)
+        self._stop_timer()
+        self.owner.track(self, add=False)
+        transport, self.transport = self.transport, None
+        transport.close()
+
+    def _flush(self, *, eof: bool) -> None:
+        frames = self.decoder.finish(eof=eof)
+        if frames:
+            self.owner.ingest(self.source, frames)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self.last_read
+        if idle >= self.owner.idle_timeout:
+            self.owner.count("idle_closed")
+            self.close(eof=False)
+        else:
+            self._timer = loop.call_later(self.owner.idle_timeout - idle, self._check_idle)

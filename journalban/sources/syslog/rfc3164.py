@@ -1,0 +1,113 @@
+"""The traditional BSD syslog shape: RFC 3164 frames and the lines of /var/log/auth.log.
+
+``Mmm dd hh:mm:ss host tag[pid]: msg``, or the RFC 3339 stamp Debian's rsyslog
+can write instead. A stamp without a year takes the latest year that puts it at
+most a day after the reference time, in the host's local zone unless told.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, tzinfo
+
+from journalban.sources.syslog.message import SyslogMessage
+
+__all__ = ["parse_3164", "parse_file_line", "parse_rfc3339", "parse_traditional_stamp"]
+
+MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1
+    )
+}
+_TRADITIONAL = re.compile(r"([A-Z][a-z]{2}) {1,2}([0-9]{1,2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})(?: |$)")
+_RFC3339 = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,9}))?(Z|[+-][0-9]{2}:[0-9]{2})(?: |$)"
+)
+_TAG = re.compile(r"([^\s\[\]:]{1,48})(?:\[([^\s\]]{1,128})\])?:(?: |$)")
+_HOST = re.compile(r"(\S{1,255})(?: |$)")
+
+
+def _local(naive: datetime, zone: tzinfo | None) -> datetime:
+    aware = naive.replace(tzinfo=zone) if zone is not None else naive.astimezone()
+    return aware.astimezone(UTC)
+
+
+def parse_traditional_stamp(
+    text: str, pos: int, reference: datetime, zone: tzinfo | None
+) -> tuple[datetime, int] | None:
+    """``Nov  5 10:11:12`` at ``pos``: its UTC time and the position after it and one space."""
+    found = _TRADITIONAL.match(text, pos)
+    if found is None or found[1] not in MONTHS:
+        return None
+    day, hour, minute, second = (int(part) for part in found.groups()[1:])
+    latest = reference.astimezone(UTC) + timedelta(days=1)
+    for year in range(latest.year + 1, latest.year - 8, -1):  # -8: Feb 29 needs a leap year
+        try:
+            moment = _local(datetime(year, MONTHS[found[1]], day, hour, minute, second), zone)
+        except (ValueError, OverflowError):
+            continue
+        if moment <= latest:
+            return moment, found.end()
+    return None
+
+
+def parse_rfc3339(text: str, pos: int) -> tuple[datetime, int] | None:
+    """``2026-11-25T10:11:12.123456+00:00`` at ``pos`` (fraction beyond microseconds cut)."""
+    found = _RFC3339.match(text, pos)
+    if found is None:
+        return None
+    fraction = (found[2] or "0")[:6].ljust(6, "0")
+    stamp = f"{found[1]}.{fraction}{'+00:00' if found[3] == 'Z' else found[3]}"
+    try:
+        return datetime.fromisoformat(stamp).astimezone(UTC), found.end()
+    except (ValueError, OverflowError):
+        return None
+
+
+def _stamp(text: str, reference: datetime, zone: tzinfo | None) -> tuple[datetime, int] | None:
+    return parse_traditional_stamp(text, 0, reference, zone) or parse_rfc3339(text, 0)
+
+
+def _pid(raw: str | None) -> int | None:
+    return int(raw) if raw is not None and raw.isdigit() and raw.isascii() else None
+
+
+def _tagged(text: str, pos: int) -> tuple[str | None, int | None, str]:
+    """``tag[pid]: msg`` or ``tag: msg`` at ``pos``; without a tag, all of it is the message."""
+    found = _TAG.match(text, pos)
+    if found is None:
+        return None, None, text[pos:]
+    return found[1], _pid(found[2]), text[found.end() :]
+
+
+def parse_3164(
+    text: str, received: datetime, facility: int, severity: int, zone: tzinfo | None = None
+) -> SyslogMessage:
+    """What follows ``<PRI>`` in an RFC 3164 frame; never fails (a relay keeps unknown text)."""
+    stamped = _stamp(text, received, zone)
+    if stamped is None:  # RFC 3164 4.3.3: no stamp, so the whole rest is the message
+        app, pid, message = _tagged(text, 0)
+        return SyslogMessage(received, message, None, app, pid, None, facility, severity)
+    moment, pos = stamped
+    if _TAG.match(text, pos) is not None:  # "Nov 25 10:11:12 sshd[1]: msg", no host
+        host = None
+    else:
+        found = _HOST.match(text, pos)
+        host, pos = (found[1], found.end()) if found is not None else (None, pos)
+    app, pid, message = _tagged(text, pos)
+    return SyslogMessage(moment, message, host, app, pid, None, facility, severity)
+
+
+def parse_file_line(line: str, reference: datetime, *, zone: tzinfo | None = None) -> SyslogMessage | None:
+    """One line of a traditional syslog file (``auth.log``); None if it has no stamp and host."""
+    line = line.rstrip("\r\n")
+    stamped = _stamp(line, reference, zone)
+    if stamped is None:
+        return None
+    moment, pos = stamped
+    found = _HOST.match(line, pos)
+    if found is None:
+        return None
+    app, pid, message = _tagged(line, found.end())
+    return SyslogMessage(moment, message, found[1], app, pid)

@@ -49,6 +49,8 @@ def run(config_path: Path | None, verbose: bool) -> None:
 def check(config_path: Path | None) -> None:
     """Validate the config and the grammars it uses; exit 1 listing every error."""
     loaded = _load_or_exit(config_path)
+    for warning in loaded.warnings:
+        click.echo(warning, err=True)
     jails = ", ".join(j.name for j in loaded.config.enabled_jails) or "none"
     click.echo(f"{loaded.config.path}: ok (jails: {jails}; grammars: {', '.join(sorted(loaded.grammars)) or 'none'})")
 

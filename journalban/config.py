@@ -28,7 +28,7 @@ ON_STOP = ("keep", "remove")
 # ipset set names stop at 31 characters: "jb-" + NAME + "-net4"
 MAX_JAIL_NAME_FOR = {"ipset": 31 - len("jb-") - len("-net4")}
 _CHAIN = re.compile(r"[A-Za-z0-9_-]{1,28}")
-_JAIL_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_JAIL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
 
 # --- value converters: each takes the TOML value and returns the typed one or raises ValueError
@@ -88,6 +88,34 @@ def _chain(value: object) -> str:
     if not isinstance(value, str) or not _CHAIN.fullmatch(value):
         raise ValueError(f"expected a chain name like INPUT, FORWARD or DOCKER-USER, got {value!r}")
     return value
+
+
+def _optional_str(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _since(value: object) -> str:
+    if value in ("now", "boot", "all"):
+        return str(value)
+    parse_duration(value)
+    return str(value)
+
+
+def _auto_bool(value: object) -> bool | None:
+    """``true``/``false``, or ``"auto"`` (None): decided by the grammar once it is loaded."""
+    if value == "auto":
+        return None
+    return _bool(value)
+
+
+def _listen(value: object) -> tuple[str, ...]:
+    urls = _str_list(value) if value != [] else ()
+    for url in urls:
+        if not re.fullmatch(r"(unix://)/\S+|(udp|tcp|tls)://(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):\d{1,5}", url):
+            raise ValueError(f"{url!r} is not unix:///path, udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT")
+    return urls
 
 
 def _networks(value: object) -> tuple[IPNetwork, ...]:
@@ -186,12 +214,32 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "sources.files": {
         "poll_interval": Key(_seconds, "seconds (number)", 0.2, "How often followed files are checked for new lines."),
+        "max_line": Key(_int_range(256, 16 << 20), "integer", 65536, "Longer lines are cut and counted."),
+    },
+    "sources.journal": {
+        "enabled": Key(_bool, "boolean", True, "Read journald for the jails whose grammars apply to it."),
+        "directory": Key(_optional_str, "path", "", "Read the journal in this directory instead of the system's."),
+        "files": Key(_str_list, "list of paths", [], "Read these journal files instead of the system journal."),
+        "since": Key(_since, "string", "now", 'Where the very first start begins: "now", "boot", "all" or a duration.'),
+    },
+    "sources.syslog": {
+        "listen": Key(_listen, "list of URLs", [], "Where the syslog listener listens; off while empty."),
+        "allow": Key(_networks, "list of CIDRs", ["127.0.0.0/8", "::1"], "Senders accepted; others are refused."),
+        "max_message": Key(_int_range(480, 16 << 20), "integer", 65536, "Longer messages are cut and counted."),
+        "max_connections": Key(_int_range(1, 65536), "integer", 256, "Simultaneous TCP/TLS connections."),
+        "idle_timeout": Key(parse_duration, "duration", "5m", "A connection silent this long is closed."),
+        "cert": Key(_optional_str, "path", "", "TLS certificate (PEM) for tls:// listeners."),
+        "key": Key(_optional_str, "path", "", "TLS private key (PEM) for tls:// listeners."),
+        "ca": Key(_optional_str, "path", "", "CA (PEM): when set, tls:// clients must show a certificate it signed."),
     },
     "defaults": _JAIL_DEFAULTS,
     "jails.NAME": {
         "enabled": Key(_bool, "boolean", True, "A disabled jail is validated but not run."),
         "grammar": Key(_str, "string", None, "Name of the grammar (`NAME.grammar`) that recognises failures."),
-        "files": Key(_str_list, "list of paths", None, "Log files followed for this jail, like `tail -F`."),
+        "files": Key(_str_list, "list of paths", [], "Log files followed for this jail, like `tail -F`."),
+        "journal": Key(_auto_bool, 'boolean or "auto"', "auto",
+                       "Read journald: `auto` does when the grammar applies to the journal and the jail has no files."),
+        "syslog": Key(_bool, "boolean", False, "Read what the syslog listener receives."),
         **_JAIL_DEFAULTS,
     },
 }
@@ -203,6 +251,8 @@ class JailConfig:
     enabled: bool
     grammar: str
     files: tuple[str, ...]
+    journal: bool | None  # None: "auto", settled once the grammar is loaded
+    syslog: bool
     bantime: int | None  # None: forever
     bantime_increment: bool
     bantime_factor: float
@@ -223,12 +273,35 @@ class JailConfig:
 
 
 @dataclass(frozen=True)
+class JournalConfig:
+    enabled: bool
+    directory: str
+    files: tuple[str, ...]
+    since: str
+
+
+@dataclass(frozen=True)
+class SyslogConfig:
+    listen: tuple[str, ...]
+    allow: tuple[IPNetwork, ...]
+    max_message: int
+    max_connections: int
+    idle_timeout: int
+    cert: str
+    key: str
+    ca: str
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     ledger_url: str
     reconcile_interval: int
     grammar_dirs: tuple[Path, ...]  # the operator's, then the shipped ones
     file_poll_interval: float
+    file_max_line: int
+    journal: JournalConfig
+    syslog: SyslogConfig
     jails: Mapping[str, JailConfig]
 
     @property
@@ -301,9 +374,16 @@ class _Validator:
         grammars = self.section(data, ("grammars",), "grammars")
         sources = self.table(data, (), "sources")
         for name in sources:
-            if name != "files":
+            if name not in ("files", "journal", "syslog"):
                 self.problem(("sources",), name, f"unknown section [sources.{name}]")
         files = self.section(data, ("sources", "files"), "sources.files")
+        journal = self.section(data, ("sources", "journal"), "sources.journal")
+        syslog = self.section(data, ("sources", "syslog"), "sources.syslog")
+        if journal.get("directory") and journal.get("files"):
+            self.problem(("sources", "journal"), "files", "[sources.journal] takes directory or files, not both")
+        if any(u.startswith("tls://") for u in syslog.get("listen", ())) and not (
+                syslog.get("cert") and syslog.get("key")):
+            self.problem(("sources", "syslog"), "listen", "tls:// listeners need cert and key in [sources.syslog]")
         defaults = self.section(data, ("defaults",), "defaults")
         jails = {name: self.jail(name, table, defaults)
                  for name, table in self.table(data, (), "jails").items()}
@@ -315,6 +395,9 @@ class _Validator:
             reconcile_interval=reconcile["interval"],
             grammar_dirs=(*map(Path, grammars["directories"]), paths.SHIPPED_GRAMMARS),
             file_poll_interval=files["poll_interval"],
+            file_max_line=files["max_line"],
+            journal=JournalConfig(**journal),
+            syslog=SyslogConfig(**syslog),
             jails=jails,
         )
 
@@ -354,9 +437,9 @@ class _Validator:
 
     def jail(self, name: str, table: object, defaults: Mapping[str, Any]) -> JailConfig:
         where = ("jails", name)
-        if not _JAIL_NAME.fullmatch(name) or len(name) > MAX_JAIL_NAME:
-            self.problem(("jails",), name, f"jail name '{name}' must be letters, digits, '-' or '_', "
-                                           f"at most {MAX_JAIL_NAME} characters (the firewall chain is jb-NAME)")
+        if not _JAIL_NAME.fullmatch(name):
+            self.problem(("jails",), name, f"jail name '{name}' must start with a letter and hold only "
+                                           "letters, digits, '-' or '_'")
         if not isinstance(table, dict):
             self.problem(("jails",), name, f"jails.{name} must be a table")
             table = {}
@@ -364,7 +447,7 @@ class _Validator:
         limit = MAX_JAIL_NAME_FOR.get(values.get("firewall", ""), MAX_JAIL_NAME)
         if len(name) > limit:
             self.problem(("jails",), name, f"jail name '{name}' is too long for the {values['firewall']} "
-                                           f"firewall: at most {limit} characters")
+                                           f"firewall: at most {limit} characters (its objects are named jb-NAME)")
         if self.problems:
             return None  # type: ignore[return-value]  # never returned: config() raises
         return JailConfig(name=name, **{k: values[k] for k in SCHEMA["jails.NAME"]})

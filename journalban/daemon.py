@@ -19,14 +19,13 @@ from journalban.firewall.base import FirewallBackend, JailLayout
 from journalban.firewall.iptables import IptablesFirewall
 from journalban.firewall.memory import MemoryFirewall
 from journalban.grammar import Grammar
+from journalban.intake import Intake, matchers
 from journalban.ledger.store import Ledger
-from journalban.match import JailMatcher
 from journalban.notify import SystemdNotifier
 from journalban.own_addresses import own_addresses
 from journalban.pipeline import Pipeline
 from journalban.reconcile import Enforcement, Reconciler
 from journalban.schedule import ReconcileSchedule
-from journalban.sources.files import FileFollower
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +44,6 @@ def _backend(kind: str) -> FirewallBackend:
     return MemoryFirewall()
 SWEEP_EVERY = timedelta(seconds=60)
 STATUS_EVERY = timedelta(seconds=10)
-
-
-def file_source(path: str) -> str:
-    return f"file:{path}"
 
 
 def policy(jail: JailConfig, own: tuple[IPNetwork, ...]) -> JailPolicy:
@@ -82,12 +77,8 @@ class Daemon:
         self.detector = Detector({j.name: policy(j, own) for j in self.jails})
         self.reconciler = Reconciler(self.ledger, enforcements(self.jails), clock)
         self.schedule = ReconcileSchedule(self.reconciler, config.reconcile_interval)
-        matchers: dict[str, list[JailMatcher]] = {}
-        for jail in self.jails:
-            for path in jail.files:
-                matchers.setdefault(file_source(path), []).append(JailMatcher(jail.name, grammars[jail.grammar]))
-        self.pipeline = Pipeline(matchers, self.detector, self.ledger, self._banned)
-        self.followers: list[FileFollower] = []
+        self.pipeline = Pipeline(matchers(config, self.jails, grammars), self.detector, self.ledger, self._banned)
+        self.intake = Intake(config, self.jails, grammars, self.ledger, self.pipeline, clock)
         self._stop = asyncio.Event()
         self.notifier = SystemdNotifier()
 
@@ -112,19 +103,18 @@ class Daemon:
         result = self.reconciler.run()
         log.info("firewall reconciled at start: %d ban(s) expired, %s",
                  result.expired, "repaired" if result.healed else "in order")
-        self._open_sources()
+        await self.intake.open()
         self.schedule.start()
-        log.info("journalban ready: %d jail(s), %d file(s) followed",
-                 len(self.jails), len(self.followers))
+        log.info("journalban ready: %d jail(s), %d file(s) followed%s%s", len(self.jails), len(self.intake.files),
+                 ", journald" if self.intake.journal else "", ", syslog" if self.intake.syslog else "")
         self.notifier.send("READY=1", f"STATUS={self.status_line()}")
         try:
             await self._follow()
         finally:
             self.notifier.send("STOPPING=1")
+            await self.intake.close()
             self.schedule.stop()
             self._on_stop()
-            for follower in self.followers:
-                follower.close()
             self.ledger.close()
             log.info("journalban stopped")
 
@@ -145,15 +135,6 @@ class Daemon:
         self.detector.prime(self.ledger.open_failures(now - timedelta(seconds=longest)), active,
                             self.ledger.ban_counts())
 
-    def _open_sources(self) -> None:
-        positions = self.ledger.positions()
-        first_start = not positions
-        paths = sorted({path for jail in self.jails for path in jail.files})
-        for path in paths:
-            self.followers.append(FileFollower(path, positions.get(file_source(path)),
-                                               first_start=first_start))
-            log.info("following %s", path)
-
     async def _follow(self) -> None:
         next_sweep = self.clock() + SWEEP_EVERY
         heartbeat = self.notifier.watchdog_interval or STATUS_EVERY.total_seconds()
@@ -162,10 +143,7 @@ class Daemon:
             if self.notifier.enabled and time.monotonic() >= next_heartbeat:
                 self.notifier.send("WATCHDOG=1", f"STATUS={self.status_line()}")
                 next_heartbeat = time.monotonic() + heartbeat
-            for follower in self.followers:
-                for chunk in follower.poll():
-                    self.pipeline.process(file_source(chunk.path), chunk.lines, chunk.position,
-                                          self.clock())
+            self.intake.poll_files()
             now = self.clock()
             if now >= next_sweep:
                 self.detector.sweep(now)

@@ -17,6 +17,8 @@ class JailMatcher:
         self.grammar = grammar
 
     def match(self, event: Event) -> Failure | Rejected | None:
+        if not self.grammar.applies_to(event):
+            return None
         found = self.grammar.match(event.message)
         if not isinstance(found, Match):
             return found

@@ -19,6 +19,7 @@ from journalban.grammar import Rejected
 from journalban.ledger.store import Ledger
 from journalban.match import JailMatcher
 from journalban.sources.files import Position
+from journalban.sources.journal import JournalCursor
 
 log = logging.getLogger(__name__)
 RECORD_ATTEMPTS = 10
@@ -33,14 +34,15 @@ class Pipeline:
         self.on_ban = on_ban
         self.counters: Counter[str] = Counter()
 
-    def process(self, source: str, messages: Sequence[str], position: Position | None,
+    def process(self, source: str, events: Sequence[Event], position: Position | JournalCursor | None,
                 now: datetime) -> list[BanDecision]:
+        """Everything ``events`` (all from ``source``) produce, recorded with ``position``."""
         failures: list[Failure] = []
         bans: list[BanDecision] = []
         matchers = self.matchers.get(source, ())
-        self.counters["lines"] += len(messages)
-        for message in messages:
-            event = Event(time=now, source=source, message=message)
+        self.counters["lines"] += len(events)
+        for event in events:
+            message = event.message
             for matcher in matchers:
                 found = matcher.match(event)
                 if found is None:
@@ -66,7 +68,7 @@ class Pipeline:
         return bans
 
     def _record(self, failures: list[Failure], bans: list[BanDecision],
-                positions: Mapping[str, Position], now: datetime) -> None:
+                positions: Mapping[str, Position | JournalCursor], now: datetime) -> None:
         """Retry a failing ledger for a while, then give up loudly.
 
         Giving up ends the daemon before the position moves on: at its restart the

@@ -59,11 +59,12 @@ def test_bad_values_are_all_reported_naming_the_key() -> None:
 
 
 def test_unknown_section_missing_keys_and_bad_jail_names() -> None:
-    text = '[ledgr]\nurl = "x"\n\n[jails.this-name-is-far-too-long-for-iptables]\ngrammar = "g"\n'
+    text = '[ledgr]\nurl = "x"\n\n[jails.this-name-is-far-too-long-for-iptables]\nfiles = []\n\n[jails.1st]\n'
     found = problems(text)
     assert found[0] == "/etc/jb.toml:1:1: unknown section [ledgr]"
-    assert "at most 25 characters" in found[1] and found[1].startswith("/etc/jb.toml:4:1:")
-    assert found[2] == ("/etc/jb.toml:4:1: [jails.this-name-is-far-too-long-for-iptables] needs 'files'")
+    assert found[1] == "/etc/jb.toml:4:1: [jails.this-name-is-far-too-long-for-iptables] needs 'grammar'"
+    assert "too long for the iptables firewall: at most 25" in found[2] and found[2].startswith("/etc/jb.toml:4:1:")
+    assert "must start with a letter" in found[3] and found[3].startswith("/etc/jb.toml:7:1:")
 
 
 @pytest.mark.parametrize("ports", ['"some"', "[]", '["ssh"]', "[70000]", '["80/icmp"]', "[true]"])

@@ -41,7 +41,7 @@ def test_lines_become_dry_run_bans_and_state_survives_a_restart(tmp_path: Path) 
         task = asyncio.create_task(daemon.run())
         firewall = daemon.reconciler.enforcements[0].backend
         assert isinstance(firewall, MemoryFirewall)
-        await until(lambda: daemon.followers)
+        await until(lambda: daemon.intake.files)
         with log.open("a") as f:
             f.write(LOCKOUT.format("203.0.113.9") * 2 + LOCKOUT.format("198.51.100.4"))
         await until(lambda: ("wplogin", "203.0.113.9") in firewall.entries)
@@ -56,7 +56,7 @@ def test_lines_become_dry_run_bans_and_state_survives_a_restart(tmp_path: Path) 
         task = asyncio.create_task(daemon.run())
         firewall = daemon.reconciler.enforcements[0].backend
         assert isinstance(firewall, MemoryFirewall)
-        await until(lambda: daemon.followers)
+        await until(lambda: daemon.intake.files)
         assert firewall.entries == {("wplogin", "203.0.113.9")}  # restored before reading
         with log.open("a") as f:  # the second failure of 198.51.100.4, the first read last time
             f.write(LOCKOUT.format("198.51.100.4"))

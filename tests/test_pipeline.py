@@ -7,7 +7,7 @@ import pytest
 
 from journalban import paths
 from journalban.detector import Detector, JailPolicy
-from journalban.events import BanDecision
+from journalban.events import BanDecision, Event
 from journalban.grammar import load_grammar
 from journalban.ledger.store import Ledger
 from journalban.match import JailMatcher
@@ -26,6 +26,10 @@ def ledger(tmp_path: Path):  # type: ignore[no-untyped-def]
     ledger.close()
 
 
+def events(*lines: str) -> list[Event]:
+    return [Event(time=NOW, source=SOURCE, message=line) for line in lines]
+
+
 def pipeline(ledger: Ledger, grammar: str, maxretry: int, banned: list[BanDecision]) -> Pipeline:
     matcher = JailMatcher("web", load_grammar(paths.SHIPPED_GRAMMARS / f"{grammar}.grammar"))
     detector = Detector({"web": JailPolicy("web", maxretry, 600, 600)})
@@ -38,7 +42,7 @@ def test_an_invalid_address_is_skipped_and_counted_never_a_crash(ledger: Ledger)
     lines = ["Apr 3 01:11:12 IP locked out by wp-limit-login: 999.1.1.1",
              "Apr 3 01:11:12 IP locked out by wp-limit-login: 203.0.113.9",
              "some unrelated line"]
-    p.process(SOURCE, lines, Position(7, 300), NOW)
+    p.process(SOURCE, events(*lines), Position(7, 300), NOW)
     assert p.counters["rejected"] == 1
     assert p.counters["lines"] == 3
     assert [b.address for b in banned] == ["203.0.113.9"]
@@ -49,7 +53,7 @@ def test_a_12_hour_stamp_counts_at_read_time(ledger: Ledger) -> None:
     """01:11 on the plugin's clock may mean 13:11: the line counts when read, never too old."""
     banned: list[BanDecision] = []
     p = pipeline(ledger, "wp-limit-login", 1, banned)
-    p.process(SOURCE, ["Apr 3 01:11:12 IP locked out by wp-limit-login: 203.0.113.9"], None, NOW)
+    p.process(SOURCE, events("Apr 3 01:11:12 IP locked out by wp-limit-login: 203.0.113.9"), None, NOW)
     assert banned[0].start == NOW
     assert ledger.open_failures(NOW - timedelta(days=1)) == []  # consumed by the ban
     assert p.counters["too-old"] == 0
@@ -59,10 +63,10 @@ def test_trusted_stamps_older_than_findtime_are_too_old(ledger: Ledger) -> None:
     banned: list[BanDecision] = []
     p = pipeline(ledger, "nginx-wp-login", 1, banned)
     line = '203.0.113.9 - - [03/Apr/2026:12:00:00 +0000] "POST /wp-login.php HTTP/1.1" 200 1234 "-" "curl/8"'
-    p.process(SOURCE, [line], None, NOW)
+    p.process(SOURCE, events(line), None, NOW)
     assert (p.counters["too-old"], banned) == (1, [])
     fresh = line.replace("12:00:00", "13:10:00")
-    p.process(SOURCE, [fresh], None, NOW)
+    p.process(SOURCE, events(fresh), None, NOW)
     assert [b.address for b in banned] == ["203.0.113.9"]
     (failure,) = banned[0].failures
     assert failure.time == datetime(2026, 4, 3, 13, 10, tzinfo=UTC)  # the stamp, not the read time

@@ -17,6 +17,7 @@ from journalban.events import Failure as FailureEvent
 from journalban.ledger.engine import create_ledger_engine
 from journalban.ledger.models import MATCHED_TEXT_LIMIT, Ban, Failure, Heal, SourcePosition
 from journalban.sources.files import Position
+from journalban.sources.journal import JournalCursor
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Ledger:
             yield session
 
     def record(self, failures: Sequence[FailureEvent], bans: Sequence[BanDecision],
-               positions: Mapping[str, Position], now: datetime) -> None:
+               positions: Mapping[str, Position | JournalCursor], now: datetime) -> None:
         """Failures, the bans they opened and the source positions that produced them,
         in one transaction: a crash keeps all of it or none."""
         with self.transaction() as session:
@@ -82,8 +83,11 @@ class Ledger:
                 session.flush()
                 self._link(session, ban, decision, rows, first_new)
             for source, position in positions.items():
-                session.merge(SourcePosition(source=source, inode=position.inode,
-                                             offset=position.offset, updated_at=now))
+                if isinstance(position, JournalCursor):
+                    row = SourcePosition(source=source, cursor=position.cursor, updated_at=now)
+                else:
+                    row = SourcePosition(source=source, inode=position.inode, offset=position.offset, updated_at=now)
+                session.merge(row)
 
     @staticmethod
     def _link(session: Session, ban: Ban, decision: BanDecision, rows: Mapping[int, Failure],
@@ -116,6 +120,12 @@ class Ledger:
         with self.transaction() as session:
             session.add(Heal(healed_at=now, backend=backend, restored=restored, removed=removed,
                              layout_repaired=layout_repaired, detail=detail[:4000]))
+
+    def cursor(self, source: str) -> JournalCursor | None:
+        """The journal cursor last committed for ``source``."""
+        with self.transaction() as session:
+            row = session.get(SourcePosition, source)
+            return JournalCursor(row.cursor) if row is not None and row.cursor else None
 
     def positions(self) -> dict[str, Position]:
         with self.transaction() as session:

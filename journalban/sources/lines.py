@@ -9,6 +9,7 @@ import dataclasses
 from datetime import datetime
 
 from journalban.events import Event
+from journalban.sources.syslog import parse_file_line
 
 FORMATS = ("raw", "syslog")
 
@@ -19,8 +20,6 @@ def line_event(source: str, line: str, file_format: str, read_time: datetime,
     stamp is the event time only where ``trust_stamp``, else ``read_time``."""
     if file_format == "raw":
         return Event(time=read_time, source=source, message=line)
-    from journalban.sources.syslog.parse import parse_file_line
-
     parsed = parse_file_line(line, read_time)
     if parsed is None:
         return None

@@ -3,28 +3,45 @@
 The table is read with ``iptables-save`` and changed with one ``iptables-restore
 --noflush`` batch per family, so every change is atomic. Planning is pure (saved
 table + diff -> restore text) and tested without a kernel; only ``_run`` does I/O.
+The ipset backend reuses the hook, log-chain and batch helpers here.
 
 Declaring an existing user chain (``:jb-x - [0:0]``) in a ``--noflush`` batch
 flushes it on iptables-nft 1.8.9, so only missing chains are declared; and a
 ``-D`` of a rule that is not there fails the whole batch, so ``apply`` plans
 against a fresh ``iptables-save`` taken just before it writes.
+
+Logging (``JailLayout.log``): ban rules jump to a per-jail helper chain
+``jbl-<jail>`` holding one rate-limited LOG rule and the DROP/REJECT, so a jail
+with 100,000 bans has 100,002 rules and one jail-wide log rate limit. The helper's
+prefix ``jbl-`` cannot clash with any ``jb-<jail>``; a 25-character jail name does
+not fit in it and is shortened with a hash (see ``log_chain_name``).
+
+Hook chains (``JailLayout.chain``): INPUT, FORWARD and OUTPUT always exist; any
+other chain (``DOCKER-USER``) is never created by journalban, since an empty
+look-alike would hide Docker's own. While it is missing ``read`` reports the
+layout broken and ``apply`` does everything else, then raises FirewallError.
 """
 
+import hashlib
 import ipaddress
 import re
 import shlex
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from journalban.firewall.base import Actual, Diff, Entry, FirewallError, JailLayout
 
 PREFIX = "jb-"
+LOG_PREFIX = "jbl-"
 MAX_CHAIN_NAME = 28  # netfilter's limit (XT_EXTENSION_MAXNAMELEN - 1)
 MAX_JAIL_NAME = MAX_CHAIN_NAME - len(PREFIX)
+MAX_LOG_PREFIX = 29  # the LOG target's --log-prefix limit
+LOG_JAIL_CHARS = MAX_LOG_PREFIX - len("journalban : ")  # 16: longer jail names are cut
 MULTIPORT_SLOTS = 15  # ports one multiport match takes; a range counts twice
 JAIL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 RETURN = ("-j", "RETURN")
+LOG_LIMIT = ("-m", "limit", "--limit", "6/min", "--limit-burst", "10")
 TIMEOUT = 30.0
 
 Rule = tuple[str, ...]  # a rule's words after "-A CHAIN", as iptables-save prints them
@@ -36,6 +53,20 @@ def chain_name(jail: str) -> str:
     if len(jail) > MAX_JAIL_NAME or not JAIL_NAME.fullmatch(jail):
         raise ValueError(f"jail name {jail!r}: 1 to {MAX_JAIL_NAME} of A-Z a-z 0-9 _ . -")
     return PREFIX + jail
+
+
+def log_chain_name(jail: str) -> str:
+    """The helper chain that logs and drops for ``jail``: ``jbl-<jail>``, or for a
+    name too long for it, its first 16 characters, ``-`` and 7 hex digits of a hash."""
+    chain_name(jail)
+    if len(LOG_PREFIX) + len(jail) <= MAX_CHAIN_NAME:
+        return LOG_PREFIX + jail
+    return f"{LOG_PREFIX}{jail[:16]}-{hashlib.sha256(jail.encode()).hexdigest()[:7]}"
+
+
+def log_prefix(jail: str) -> str:
+    """The kernel log prefix, within the LOG target's 29 characters."""
+    return f"journalban {jail[:LOG_JAIL_CHARS]}: "
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +81,7 @@ class Family:
 V4 = Family(4, "iptables-save", "iptables-restore", 32, "icmp-port-unreachable")
 V6 = Family(6, "ip6tables-save", "ip6tables-restore", 128, "icmp6-port-unreachable")
 FAMILIES = (V4, V6)
+BUILTIN_CHAINS = frozenset({"INPUT", "FORWARD", "OUTPUT"})
 
 
 # --- parse -------------------------------------------------------------------------
@@ -66,19 +98,26 @@ def parse_save(text: str) -> Table:
     return table
 
 
-def banned_address(rule: Rule, family: Family) -> str | None:
-    """The address a ban rule (``-s ADDR/32 -j DROP|REJECT ...``) blocks, else None."""
-    if len(rule) < 4 or rule[0] != "-s" or rule[2:4] not in (("-j", "DROP"), ("-j", "REJECT")):
-        return None
-    if rule[3] == "DROP" and len(rule) != 4:
-        return None
+def entry_text(network: str, version: int) -> str | None:
+    """An address or network as an entry (a host bare, a network with its prefix),
+    or None if it is not one of ``version``."""
     try:
-        net = ipaddress.ip_network(rule[1])
+        net = ipaddress.ip_network(network, strict=False)
     except ValueError:
         return None
-    if net.version != family.version or net.prefixlen != net.max_prefixlen:
+    if net.version != version:
         return None
-    return str(net.network_address)
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+
+
+def banned_address(rule: Rule, family: Family) -> str | None:
+    """The entry a ban rule (``-s NET -j DROP|REJECT ...|jbl-<jail>``) blocks, else None."""
+    if len(rule) < 4 or rule[0] != "-s" or rule[2] != "-j":
+        return None
+    one_word = rule[3] == "DROP" or rule[3].startswith(LOG_PREFIX)
+    if not (rule[3] == "REJECT" or (one_word and len(rule) == 4)):
+        return None
+    return entry_text(rule[1], family.version)
 
 
 def entries_in(table: Table, jails: Sequence[JailLayout], family: Family) -> set[Entry]:
@@ -87,21 +126,47 @@ def entries_in(table: Table, jails: Sequence[JailLayout], family: Family) -> set
             if (address := banned_address(rule, family)) is not None}
 
 
+def entry_version(entry: str) -> int:
+    """4 or 6, cheaply: entries are normalised by contract, and only IPv6 has colons."""
+    return 6 if ":" in entry else 4
+
+
 # --- layout ------------------------------------------------------------------------
 
+def block_target(jail: JailLayout, family: Family) -> Rule:
+    """What a packet from a banned source meets, logging aside."""
+    if jail.blocktype == "drop":
+        return ("-j", "DROP")
+    return ("-j", "REJECT", "--reject-with", family.reject_with)
+
+
+def ban_target(jail: JailLayout, family: Family) -> Rule:
+    """Where a ban sends a packet: the log chain when the jail logs, else the block."""
+    return ("-j", log_chain_name(jail.name)) if jail.log else block_target(jail, family)
+
+
 def ban_rule(address: str, jail: JailLayout, family: Family) -> Rule:
-    target = ("-j", "DROP") if jail.blocktype == "drop" else (
-        "-j", "REJECT", "--reject-with", family.reject_with)
-    return ("-s", f"{address}/{family.host_bits}", *target)
+    source = address if "/" in address else f"{address}/{family.host_bits}"
+    return ("-s", source, *ban_target(jail, family))
+
+
+def log_rules(jail: JailLayout, family: Family) -> list[Rule]:
+    """The log chain's rules: a rate-limited LOG, then the block."""
+    return [(*LOG_LIMIT, "-j", "LOG", "--log-prefix", log_prefix(jail.name)),
+            block_target(jail, family)]
+
+
+def port_matches(jail: JailLayout) -> list[Rule]:
+    """The match words of each hook rule: none for all ports, else one per protocol and group."""
+    if jail.ports is None:
+        return [()]
+    return [("-p", spec.protocol, "-m", "multiport", "--dports", ",".join(group))
+            for spec in jail.ports for group in _port_groups(spec.ports)]
 
 
 def jump_rules(jail: JailLayout) -> list[Rule]:
-    """The INPUT rules hooking ``jail`` in: one for all ports, or one per protocol and group."""
-    target = ("-j", chain_name(jail.name))
-    if jail.ports is None:
-        return [target]
-    return [("-p", spec.protocol, "-m", "multiport", "--dports", ",".join(group), *target)
-            for spec in jail.ports for group in _port_groups(spec.ports)]
+    """The rules hooking ``jail`` in: one for all ports, or one per protocol and group."""
+    return [(*match, "-j", chain_name(jail.name)) for match in port_matches(jail)]
 
 
 def _port_groups(ports: Iterable[str]) -> list[list[str]]:
@@ -119,22 +184,58 @@ def _port_groups(ports: Iterable[str]) -> list[list[str]]:
 
 def _jump_target(rule: Rule) -> str | None:
     """The journalban chain a rule jumps to, if any (any jail's, configured or not)."""
-    if len(rule) >= 2 and rule[-2] == "-j" and rule[-1].startswith(PREFIX):
+    if len(rule) >= 2 and rule[-2] == "-j" and rule[-1].startswith((PREFIX, LOG_PREFIX)):
         return rule[-1]
     return None
 
 
-def input_ok(table: Table, jails: Sequence[JailLayout]) -> bool:
-    """Each jail's jumps exist exactly once, above every rule of the operator's."""
-    rules = table.get("INPUT", [])
-    head = 0
-    while head < len(rules) and _jump_target(rules[head]):
-        head += 1
-    mine = {chain_name(j.name) for j in jails}
-    if any(_jump_target(rule) in mine for rule in rules[head:]):
+def match_set(rule: Rule) -> str | None:
+    """The set a rule matches with ``-m set --match-set NAME``, if any."""
+    for i, word in enumerate(rule[:-1]):
+        if word == "--match-set":
+            return rule[i + 1]
+    return None
+
+
+def is_journalban(rule: Rule) -> bool:
+    """Whether a rule is a hook of any journalban jail (either backend, configured or not)."""
+    return _jump_target(rule) is not None or (match_set(rule) or "").startswith(PREFIX)
+
+
+Hooks = dict[str, list[Rule]]  # hook chain -> the rules these jails need at its top
+
+
+def hooks_by_chain(jails: Sequence[JailLayout], rules: Callable[[JailLayout], list[Rule]]) -> Hooks:
+    hooks: Hooks = {}
+    for jail in jails:
+        hooks.setdefault(jail.chain, []).extend(rules(jail))
+    return hooks
+
+
+def missing_chains(table: Table, hooks: Hooks) -> list[str]:
+    return sorted(chain for chain in hooks if chain not in table and chain not in BUILTIN_CHAINS)
+
+
+def hooks_ok(table: Table, hooks: Hooks, mine: Callable[[Rule], bool]) -> bool:
+    """Each hook chain exists and leads with exactly its hooks among journalban's, and
+    no rule of these jails sits anywhere else."""
+    if missing_chains(table, hooks):
         return False
-    found = sorted(rule for rule in rules[:head] if _jump_target(rule) in mine)
-    return found == sorted(rule for jail in jails for rule in jump_rules(jail))
+    for chain, rules in table.items():
+        head = 0
+        while head < len(rules) and is_journalban(rules[head]):
+            head += 1
+        if any(mine(rule) for rule in rules[head:]):
+            return False
+        if sorted(r for r in rules[:head] if mine(r)) != sorted(hooks.get(chain, [])):
+            return False
+    return True
+
+
+def log_chain_ok(table: Table, jail: JailLayout, family: Family) -> bool:
+    """A logging jail's helper chain holds exactly its rules; others have none."""
+    rules = table.get(log_chain_name(jail.name))
+    return rules == log_rules(jail, family) if jail.log else rules is None
 
 
 def chain_ok(table: Table, jail: JailLayout, family: Family) -> bool:
@@ -146,8 +247,14 @@ def chain_ok(table: Table, jail: JailLayout, family: Family) -> bool:
                if (address := banned_address(rule, family)) is not None)
 
 
+def _my_jumps(jails: Sequence[JailLayout]) -> Callable[[Rule], bool]:
+    mine = {chain_name(j.name) for j in jails}
+    return lambda rule: _jump_target(rule) in mine
+
+
 def layout_ok(table: Table, jails: Sequence[JailLayout], family: Family) -> bool:
-    return input_ok(table, jails) and all(chain_ok(table, j, family) for j in jails)
+    return (hooks_ok(table, hooks_by_chain(jails, jump_rules), _my_jumps(jails))
+            and all(chain_ok(table, j, family) and log_chain_ok(table, j, family) for j in jails))
 
 
 # --- plan --------------------------------------------------------------------------
@@ -163,6 +270,16 @@ class Batch:
     def new_chain(self, chain: str) -> None:
         self.table[chain] = []
         self.declare.append(f":{chain} - [0:0]")
+
+    def flush(self, chain: str) -> None:
+        self.table[chain] = []
+        self.lines.append(f"-F {chain}")
+
+    def drop_chain(self, chain: str) -> None:
+        """Flush and delete a chain nothing jumps to any more."""
+        self.flush(chain)
+        del self.table[chain]
+        self.lines.append(f"-X {chain}")
 
     def delete(self, chain: str, rule: Rule) -> None:
         self.table[chain].remove(rule)  # like -D: the first rule that matches
@@ -187,10 +304,6 @@ def _line(*words: str) -> str:
                     else w for w in words)
 
 
-def _version(address: str) -> int:
-    return ipaddress.ip_address(address).version
-
-
 def plan_apply(table: Table, jails: Sequence[JailLayout], diff: Diff, family: Family) -> str | None:
     """The restore text for one family: layout repairs, then deletions, then insertions."""
     batch = Batch(table)
@@ -198,21 +311,24 @@ def plan_apply(table: Table, jails: Sequence[JailLayout], diff: Diff, family: Fa
         _repair(batch, jails, family)
     for jail_name, address in sorted(diff.remove):
         chain = chain_name(jail_name)
-        if _version(address) == family.version and chain in batch.table:
+        if entry_version(address) == family.version and chain in batch.table:
             for rule in [r for r in batch.table[chain] if banned_address(r, family) == address]:
                 batch.delete(chain, rule)
     layouts = {jail.name: jail for jail in jails}
     for jail_name, address in sorted(diff.add):
-        if _version(address) != family.version:
+        if entry_version(address) != family.version:
             continue
         if jail_name not in layouts:
             raise ValueError(f"ban in jail {jail_name!r}, which is not among the jails given")
+        jail = layouts[jail_name]
         chain = chain_name(jail_name)
         if chain not in batch.table:
             batch.new_chain(chain)
             batch.append(chain, RETURN)
+        if jail.log and log_chain_name(jail_name) not in batch.table:
+            repair_log_chain(batch, jail, family)
         if not any(banned_address(r, family) == address for r in batch.table[chain]):
-            batch.insert(chain, 1, ban_rule(address, layouts[jail_name], family))
+            batch.insert(chain, 1, ban_rule(address, jail, family))
     return batch.text()
 
 
@@ -221,6 +337,7 @@ def _repair(batch: Batch, jails: Sequence[JailLayout], family: Family) -> None:
         chain = chain_name(jail.name)
         if chain not in batch.table:
             batch.new_chain(chain)
+        repair_log_chain(batch, jail, family)
         rules = batch.table[chain]
         if rules[-1:] != [RETURN] or rules.count(RETURN) != 1:
             for _ in range(rules.count(RETURN)):
@@ -231,63 +348,82 @@ def _repair(batch: Batch, jails: Sequence[JailLayout], family: Family) -> None:
             if address is not None and rule != ban_rule(address, jail, family):
                 batch.delete(chain, rule)
                 batch.insert(chain, 1, ban_rule(address, jail, family))
-    if not input_ok(batch.table, jails):
-        mine = {chain_name(j.name) for j in jails}
-        for rule in [r for r in batch.table.get("INPUT", []) if _jump_target(r) in mine]:
-            batch.delete("INPUT", rule)
-        for position, rule in enumerate((r for j in jails for r in jump_rules(j)), start=1):
-            batch.insert("INPUT", position, rule)
+    repair_hooks(batch, hooks_by_chain(jails, jump_rules), _my_jumps(jails))
+    drop_stale_log_chains(batch, jails)
+
+
+def repair_log_chain(batch: Batch, jail: JailLayout, family: Family) -> None:
+    """Give a logging jail its helper chain, exactly as it must be."""
+    chain = log_chain_name(jail.name)
+    if not jail.log or batch.table.get(chain) == log_rules(jail, family):
+        return
+    if chain in batch.table:
+        batch.flush(chain)
+    else:
+        batch.new_chain(chain)
+    for rule in log_rules(jail, family):
+        batch.append(chain, rule)
+
+
+def drop_stale_log_chains(batch: Batch, jails: Sequence[JailLayout]) -> None:
+    """Delete the helper chains of jails that no longer log (once nothing jumps there)."""
+    for jail in jails:
+        if not jail.log and log_chain_name(jail.name) in batch.table:
+            batch.drop_chain(log_chain_name(jail.name))
+
+
+def repair_hooks(batch: Batch, hooks: Hooks, mine: Callable[[Rule], bool]) -> None:
+    """Delete these jails' hooks wherever they are, then insert them at the top of each
+    hook chain that exists (a missing one is left for the caller to report)."""
+    if hooks_ok(batch.table, hooks, mine):
+        return
+    for chain, rules in list(batch.table.items()):
+        for rule in [r for r in rules if mine(r)]:
+            batch.delete(chain, rule)
+    for chain, rules in hooks.items():
+        if chain in batch.table or chain in BUILTIN_CHAINS:
+            batch.table.setdefault(chain, [])
+            for position, rule in enumerate(rules, start=1):
+                batch.insert(chain, position, rule)
 
 
 def plan_remove(table: Table, jails: Sequence[JailLayout]) -> str | None:
-    """Delete every jump into these jails' chains (from any chain), then the chains."""
+    """Delete every jump into these jails' chains (from any other chain), then the chains."""
     batch = Batch(table)
-    mine = {chain_name(j.name) for j in jails} & table.keys()
+    mine = [chain_name(j.name) for j in jails if chain_name(j.name) in table]
+    mine += [log_chain_name(j.name) for j in jails if log_chain_name(j.name) in table]
     for chain, rules in table.items():
-        for rule in [r for r in rules if _jump_target(r) in mine]:
-            batch.delete(chain, rule)
-    for chain in sorted(mine):
-        batch.lines += [f"-F {chain}", f"-X {chain}"]
+        if chain not in mine:
+            for rule in [r for r in rules if _jump_target(r) in mine]:
+                batch.delete(chain, rule)
+    for chain in mine:
+        batch.drop_chain(chain)
     return batch.text()
+
+
+def missing_hook_error(missing: Iterable[str]) -> FirewallError:
+    names = ", ".join(sorted(set(missing)))
+    return FirewallError(f"hook chain {names} does not exist: journalban does not create it "
+                         "(DOCKER-USER appears when Docker starts); its jails' bans are staged "
+                         "and hooked in by the first reconcile after it appears")
 
 
 # --- run ---------------------------------------------------------------------------
 
-class IptablesFirewall:
-    """The fail2ban-style layout: chain ``jb-<jail>``, hooked in at the top of INPUT."""
-
-    name = "iptables"
+class Runner:
+    """Runs firewall commands as argument lists, under an optional prefix (``ip netns exec``)."""
 
     def __init__(self, command_prefix: Sequence[str] = ()) -> None:
         self.command_prefix = tuple(command_prefix)
 
-    def read(self, jails: Sequence[JailLayout]) -> Actual:
-        entries: set[Entry] = set()
-        ok = True
-        for family in FAMILIES:
-            table = self._save(family)
-            entries |= entries_in(table, jails, family)
-            ok = ok and layout_ok(table, jails, family)
-        return Actual(entries=frozenset(entries), layout_ok=ok)
+    def save(self, family: Family) -> Table:
+        return parse_save(self.run([family.save, "-t", "filter"]))
 
-    def apply(self, jails: Sequence[JailLayout], diff: Diff) -> None:
-        changed = {_version(address) for _, address in diff.add | diff.remove}
-        for family in FAMILIES:
-            if diff.repair_layout or family.version in changed:
-                self._restore(family, plan_apply(self._save(family), jails, diff, family))
-
-    def remove(self, jails: Sequence[JailLayout]) -> None:
-        for family in FAMILIES:
-            self._restore(family, plan_remove(self._save(family), jails))
-
-    def _save(self, family: Family) -> Table:
-        return parse_save(self._run([family.save, "-t", "filter"]))
-
-    def _restore(self, family: Family, text: str | None) -> None:
+    def restore(self, family: Family, text: str | None) -> None:
         if text is not None:
-            self._run([family.restore, "-w", "--noflush"], stdin=text)
+            self.run([family.restore, "-w", "--noflush"], stdin=text)
 
-    def _run(self, argv: Sequence[str], stdin: str | None = None) -> str:
+    def run(self, argv: Sequence[str], stdin: str | None = None) -> str:
         command = [*self.command_prefix, *argv]
         try:
             done = subprocess.run(command, input=stdin, capture_output=True, text=True,
@@ -298,3 +434,34 @@ class IptablesFirewall:
             raise FirewallError(f"{' '.join(command)} exited {done.returncode}: "
                                 f"{done.stderr.strip()}")
         return done.stdout
+
+
+class IptablesFirewall(Runner):
+    """The fail2ban-style layout: chain ``jb-<jail>``, hooked in at the top of its chain."""
+
+    name = "iptables"
+
+    def read(self, jails: Sequence[JailLayout]) -> Actual:
+        entries: set[Entry] = set()
+        ok = True
+        for family in FAMILIES:
+            table = self.save(family)
+            entries |= entries_in(table, jails, family)
+            ok = ok and layout_ok(table, jails, family)
+        return Actual(entries=frozenset(entries), layout_ok=ok)
+
+    def apply(self, jails: Sequence[JailLayout], diff: Diff) -> None:
+        changed = {entry_version(address) for _, address in diff.add | diff.remove}
+        missing: list[str] = []
+        for family in FAMILIES:
+            if diff.repair_layout or family.version in changed:
+                table = self.save(family)
+                if diff.repair_layout:
+                    missing += missing_chains(table, hooks_by_chain(jails, jump_rules))
+                self.restore(family, plan_apply(table, jails, diff, family))
+        if missing:
+            raise missing_hook_error(missing)
+
+    def remove(self, jails: Sequence[JailLayout]) -> None:
+        for family in FAMILIES:
+            self.restore(family, plan_remove(self.save(family), jails))

@@ -7,8 +7,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from journalban.firewall.base import Diff, Entry, JailLayout, PortSpec
-from journalban.firewall.iptables import IptablesFirewall
+from journalban.firewall.base import (
+    Actual,
+    Diff,
+    Entry,
+    FirewallBackend,
+    FirewallError,
+    JailLayout,
+    PortSpec,
+)
+from journalban.firewall.iptables import IptablesFirewall, log_chain_name
+from journalban.reconcile import diff
 from tests.netns import Namespace, link, namespace, require_netns
 
 SSHD = JailLayout("sshd")
@@ -189,3 +198,99 @@ def test_ban_stops_traffic() -> None:
         finally:
             listener.kill()
             listener.wait(timeout=10)
+
+
+def reconcile(fw: FirewallBackend, jails: list[JailLayout], *desired: Entry) -> Diff:
+    """One reconcile pass as ``reconcile.py`` makes it: read, diff, apply if not empty."""
+    change = diff(frozenset(desired), fw.read(jails))
+    if change:
+        fw.apply(jails, change)
+    return change
+
+
+def test_network_entries_round_trip(ns: Namespace, fw: IptablesFirewall) -> None:
+    nets: list[Entry] = [("sshd", "203.0.113.0/24"), ("sshd", "2001:db8:1::/64")]
+    assert reconcile(fw, [SSHD], V4_BAN, V6_BAN, *nets)
+    assert "-A jb-sshd -s 203.0.113.0/24 -j DROP" in rules(ns, 4)
+    assert "-A jb-sshd -s 2001:db8:1::/64 -j DROP" in rules(ns, 6)
+    assert fw.read([SSHD]) == Actual(frozenset({V4_BAN, V6_BAN, *nets}), layout_ok=True)
+    assert not reconcile(fw, [SSHD], V4_BAN, V6_BAN, *nets)
+    assert reconcile(fw, [SSHD], V4_BAN, V6_BAN)
+    assert fw.read([SSHD]).entries == {V4_BAN, V6_BAN}
+
+
+def test_hook_in_forward_and_move_back(ns: Namespace, fw: IptablesFirewall) -> None:
+    routed = JailLayout("routed", chain="FORWARD")
+    reconcile(fw, [SSHD, routed], V4_BAN, ("routed", "198.51.100.7"))
+    assert rules(ns, 4, "FORWARD") == ["-A FORWARD -j jb-routed"]
+    assert rules(ns, 6, "FORWARD") == ["-A FORWARD -j jb-routed"]
+    assert rules(ns, 4, "INPUT") == ["-A INPUT -j jb-sshd"]
+    ns.run(["iptables", "-I", "FORWARD", "1", "-p", "tcp", "-j", "ACCEPT"])
+    assert reconcile(fw, [SSHD, routed], V4_BAN, ("routed", "198.51.100.7")) == Diff(
+        repair_layout=True)
+    assert rules(ns, 4, "FORWARD") == ["-A FORWARD -j jb-routed", "-A FORWARD -p tcp -j ACCEPT"]
+    # the same jail hooked in INPUT now: its FORWARD jump is stale
+    moved = JailLayout("routed")
+    assert reconcile(fw, [SSHD, moved], V4_BAN, ("routed", "198.51.100.7")) == Diff(
+        repair_layout=True)
+    assert rules(ns, 4, "FORWARD") == ["-A FORWARD -p tcp -j ACCEPT"]
+    assert sorted(rules(ns, 4, "INPUT")) == ["-A INPUT -j jb-routed", "-A INPUT -j jb-sshd"]
+    assert fw.read([SSHD, moved]).layout_ok
+
+
+def test_missing_docker_user_chain(ns: Namespace, fw: IptablesFirewall) -> None:
+    docker = JailLayout("web", chain="DOCKER-USER")
+    jails = [SSHD, docker]
+    assert not fw.read(jails).layout_ok
+    with pytest.raises(FirewallError, match="DOCKER-USER does not exist"):
+        ban(fw, jails, V4_BAN, ("web", "203.0.113.7"))
+    assert "DOCKER-USER" not in ns.run(["iptables-save"]).stdout  # never created by us
+    assert fw.read([SSHD]).layout_ok  # the other jail is enforced all the same
+    actual = fw.read(jails)
+    assert actual.entries == {V4_BAN, ("web", "203.0.113.7")} and not actual.layout_ok
+    for tool in ("iptables", "ip6tables"):  # Docker starts
+        ns.run([tool, "-N", "DOCKER-USER"])
+        ns.run([tool, "-A", "DOCKER-USER", "-j", "RETURN"])
+    assert reconcile(fw, jails, V4_BAN, ("web", "203.0.113.7")) == Diff(repair_layout=True)
+    assert rules(ns, 4, "DOCKER-USER") == ["-A DOCKER-USER -j jb-web", "-A DOCKER-USER -j RETURN"]
+    assert not reconcile(fw, jails, V4_BAN, ("web", "203.0.113.7"))
+
+
+LOG_V4 = '-A jbl-sshd -m limit --limit 6/min --limit-burst 10 -j LOG --log-prefix "journalban sshd: "'
+
+
+def test_log_chain_and_idempotent_reconcile(ns: Namespace, fw: IptablesFirewall) -> None:
+    logged = JailLayout("sshd", log=True)
+    net: Entry = ("sshd", "203.0.113.0/24")
+    assert reconcile(fw, [logged], V4_BAN, V6_BAN, net)
+    assert rules(ns, 4, "jbl-sshd") == [LOG_V4, "-A jbl-sshd -j DROP"]
+    assert rules(ns, 6, "jbl-sshd") == [LOG_V4, "-A jbl-sshd -j DROP"]
+    assert sorted(rules(ns, 4, "jb-sshd")) == [
+        "-A jb-sshd -j RETURN", "-A jb-sshd -s 203.0.113.0/24 -j jbl-sshd",
+        "-A jb-sshd -s 203.0.113.9/32 -j jbl-sshd"]
+    assert fw.read([logged]) == Actual(frozenset({V4_BAN, V6_BAN, net}), layout_ok=True)
+    assert not reconcile(fw, [logged], V4_BAN, V6_BAN, net)  # nothing left to do
+    assert reconcile(fw, [logged], V4_BAN)
+    assert not reconcile(fw, [logged], V4_BAN)
+
+    # as reject, then not logging at all: rules rewritten, the helper chain gone
+    rejecting = JailLayout("sshd", log=True, blocktype="reject")
+    assert reconcile(fw, [rejecting], V4_BAN) == Diff(repair_layout=True)
+    assert rules(ns, 4, "jbl-sshd")[1] == (
+        "-A jbl-sshd -j REJECT --reject-with icmp-port-unreachable")
+    assert reconcile(fw, [SSHD], V4_BAN) == Diff(repair_layout=True)
+    assert "jbl-sshd" not in ns.run(["iptables-save"]).stdout
+    assert rules(ns, 4, "jb-sshd") == ["-A jb-sshd -s 203.0.113.9/32 -j DROP", "-A jb-sshd -j RETURN"]
+    fw.remove([logged])
+    assert "jb" not in ns.run(["iptables-save"]).stdout
+
+
+def test_log_chain_of_the_longest_jail_name(ns: Namespace, fw: IptablesFirewall) -> None:
+    jail = JailLayout("a-very-long-jail-name-25c", log=True)
+    assert reconcile(fw, [jail], (jail.name, "203.0.113.9"))
+    helper = log_chain_name(jail.name)
+    assert helper.startswith("jbl-a-very-long-jail-") and len(helper) == 28
+    assert rules(ns, 4, helper)[0].endswith('--log-prefix "journalban a-very-long-jail: "')
+    assert not reconcile(fw, [jail], (jail.name, "203.0.113.9"))
+    fw.remove([jail])
+    assert "jb" not in ns.run(["iptables-save"]).stdout

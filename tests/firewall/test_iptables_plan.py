@@ -11,8 +11,12 @@ from journalban.firewall.iptables import (
     banned_address,
     chain_name,
     entries_in,
+    is_journalban,
     jump_rules,
     layout_ok,
+    log_chain_name,
+    log_prefix,
+    missing_chains,
     parse_save,
     plan_apply,
     plan_remove,
@@ -47,15 +51,18 @@ def test_parse_save_keeps_order_and_unquotes() -> None:
     assert table["jb-sshd"][-1] == ("-j", "RETURN")
 
 
-def test_entries_only_host_bans_of_the_given_jails() -> None:
-    assert entries_in(parse_save(GOOD), [SSHD], V4) == {("sshd", "203.0.113.9")}
+def test_entries_only_bans_of_the_given_jails() -> None:
+    assert entries_in(parse_save(GOOD), [SSHD], V4) == {("sshd", "203.0.113.9"), ("sshd", "10.0.0.0/8")}
 
 
 @pytest.mark.parametrize(("rule", "family", "expected"), [
     (("-s", "203.0.113.9/32", "-j", "DROP"), V4, "203.0.113.9"),
     (("-s", "2001:DB8:0::1/128", "-j", "REJECT", "--reject-with", "icmp6-port-unreachable"),
      V6, "2001:db8::1"),
-    (("-s", "203.0.113.0/24", "-j", "DROP"), V4, None),
+    (("-s", "203.0.113.0/24", "-j", "DROP"), V4, "203.0.113.0/24"),
+    (("-s", "2001:db8:1::/64", "-j", "jbl-sshd"), V6, "2001:db8:1::/64"),
+    (("-s", "203.0.113.0/24", "-j", "jbl-sshd", "-m", "comment"), V4, None),
+    (("-s", "203.0.113.9/32", "-j", "LOG"), V4, None),
     (("-s", "203.0.113.9/32", "-j", "ACCEPT"), V4, None),
     (("-s", "203.0.113.9/32", "-p", "tcp", "-j", "DROP"), V4, None),
     (("-s", "2001:db8::1/128", "-j", "DROP"), V4, None),
@@ -168,3 +175,78 @@ def test_failed_command_names_itself_and_its_stderr() -> None:
         failing.read([SSHD])
     with pytest.raises(FirewallError, match="no-such-tool"):
         IptablesFirewall(command_prefix=("/no-such-tool",)).read([SSHD])
+
+
+def test_log_prefix_and_helper_chain_names_fit() -> None:
+    assert log_prefix("sshd") == "journalban sshd: "
+    assert len(log_prefix("x" * 25)) == 29 and log_prefix("x" * 25) == f"journalban {'x' * 16}: "
+    assert log_chain_name("sshd") == "jbl-sshd"
+    assert log_chain_name("x" * 24) == "jbl-" + "x" * 24
+    long = log_chain_name("x" * 25)
+    assert len(long) == 28 and long.startswith("jbl-" + "x" * 16 + "-")
+    assert long != log_chain_name("x" * 24 + "y")
+
+
+def test_plan_logging_jail_from_nothing() -> None:
+    logged = JailLayout("sshd", log=True)
+    diff = Diff(add=frozenset({("sshd", "203.0.113.0/24")}), repair_layout=True)
+    assert plan_apply({"INPUT": []}, [logged], diff, V4) == (
+        "*filter\n:jb-sshd - [0:0]\n:jbl-sshd - [0:0]\n"
+        '-A jbl-sshd -m limit --limit 6/min --limit-burst 10 -j LOG --log-prefix "journalban sshd: "\n'
+        "-A jbl-sshd -j DROP\n-A jb-sshd -j RETURN\n-I INPUT 1 -j jb-sshd\n"
+        "-I jb-sshd 1 -s 203.0.113.0/24 -j jbl-sshd\nCOMMIT\n")
+
+
+LOGGED = GOOD.replace("-s 203.0.113.9/32 -j DROP", "-s 203.0.113.9/32 -j jbl-sshd").replace(
+    "-s 10.0.0.0/8 -j DROP", "-s 10.0.0.0/8 -j jbl-sshd").replace(
+    ":jb-other", ":jbl-sshd - [0:0]\n:jb-other").replace("COMMIT", (
+        '-A jbl-sshd -m limit --limit 6/min --limit-burst 10 -j LOG --log-prefix "journalban sshd: "\n'
+        "-A jbl-sshd -j DROP\nCOMMIT"))
+
+
+def test_log_layout_checked_both_ways() -> None:
+    logged = JailLayout("sshd", log=True)
+    assert layout_ok(parse_save(LOGGED), [logged], V4)
+    assert entries_in(parse_save(LOGGED), [logged], V4) == {
+        ("sshd", "203.0.113.9"), ("sshd", "10.0.0.0/8")}
+    assert not layout_ok(parse_save(GOOD), [logged], V4)  # bans drop without logging
+    assert not layout_ok(parse_save(LOGGED), [SSHD], V4)  # helper left behind
+    assert not layout_ok(parse_save(LOGGED.replace("6/min", "1/min")), [logged], V4)
+    plan = plan_apply(parse_save(LOGGED), [SSHD], Diff(repair_layout=True), V4) or ""
+    assert plan.splitlines()[-3:] == ["-F jbl-sshd", "-X jbl-sshd", "COMMIT"]
+    assert "-I jb-sshd 1 -s 10.0.0.0/8 -j DROP" in plan
+
+
+def test_hooks_in_another_chain() -> None:
+    routed = JailLayout("sshd", chain="FORWARD")
+    assert not layout_ok(parse_save(GOOD), [routed], V4)  # hooked in INPUT, not FORWARD
+    plan = plan_apply(parse_save(GOOD), [routed], Diff(repair_layout=True), V4)
+    assert plan == "*filter\n-D INPUT -j jb-sshd\n-I FORWARD 1 -j jb-sshd\nCOMMIT\n"
+
+
+def test_missing_hook_chain_is_reported_never_created() -> None:
+    docker = JailLayout("web", chain="DOCKER-USER")
+    table = parse_save(GOOD)
+    assert missing_chains(table, {"DOCKER-USER": [], "FORWARD": []}) == ["DOCKER-USER"]
+    assert not layout_ok(table, [SSHD, docker], V4)
+    plan = plan_apply(table, [SSHD, docker], Diff(repair_layout=True), V4) or ""
+    assert "DOCKER-USER" not in plan and ":jb-web - [0:0]" in plan
+    assert layout_ok(parse_save(GOOD.replace(":jb-other", ":DOCKER-USER - [0:0]\n:jb-other")
+                                + "*filter\n-A DOCKER-USER -j jb-web\n-A jb-web -j RETURN\nCOMMIT\n"),
+                     [SSHD, docker], V4)
+
+
+def test_ipset_hooks_count_as_journalban_at_the_top() -> None:
+    text = GOOD.replace("-A INPUT -j jb-other\n",
+                        "-A INPUT -m set --match-set jb-other-4 src -j DROP\n")
+    assert is_journalban(parse_save(text)["INPUT"][0])
+    assert layout_ok(parse_save(text), [SSHD], V4)
+
+
+def test_plan_network_bans() -> None:
+    diff = Diff(add=frozenset({("sshd", "2001:db8:1::/64")}),
+                remove=frozenset({("sshd", "10.0.0.0/8")}))
+    assert plan_apply(parse_save(GOOD), [SSHD], diff, V4) == (
+        "*filter\n-D jb-sshd -s 10.0.0.0/8 -j DROP\nCOMMIT\n")
+    assert "-I jb-sshd 1 -s 2001:db8:1::/64 -j DROP" in (
+        plan_apply({"INPUT": []}, [SSHD], diff, V6) or "")

@@ -1,9 +1,11 @@
 """The daemon wired whole, in-process, with the dry-run firewall (no root needed)."""
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from journalban.daemon import Daemon
+from journalban.events import BanDecision, Failure
 from journalban.firewall.memory import MemoryFirewall
 from journalban.loading import Loaded, load
 
@@ -66,3 +68,59 @@ def test_lines_become_dry_run_bans_and_state_survives_a_restart(tmp_path: Path) 
 
     asyncio.run(first_run())
     asyncio.run(second_run())
+
+
+def test_ban_times_grow_across_a_restart(tmp_path: Path) -> None:
+    """The second ban of an address, decided by a new daemon, is twice as long: the count is the ledger's."""
+    config = tmp_path / "journalban.toml"
+    config.write_text(f"""
+[ledger]
+url = "sqlite:///{tmp_path}/ledger.db"
+[sources.files]
+poll_interval = 0.02
+[jails.wplogin]
+grammar = "wp-limit-login"
+files = ["{tmp_path}/wp.log"]
+maxretry = 1
+bantime = 1
+bantime_increment = true
+firewall = "dry-run"
+""")
+    log = tmp_path / "wp.log"
+
+    async def run_once() -> list[tuple[datetime, datetime]]:
+        setup = load(config)
+        daemon = Daemon(setup.config, setup.grammars)
+        task = asyncio.create_task(daemon.run())
+        await until(lambda: daemon.intake.files)
+        with log.open("a") as f:
+            f.write(LOCKOUT.format("203.0.113.9"))
+        await until(lambda: daemon.pipeline.counters["banned"] == 1)
+        bans = [(b.started_at, b.expires_at) for b in daemon.ledger.active_bans()]
+        await until(lambda: not daemon.ledger.active_bans(), timeout=10)  # lifted at expiry
+        daemon.stop()
+        await task
+        return bans
+
+    first = asyncio.run(run_once())
+    second = asyncio.run(run_once())
+    assert [(end - start).total_seconds() for start, end in first + second] == [1.0, 2.0]
+
+
+def test_the_next_expiry_arms_a_timer(tmp_path: Path) -> None:
+    """Bans are lifted at their expiry, not up to an interval later: one timer, re-armed each run."""
+    setup = loaded(tmp_path)
+    daemon = Daemon(setup.config, setup.grammars)
+    daemon.ledger.upgrade()
+    now = datetime.now(UTC)
+    failure = Failure("wplogin", "203.0.113.9", now, "g/r", "t", "test")
+    decision = BanDecision("wplogin", "203.0.113.9", now, now + timedelta(seconds=5), "why", (failure,))
+    daemon.ledger.record([failure], [decision], {}, now)
+    daemon.schedule.scheduler.start(paused=True)
+    try:
+        daemon.schedule._run()
+        job = daemon.schedule.scheduler.get_job("reconcile-expiry")
+        assert job is not None and job.next_run_time == decision.expiry + timedelta(milliseconds=50)
+    finally:
+        daemon.schedule.scheduler.shutdown(wait=False)
+        daemon.ledger.close()

@@ -97,6 +97,25 @@ def replay(grammar_name: str, log: BinaryIO, config_path: Path | None, file_form
 
 
 @main.group()
+def grammar() -> None:
+    """Work with grammars."""
+
+
+@grammar.command("test")
+@click.argument("targets", nargs=-1)
+@CONFIG_OPTION
+def grammar_test(targets: tuple[str, ...], config_path: Path | None) -> None:
+    """Run the examples of grammars (names or files; default: every grammar found)."""
+    from journalban.grammar import run_grammar_tests
+
+    try:
+        directories = load_config(config_path).grammar_dirs
+    except ConfigError as exc:
+        _fail([str(p) for p in exc.problems])
+    raise SystemExit(run_grammar_tests(list(targets), directories, sys.stdout))
+
+
+@main.group()
 def db() -> None:
     """Manage the ledger database."""
 

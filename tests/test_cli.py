@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,19 @@ def test_db_upgrade_creates_the_ledger(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["db", "upgrade", "-c", str(config)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "l.db").exists()
+
+
+def test_grammar_test_runs_every_shipped_example() -> None:
+    result = subprocess.run([sys.executable, "-m", "journalban", "grammar", "test", "-c",
+                             str(ROOT / "packaging/journalban.toml")], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"\d+ examples, 0 failed in \d+ grammars", result.stdout)
+
+
+def test_grammar_test_reports_a_failing_example(tmp_path: Path) -> None:
+    grammar = tmp_path / "bad.grammar"
+    grammar.write_text('grammar bad\napplies file format=raw\nfail x: "from " <address>\n'
+                       'example "from 203.0.113.9" => x address=203.0.113.10\n')
+    result = CliRunner().invoke(main, ["grammar", "test", str(grammar)])
+    assert result.exit_code == 1
+    assert f"{grammar}:4:" in result.output

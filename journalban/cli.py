@@ -57,7 +57,9 @@ def check(config_path: Path | None) -> None:
 
 @main.command()
 @click.option("-g", "--grammar", "grammar_name", required=True, help="Grammar name, or path to a .grammar file.")
-@click.argument("log", type=click.File("rb"))
+@click.argument("log", type=click.File("rb"), required=False)
+@click.option("--journal", "journal_dir", type=click.Path(exists=True, file_okay=False),
+              help="Replay a journal directory instead of a log file.")
 @CONFIG_OPTION
 @click.option("--format", "file_format", type=click.Choice(["raw", "syslog"]),
               help="How lines are read (default: what the grammar expects).")
@@ -68,25 +70,35 @@ def check(config_path: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--matches", is_flag=True, help="Print one JSON object per matched line instead of a summary.")
 @click.option("--ledger", "ledger_url", help="Write the failures and the bans they would cause into this ledger.")
-def replay(grammar_name: str, log: BinaryIO, config_path: Path | None, file_format: str | None,
-           maxretry: int, findtime: str, bantime: str, show_missed: int, as_json: bool, matches: bool,
-           ledger_url: str | None) -> None:
+def replay(grammar_name: str, log: BinaryIO | None, journal_dir: str | None, config_path: Path | None,
+           file_format: str | None, maxretry: int, findtime: str, bantime: str, show_missed: int, as_json: bool,
+           matches: bool, ledger_url: str | None) -> None:
     """Replay LOG (a file, or - for stdin) through a grammar, as fail2ban-regex does."""
-    from journalban.replay import replay as run_replay
+    from journalban.replay import ReplayOptions, journal_events, replay_lines
+    from journalban.replay import replay as replay_events
     from journalban.replay_output import print_summary
 
     grammar = _grammar_or_exit(grammar_name, config_path)
+    if (log is None) == (journal_dir is None):
+        _fail(["replay: give a LOG file (or -), or --journal DIR"])
+    file_format = file_format or grammar.file_format
+    if log is not None and file_format not in ("raw", "syslog"):
+        _fail([f"replay: grammar '{grammar.name}' reads only journal events: use --journal DIR, "
+               "or --format raw|syslog to read a file anyway"])
     try:
         windows = parse_duration(findtime), parse_duration(bantime)
     except ValueError as exc:
         _fail([f"replay: {exc}"])
     ledger = _ledger(ledger_url) if ledger_url else None
-    lines = (raw.decode("utf-8", "replace").rstrip("\r\n") for raw in log)
+    options = ReplayOptions(maxretry, windows[0], windows[1], show_missed,
+                            (lambda m: click.echo(json.dumps(m.as_json()))) if matches else None, ledger)
     try:
-        summary = run_replay(
-            lines, grammar, file_format=file_format or grammar.file_format, source=f"file:{getattr(log, 'name', '-')}",
-            maxretry=maxretry, findtime=windows[0], bantime=windows[1], show_missed=show_missed,
-            on_match=(lambda m: click.echo(json.dumps(m.as_json()))) if matches else None, ledger=ledger)
+        if log is not None:
+            lines = (raw.decode("utf-8", "replace").rstrip("\r\n") for raw in log)
+            summary = replay_lines(lines, grammar, file_format, f"file:{getattr(log, 'name', '-')}", options)
+        else:
+            assert journal_dir is not None
+            summary = replay_events(journal_events(journal_dir, grammar), grammar, options)
     finally:
         if ledger is not None:
             ledger.close()

@@ -8,7 +8,7 @@ time, so windows and bans come out as they would have live.
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +17,7 @@ from journalban.detector import Detector, JailPolicy, Verdict
 from journalban.events import BanDecision, Event, Failure
 from journalban.grammar import Grammar, Match, Rejected
 from journalban.ledger.store import Ledger
+from journalban.sources.journal import JournalSource
 from journalban.sources.lines import line_event
 
 JAIL = "replay"
@@ -69,20 +70,46 @@ class ReplaySummary:
         }
 
 
-def replay(lines: Iterable[str], grammar: Grammar, *, file_format: str, source: str,
-           maxretry: int, findtime: int, bantime: int, show_missed: int = 0,
-           on_match: Callable[[MatchedLine], None] | None = None,
-           ledger: Ledger | None = None) -> ReplaySummary:
-    summary = ReplaySummary(grammar.name, maxretry, findtime)
-    detector = Detector({JAIL: JailPolicy(JAIL, maxretry, findtime, bantime)})
+@dataclass(frozen=True)
+class ReplayOptions:
+    maxretry: int = 5
+    findtime: int = 600
+    bantime: int = 600
+    show_missed: int = 0
+    on_match: Callable[[MatchedLine], None] | None = None
+    ledger: Ledger | None = None  # where failures and would-be bans are written, if anywhere
+
+
+def replay_lines(lines: Iterable[str], grammar: Grammar, file_format: str, source: str,
+                 options: ReplayOptions) -> ReplaySummary:
+    """Replay a log file's lines, read in ``file_format``."""
+    read_time = datetime.now(UTC)
+    return replay((line_event(source, line, file_format, read_time) for line in lines), grammar, options)
+
+
+def journal_events(directory: str, grammar: Grammar) -> Iterator[Event]:
+    """Every entry of a journal directory that the grammar's ``applies journal`` lines select."""
+    with JournalSource(grammar.journal_matches, directory=directory, since="all") as source:
+        source.open()
+        while True:
+            events, _ = source.read()
+            yield from events
+            if not source.more_pending:
+                return
+
+
+def replay(events: Iterable[Event | None], grammar: Grammar, options: ReplayOptions) -> ReplaySummary:
+    """``None`` stands for a line that could not be read as an event (counted as missed)."""
+    summary = ReplaySummary(grammar.name, options.maxretry, options.findtime)
+    detector = Detector({JAIL: JailPolicy(JAIL, options.maxretry, options.findtime, options.bantime)})
+    on_match, ledger, show_missed = options.on_match, options.ledger, options.show_missed
     pending_failures: list[Failure] = []
     pending_bans: list[BanDecision] = []
     started = time.perf_counter()
-    read_time = datetime.now(UTC)
-    for number, line in enumerate(lines, start=1):
+    for number, event in enumerate(events, start=1):
         summary.lines += 1
-        event = line_event(source, line, file_format, read_time)
-        rule, found = (None, None) if event is None else grammar.decide(event.message)
+        applies = event is not None and grammar.applies_to(event)
+        rule, found = grammar.decide(event.message) if applies and event is not None else (None, None)
         if isinstance(found, Match):
             assert event is not None
             failure = _failure(grammar, found, event)
@@ -105,7 +132,7 @@ def replay(lines: Iterable[str], grammar: Grammar, *, file_format: str, source: 
         else:
             summary.missed += 1
             if len(summary.missed_lines) < show_missed:
-                summary.missed_lines.append((number, line))
+                summary.missed_lines.append((number, event.message if event is not None else "(unparsed)"))
     if ledger is not None and (pending_failures or pending_bans):
         ledger.record(pending_failures, pending_bans, {}, datetime.now(UTC))
     summary.seconds = time.perf_counter() - started

@@ -2,6 +2,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from journalban.cli import main
@@ -70,3 +71,43 @@ def test_unknown_grammar_is_a_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["replay", "-g", "nope", str(nginx_log(tmp_path))])
     assert result.exit_code == 1
     assert "no grammar named 'nope'" in result.output
+
+
+AUTH_LOG = """\
+Apr  1 16:00:01 web1 sshd[101]: Failed password for root from 203.0.113.9 port 4711 ssh2
+Apr  1 16:00:02 web1 CRON[102]: pam_unix(cron:session): session opened for user root(uid=0) by (uid=0)
+Apr  1 16:00:03 web1 sshd[103]: Invalid user admin from 203.0.113.9 port 4712
+Apr  1 16:00:04 web1 sudo[104]: Failed password for root from 198.51.100.1 port 22 ssh2
+Apr  1 16:00:05 web1 sshd[105]: Accepted publickey for deploy from 10.0.0.5 port 51514 ssh2: RSA SHA256:x
+not a syslog line at all
+"""
+
+
+def test_syslog_files_are_read_by_their_prefix_and_only_the_grammars_apps_count(tmp_path: Path) -> None:
+    log = tmp_path / "auth.log"
+    log.write_text(AUTH_LOG)
+    summary = json.loads(invoke("-g", "sshd", str(log), "--json", "--maxretry", "2"))
+    assert (summary["lines"], summary["matched"], summary["missed"]) == (6, 2, 4)  # sudo's line is not sshd's
+    assert [b["address"] for b in summary["bans"]] == ["203.0.113.9"]
+
+
+def test_a_journal_directory_is_replayed_with_the_grammars_trusted_matches(tmp_path: Path) -> None:
+    from tests.sources.journal.journald import JOURNAL_REMOTE, build_journal, export_record
+
+    if not Path(JOURNAL_REMOTE).exists():
+        pytest.skip(f"{JOURNAL_REMOTE} is not installed")
+    records = b""
+    for n, (unit, message) in enumerate([
+        ("ssh.service", "Failed password for root from 203.0.113.9 port 22 ssh2"),
+        ("cron.service", "Failed password for root from 198.51.100.1 port 22 ssh2"),  # not sshd's unit
+        ("ssh.service", "Failed password for invalid user x from 203.0.113.9 port 23 ssh2"),
+    ]):
+        records += export_record({
+            "__CURSOR": f"s=0;i={n + 1}", "__REALTIME_TIMESTAMP": str(1_775_059_200_000_000 + n * 1_000_000),
+            "__MONOTONIC_TIMESTAMP": str(1_000_000 + n), "_BOOT_ID": "0" * 32, "_HOSTNAME": "web1",
+            "_SYSTEMD_UNIT": unit, "_UID": "0", "SYSLOG_IDENTIFIER": "sshd", "MESSAGE": message})
+    (tmp_path / "journal").mkdir()
+    build_journal(records, tmp_path / "journal" / "x.journal")
+    summary = json.loads(invoke("-g", "sshd", "--journal", str(tmp_path / "journal"), "--json", "--maxretry", "2"))
+    assert (summary["lines"], summary["matched"]) == (2, 2)
+    assert [b["address"] for b in summary["bans"]] == ["203.0.113.9"]

@@ -155,7 +155,16 @@ def _grammar_or_exit(name: str, config_path: Path | None) -> Grammar:
         directories = load_config(config_path).grammar_dirs
     except ConfigError as exc:
         _fail([str(p) for p in exc.problems])
-    grammars, errors = load_grammars(directories)
+    for directory in directories:  # the first directory holding NAME.grammar wins, as for the daemon
+        candidate = directory / f"{name}.grammar"
+        if candidate.is_file():
+            try:
+                found = load_grammar(candidate)
+            except GrammarError as exc:
+                _fail([str(exc)])
+            if found.name == name:
+                return found
+    grammars, errors = load_grammars(directories)  # a file whose name differs from its grammar's
     if name not in grammars:
         _fail([str(e) for e in errors] + [f"no grammar named '{name}' in {', '.join(map(str, directories))}"])
     return grammars[name]

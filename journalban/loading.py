@@ -33,8 +33,10 @@ def load(path: Path | None = None) -> Loaded:
     except ConfigError as exc:
         raise LoadError([str(p) for p in exc.problems]) from None
     available, errors = load_grammars(config.grammar_dirs)
-    problems = [str(e) for e in errors]
-    warnings: list[str] = []
+    # A broken grammar no jail uses must not stop the daemon; one a jail uses must.
+    used_names = {jail.grammar for jail in config.jails.values()}
+    problems = [str(e) for e in errors if e.path.stem in used_names]
+    warnings: list[str] = [f"warning: {e}" for e in errors if e.path.stem not in used_names]
     used: dict[str, Grammar] = {}
     jails: dict[str, JailConfig] = {}
     for configured in config.jails.values():

@@ -72,3 +72,15 @@ def test_grammar_test_reports_a_failing_example(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["grammar", "test", str(grammar)])
     assert result.exit_code == 1
     assert f"{grammar}:4:" in result.output
+
+
+def test_a_broken_grammar_no_jail_uses_is_only_a_warning(tmp_path: Path) -> None:
+    grammars = tmp_path / "grammars"
+    grammars.mkdir()
+    (grammars / "unused.grammar").write_text("grammar unused\napplies nowhere\n")
+    config = tmp_path / "c.toml"
+    config.write_text(f'[grammars]\ndirectories = ["{grammars}"]\n\n'
+                      '[jails.web]\nfiles = ["/x"]\ngrammar = "wp-limit-login"\n')
+    result = CliRunner().invoke(main, ["check", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert f"warning: {grammars / 'unused.grammar'}:2:" in result.output

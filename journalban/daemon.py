@@ -85,7 +85,7 @@ class Daemon:
     def status_line(self) -> str:
         """One line for systemd's STATUS=: what has been read and decided so far."""
         c = self.pipeline.counters
-        return (f"{c['lines']} lines, {c['counted'] + c['banned'] + c['already-banned']} failures, "
+        return (f"{c['events']} events, {c['counted'] + c['banned'] + c['already-banned']} failures, "
                 f"{c['banned']} bans, {self.detector.tracked} addresses in window")
 
     def _banned(self, bans: list[BanDecision]) -> None:

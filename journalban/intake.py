@@ -16,7 +16,7 @@ from journalban.config import Config, JailConfig
 from journalban.events import Event
 from journalban.grammar import Grammar
 from journalban.ledger.store import Ledger
-from journalban.match import JailMatcher
+from journalban.match import JailMatcher, prefilter
 from journalban.pipeline import Pipeline
 from journalban.sources.files import FileFollower
 from journalban.sources.journal import JournalError, JournalSource
@@ -53,16 +53,23 @@ def matchers(config: Config, jails: Sequence[JailConfig], grammars: dict[str, Gr
 class FollowedFile:
     """One followed file, read in the format its jails' grammars expect."""
 
-    def __init__(self, path: str, follower: FileFollower, file_format: str, trust_stamp: bool) -> None:
+    def __init__(self, path: str, follower: FileFollower, grammars: Sequence[Grammar]) -> None:
         self.source = file_source(path)
         self.follower = follower
-        self.file_format = file_format
-        self.trust_stamp = trust_stamp
+        self.file_format = grammars[0].file_format
+        self.trust_stamp = any(g.trusts_stamp for g in grammars)
+        self.may_match = prefilter(grammars)
+        self.lines = 0
         self.unparsed = 0
 
     def events(self, lines: Sequence[str], now: datetime) -> list[Event]:
+        """Events of the lines any rule could match; the rest cannot be failures and are
+        not even parsed."""
+        self.lines += len(lines)
         events = []
         for line in lines:
+            if not self.may_match(line):
+                continue
             event = line_event(self.source, line, self.file_format, now, self.trust_stamp)
             if event is None:
                 self.unparsed += 1
@@ -106,8 +113,8 @@ class Intake:
 
     @property
     def counters(self) -> dict[str, object]:
-        out: dict[str, object] = {f.source: {"unparsed": f.unparsed, "cut": f.follower.dropped_lines}
-                                  for f in self.files}
+        out: dict[str, object] = {f.source: {"lines": f.lines, "unparsed": f.unparsed,
+                                             "cut": f.follower.dropped_lines} for f in self.files}
         if self.journal is not None:
             out[JOURNAL] = dict(self.journal.counters)
         if self.syslog is not None:
@@ -124,14 +131,14 @@ class Intake:
             for path in jail.files:
                 by_path.setdefault(path, []).append(self.grammars[jail.grammar])
         for path, grammars in sorted(by_path.items()):
-            file_format = grammars[0].file_format
-            if any(g.file_format != file_format for g in grammars):
-                log.warning("%s is read by grammars expecting different formats; reading it as %s",
-                            path, file_format)
             follower = FileFollower(path, positions.get(file_source(path)), first_start=first_start,
                                     max_line=self.config.file_max_line)
-            self.files.append(FollowedFile(path, follower, file_format, any(g.trusts_stamp for g in grammars)))
-            log.info("following %s (%s)", path, file_format)
+            followed = FollowedFile(path, follower, grammars)
+            if any(g.file_format != followed.file_format for g in grammars):
+                log.warning("%s is read by grammars expecting different formats; reading it as %s",
+                            path, followed.file_format)
+            self.files.append(followed)
+            log.info("following %s (%s)", path, followed.file_format)
 
     def poll_files(self) -> None:
         for followed in self.files:

@@ -1,5 +1,8 @@
 """Turning an event into a jail's failure: its grammar, and the rule for event time."""
 
+import re
+from collections.abc import Callable, Iterable
+
 from journalban.events import Event, Failure
 from journalban.grammar import Grammar, Match, Rejected
 
@@ -30,3 +33,13 @@ class JailMatcher:
         return Failure(jail=self.jail, address=found.address, time=time,
                        rule=f"{self.grammar.name}/{found.rule}", text=event.message,
                        source=event.source, captures=found.captures)
+
+
+def prefilter(grammars: Iterable[Grammar]) -> Callable[[str], bool]:
+    """A cheap test on a raw line: False only when no rule of these grammars can match it,
+    because the line lacks every rule's required literal. Lets noise skip parsing."""
+    literals = sorted({rule.prefilter for g in grammars for rule in g.rules}, key=len)
+    if not literals or literals[0] == "":
+        return lambda line: True
+    search = re.compile("|".join(map(re.escape, literals))).search  # one C-level scan per line
+    return lambda line: search(line) is not None

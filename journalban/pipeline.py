@@ -40,7 +40,7 @@ class Pipeline:
         failures: list[Failure] = []
         bans: list[BanDecision] = []
         matchers = self.matchers.get(source, ())
-        self.counters["lines"] += len(events)
+        self.counters["events"] += len(events)
         for event in events:
             message = event.message
             for matcher in matchers:

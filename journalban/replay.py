@@ -17,6 +17,7 @@ from journalban.detector import Detector, JailPolicy, Verdict
 from journalban.events import BanDecision, Event, Failure
 from journalban.grammar import Grammar, Match, Rejected
 from journalban.ledger.store import Ledger
+from journalban.match import prefilter
 from journalban.sources.journal import JournalSource
 from journalban.sources.lines import line_event
 
@@ -84,29 +85,32 @@ def replay_lines(lines: Iterable[str], grammar: Grammar, file_format: str, sourc
                  options: ReplayOptions) -> ReplaySummary:
     """Replay a log file's lines, read in ``file_format``."""
     read_time = datetime.now(UTC)
-    return replay((line_event(source, line, file_format, read_time) for line in lines), grammar, options)
+    may_match = prefilter([grammar])
+    return replay(((line, line_event(source, line, file_format, read_time) if may_match(line) else None)
+                   for line in lines), grammar, options)
 
 
-def journal_events(directory: str, grammar: Grammar) -> Iterator[Event]:
+def journal_events(directory: str, grammar: Grammar) -> Iterator[tuple[str, Event]]:
     """Every entry of a journal directory that the grammar's ``applies journal`` lines select."""
     with JournalSource(grammar.journal_matches, directory=directory, since="all") as source:
         source.open()
         while True:
             events, _ = source.read()
-            yield from events
+            yield from ((event.message, event) for event in events)
             if not source.more_pending:
                 return
 
 
-def replay(events: Iterable[Event | None], grammar: Grammar, options: ReplayOptions) -> ReplaySummary:
-    """``None`` stands for a line that could not be read as an event (counted as missed)."""
+def replay(records: Iterable[tuple[str, Event | None]], grammar: Grammar, options: ReplayOptions) -> ReplaySummary:
+    """``records`` pair each line's text with its event, or None for a line that cannot
+    be a failure (no rule's literal in it, or no syslog prefix): counted as missed."""
     summary = ReplaySummary(grammar.name, options.maxretry, options.findtime)
     detector = Detector({JAIL: JailPolicy(JAIL, options.maxretry, options.findtime, options.bantime)})
     on_match, ledger, show_missed = options.on_match, options.ledger, options.show_missed
     pending_failures: list[Failure] = []
     pending_bans: list[BanDecision] = []
     started = time.perf_counter()
-    for number, event in enumerate(events, start=1):
+    for number, (text, event) in enumerate(records, start=1):
         summary.lines += 1
         applies = event is not None and grammar.applies_to(event)
         rule, found = grammar.decide(event.message) if applies and event is not None else (None, None)
@@ -132,7 +136,7 @@ def replay(events: Iterable[Event | None], grammar: Grammar, options: ReplayOpti
         else:
             summary.missed += 1
             if len(summary.missed_lines) < show_missed:
-                summary.missed_lines.append((number, event.message if event is not None else "(unparsed)"))
+                summary.missed_lines.append((number, text))
     if ledger is not None and (pending_failures or pending_bans):
         ledger.record(pending_failures, pending_bans, {}, datetime.now(UTC))
     summary.seconds = time.perf_counter() - started

@@ -44,7 +44,7 @@ def test_an_invalid_address_is_skipped_and_counted_never_a_crash(ledger: Ledger)
              "some unrelated line"]
     p.process(SOURCE, events(*lines), Position(7, 300), NOW)
     assert p.counters["rejected"] == 1
-    assert p.counters["lines"] == 3
+    assert p.counters["events"] == 3
     assert [b.address for b in banned] == ["203.0.113.9"]
     assert ledger.positions() == {SOURCE: Position(7, 300)}
 

@@ -28,7 +28,7 @@ def test_ready_status_and_watchdog_reach_the_notify_socket(tmp_path: Path) -> No
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline and not any("WATCHDOG=1" in m for m in messages):
                 messages.append(notify.recv(4096).decode())
-            assert "READY=1" in messages[0] and "STATUS=0 lines, 0 failures, 0 bans" in messages[0]
+            assert "READY=1" in messages[0] and "STATUS=0 events, 0 failures, 0 bans" in messages[0]
             assert any("WATCHDOG=1" in m for m in messages)
             daemon.terminate()
             assert daemon.wait(timeout=10) == 0

@@ -135,13 +135,44 @@ def db() -> None:
 @db.command()
 @CONFIG_OPTION
 def upgrade(config_path: Path | None) -> None:
-    """Bring the ledger's schema to the newest revision."""
+    """Bring the ledger's schema to the newest revision (on PostgreSQL: the only way it changes)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from journalban.ledger.store import Ledger
+
     try:
         config = load_config(config_path)
     except ConfigError as exc:
         _fail([str(p) for p in exc.problems])
-    _ledger(config.ledger_url).close()
-    click.echo(f"ledger at {config.ledger_url} is up to date")
+    ledger = Ledger(config.ledger_url, node=config.node_name)
+    try:
+        ledger.upgrade()
+    except SQLAlchemyError as exc:
+        _fail([f"cannot upgrade the ledger at {ledger.safe_url}: {exc}"])
+    finally:
+        ledger.close()
+    click.echo(f"ledger at {ledger.safe_url} is up to date")
+
+
+@db.command("copy")
+@click.option("--to", "target_url", required=True, metavar="URL",
+              help="SQLAlchemy URL of the empty ledger to copy into, e.g. postgresql+psycopg://user@/db?host=/run/postgresql")
+@CONFIG_OPTION
+def copy(target_url: str, config_path: Path | None) -> None:
+    """Copy every row of the config's ledger into another, empty one (schemas are upgraded first)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from journalban.ledger.copy import CopyError, copy_ledger
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        _fail([str(p) for p in exc.problems])
+    try:
+        counts = copy_ledger(config.ledger_url, target_url, node=config.node_name)
+    except (CopyError, SQLAlchemyError) as exc:
+        _fail([f"copy failed, nothing was copied: {exc}"])
+    click.echo(", ".join(f"{count} {table}" for table, count in counts.items()) + " copied")
 
 
 def _grammar_or_exit(name: str, config_path: Path | None) -> Grammar:
@@ -189,3 +220,14 @@ def _fail(problems: list[str]) -> NoReturn:
     for problem in problems:
         click.echo(problem, err=True)
     raise SystemExit(1)
+
+
+def _attach_operator_commands() -> None:
+    """status, ban, unban, list, history, reload: the control socket's commands."""
+    from journalban.operator_cli import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_attach_operator_commands()

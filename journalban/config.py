@@ -9,6 +9,7 @@ suite compares with ``docs/config.md``.
 
 import ipaddress
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -96,6 +97,15 @@ def _optional_str(value: object) -> str:
     return value
 
 
+def _node_name(value: object) -> str:
+    """This host's name in the ledger; ``""`` is the host name."""
+    if value == "":
+        return socket.gethostname()[:64]
+    if not isinstance(value, str) or not re.fullmatch(r"\S{1,64}", value):
+        raise ValueError(f"expected a name of 1 to 64 characters without spaces, got {value!r}")
+    return value
+
+
 def _since(value: object) -> str:
     if value in ("now", "boot", "all"):
         return str(value)
@@ -116,6 +126,21 @@ def _listen(value: object) -> tuple[str, ...]:
         if not re.fullmatch(r"(unix://)/\S+|(udp|tcp|tls)://(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):\d{1,5}", url):
             raise ValueError(f"{url!r} is not unix:///path, udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT")
     return urls
+
+
+def _hook(value: object) -> tuple[str, ...]:
+    from journalban.control.hooks import check_hook
+
+    argv = _str_list(value) if value != [] else ()
+    if argv and (problems := check_hook(argv)):
+        raise ValueError("; ".join(problems))
+    return argv
+
+
+def _absolute_path(value: object) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError(f"expected an absolute path, got {value!r}")
+    return value
 
 
 def _networks(value: object) -> tuple[IPNetwork, ...]:
@@ -195,14 +220,26 @@ _JAIL_DEFAULTS: dict[str, Key] = {
                             "replaces them (0: never)."),
     "subnet_prefix4": Key(_int_range(16, 32), "integer", 24, "The IPv4 subnet size of aggregation."),
     "subnet_prefix6": Key(_int_range(32, 128), "integer", 64, "The IPv6 subnet size of aggregation."),
+    "on_ban": Key(_hook, "list of strings", [],
+                  "Program run after a ban: absolute path, then arguments; `{address}`, `{jail}`, `{reason}` "
+                  "replaced as whole arguments, no shell, killed after 30 s."),
+    "on_unban": Key(_hook, "list of strings", [], "Program run after a ban is lifted, as `on_ban`."),
     "on_stop": Key(_choice(*ON_STOP), "string", "keep",
                    "What the daemon does with the jail's bans when it stops: `keep` them in force or `remove` them."),
 }
 
 SCHEMA: dict[str, dict[str, Key]] = {
+    "control": {
+        "socket": Key(_absolute_path, "path", "/run/journalban/control.sock",
+                      "Unix socket of `journalban status/ban/unban/list/history/reload`; mode 0600, root only."),
+    },
     "ledger": {
         "url": Key(_str, "string", "sqlite:////var/lib/journalban/ledger.db",
                    "SQLAlchemy URL of the ledger database; SQLite runs in WAL mode."),
+    },
+    "node": {
+        "name": Key(_node_name, "string", "", "This host's name in the ledger, on every failure, ban and source "
+                                              "position; `\"\"` is the host name."),
     },
     "reconcile": {
         "interval": Key(parse_duration, "duration", "30s",
@@ -269,6 +306,8 @@ class JailConfig:
     subnet_threshold: int
     subnet_prefix4: int
     subnet_prefix6: int
+    on_ban: tuple[str, ...]
+    on_unban: tuple[str, ...]
     on_stop: str
 
 
@@ -295,7 +334,9 @@ class SyslogConfig:
 @dataclass(frozen=True)
 class Config:
     path: Path
+    control_socket: str
     ledger_url: str
+    node_name: str  # [node] name: this host in a shared ledger
     reconcile_interval: int
     grammar_dirs: tuple[Path, ...]  # the operator's, then the shipped ones
     file_poll_interval: float
@@ -369,7 +410,9 @@ class _Validator:
         for name in data:
             if name not in known:
                 self.problem((), name, f"unknown section [{name}]")
+        control = self.section(data, ("control",), "control")
         ledger = self.section(data, ("ledger",), "ledger")
+        node = self.section(data, ("node",), "node")
         reconcile = self.section(data, ("reconcile",), "reconcile")
         grammars = self.section(data, ("grammars",), "grammars")
         sources = self.table(data, (), "sources")
@@ -391,7 +434,9 @@ class _Validator:
             raise ConfigError(self.problems)
         return Config(
             path=self.path,
+            control_socket=control["socket"],
             ledger_url=ledger["url"],
+            node_name=node["name"],
             reconcile_interval=reconcile["interval"],
             grammar_dirs=(*map(Path, grammars["directories"]), paths.SHIPPED_GRAMMARS),
             file_poll_interval=files["poll_interval"],

@@ -13,6 +13,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from journalban.config import Config, JailConfig
+from journalban.control.context import DaemonContext
+from journalban.control.hooks import Hooks, JailHooks
+from journalban.control.server import ControlServer
 from journalban.detector import Detector, IPNetwork, JailPolicy
 from journalban.events import BanDecision
 from journalban.firewall.base import FirewallBackend, JailLayout
@@ -20,7 +23,8 @@ from journalban.firewall.iptables import IptablesFirewall
 from journalban.firewall.memory import MemoryFirewall
 from journalban.grammar import Grammar
 from journalban.intake import Intake, matchers
-from journalban.ledger.store import Ledger
+from journalban.ledger.store import ActiveBan, Ledger
+from journalban.loading import LoadError, load
 from journalban.notify import SystemdNotifier
 from journalban.own_addresses import own_addresses
 from journalban.pipeline import Pipeline
@@ -59,6 +63,18 @@ def layout(jail: JailConfig) -> JailLayout:
     return JailLayout(jail.name, jail.blocktype, jail.ports, jail.chain, jail.log)  # type: ignore[arg-type]
 
 
+def restart_needed(running: Config, new: Config) -> list[str]:
+    """What a reload cannot change in place, as problems naming the setting."""
+    def shape(config: Config) -> object:
+        return (config.ledger_url, config.control_socket, config.journal, config.syslog,
+                {j.name: (j.files, j.journal, j.syslog, layout(j), j.firewall) for j in config.enabled_jails})
+
+    if shape(running) == shape(new):
+        return []
+    return [f"{new.path}: the ledger, control socket, sources, jails or their firewalls changed: "
+            "restart journalban to apply that (policies, grammars and hooks reload in place)"]
+
+
 def enforcements(jails: list[JailConfig]) -> list[Enforcement]:
     """One backend instance per firewall kind, with the jails it enforces."""
     kinds = sorted({j.firewall for j in jails})
@@ -72,15 +88,18 @@ class Daemon:
         self.config = config
         self.clock = clock
         self.jails = config.enabled_jails
-        self.ledger = Ledger(config.ledger_url)
+        self.ledger = Ledger(config.ledger_url, node=config.node_name)
         own = own_addresses() if any(j.ignoreself for j in self.jails) else ()
         self.detector = Detector({j.name: policy(j, own) for j in self.jails})
-        self.reconciler = Reconciler(self.ledger, enforcements(self.jails), clock)
+        self.hooks = Hooks({j.name: JailHooks(j.on_ban, j.on_unban) for j in self.jails})
+        self.reconciler = Reconciler(self.ledger, enforcements(self.jails), clock, self._expired)
         self.schedule = ReconcileSchedule(self.reconciler, config.reconcile_interval)
         self.pipeline = Pipeline(matchers(config, self.jails, grammars), self.detector, self.ledger, self._banned)
         self.intake = Intake(config, self.jails, grammars, self.ledger, self.pipeline, clock)
         self._stop = asyncio.Event()
         self.notifier = SystemdNotifier()
+        self.control = ControlServer(config.control_socket, DaemonContext(self, self.hooks, self.reload))
+        self._tasks: set[asyncio.Task[object]] = set()
 
     def status_line(self) -> str:
         """One line for systemd's STATUS=: what has been read and decided so far."""
@@ -90,6 +109,13 @@ class Daemon:
 
     def _banned(self, bans: list[BanDecision]) -> None:
         self.schedule.wake()
+        for ban in bans:
+            self.hooks.banned(ban.jail, ban.address, ban.reason)
+
+    def _expired(self, bans: list[ActiveBan]) -> None:
+        """Called from the scheduler's thread; hooks hand over to the event loop."""
+        for ban in bans:
+            self.hooks.unbanned(ban.jail, ban.address, f"expired: {ban.reason}")
 
     def stop(self) -> None:
         self._stop.set()
@@ -98,13 +124,16 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-        self.ledger.upgrade()
+        loop.add_signal_handler(signal.SIGHUP, self._sighup)
+        self.hooks.start()
+        self.ledger.prepare()  # SQLite upgrades itself; a shared ledger must already be current
         self._restore_state()
         result = self.reconciler.run()
         log.info("firewall reconciled at start: %d ban(s) expired, %s",
                  result.expired, "repaired" if result.healed else "in order")
         await self.intake.open()
         self.schedule.start()
+        await self.control.start()
         log.info("journalban ready: %d jail(s), %d file(s) followed%s%s", len(self.jails), len(self.intake.files),
                  ", journald" if self.intake.journal else "", ", syslog" if self.intake.syslog else "")
         self.notifier.send("READY=1", f"STATUS={self.status_line()}")
@@ -112,11 +141,40 @@ class Daemon:
             await self._follow()
         finally:
             self.notifier.send("STOPPING=1")
+            await self.control.stop()
             await self.intake.close()
             self.schedule.stop()
+            await self.hooks.stop()
             self._on_stop()
             self.ledger.close()
             log.info("journalban stopped")
+
+    def _sighup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def reload(self) -> list[str]:
+        """Load config and grammars again; windows and bans are kept. What needs a restart
+        (another ledger, other sources or firewalls, jails added or removed) is refused, and
+        so is a config with errors: either way the running one stays."""
+        try:
+            loaded = await asyncio.to_thread(load, self.config.path)
+        except LoadError as exc:
+            log.error("reload refused; the running config stays:\n%s", "\n".join(exc.problems))
+            return exc.problems
+        problems = restart_needed(self.config, loaded.config)
+        if problems:
+            log.error("reload refused; the running config stays:\n%s", "\n".join(problems))
+            return problems
+        self.config = loaded.config
+        self.jails = loaded.config.enabled_jails
+        own = own_addresses() if any(j.ignoreself for j in self.jails) else ()
+        self.detector.policies.update({j.name: policy(j, own) for j in self.jails})
+        self.pipeline.matchers = matchers(loaded.config, self.jails, loaded.grammars)
+        self.hooks.jails = {j.name: JailHooks(j.on_ban, j.on_unban) for j in self.jails}
+        log.info("reloaded %s: %d jail(s)", loaded.config.path, len(self.jails))
+        return []
 
     def _on_stop(self) -> None:
         removing = [j for j in self.jails if j.on_stop == "remove"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from journalban.firewall.base import Actual, Diff, Entry, FirewallBackend, FirewallError, JailLayout
-from journalban.ledger.store import Ledger
+from journalban.ledger.store import ActiveBan, Ledger
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class Enforcement:
 
 @dataclass(frozen=True, slots=True)
 class ReconcileResult:
+    at: datetime  # the run's clock time
     expired: int
     applied: tuple[Diff, ...]
     healed: tuple[Drift, ...]
@@ -64,8 +65,10 @@ class ReconcileResult:
 
 class Reconciler:
     def __init__(self, ledger: Ledger, enforcements: Sequence[Enforcement],
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime],
+                 on_expired: Callable[[list[ActiveBan]], None] | None = None) -> None:
         self.ledger = ledger
+        self.on_expired = on_expired
         self.enforcements = tuple(enforcements)
         self.clock = clock
         self.last: ReconcileResult | None = None
@@ -78,6 +81,8 @@ class Reconciler:
             expired = self.ledger.expire_bans(now)
             for ban in expired:
                 log.info("ban expired: %s in %s (%s)", ban.address, ban.jail, ban.reason)
+            if expired and self.on_expired is not None:
+                self.on_expired(expired)
             active = self.ledger.active_bans()
             applied, healed, failed = [], [], False
             for number, enforcement in enumerate(self.enforcements):
@@ -94,7 +99,7 @@ class Reconciler:
                 if found:
                     healed.append(found)
             next_expiry = min((b.expires_at for b in active), default=None)
-            self.last = ReconcileResult(len(expired), tuple(applied), tuple(healed), failed, next_expiry)
+            self.last = ReconcileResult(now, len(expired), tuple(applied), tuple(healed), failed, next_expiry)
             return self.last
 
     def _enforce(self, number: int, enforcement: Enforcement, desired: frozenset[Entry],

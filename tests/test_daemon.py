@@ -15,6 +15,8 @@ LOCKOUT = "Apr 3 01:11:12 IP locked out by wp-limit-login: {}\n"
 def loaded(tmp_path: Path) -> Loaded:
     config = tmp_path / "journalban.toml"
     config.write_text(f"""
+[control]
+socket = "{tmp_path}/control.sock"
 [ledger]
 url = "sqlite:///{tmp_path}/ledger.db"
 [sources.files]
@@ -74,6 +76,8 @@ def test_ban_times_grow_across_a_restart(tmp_path: Path) -> None:
     """The second ban of an address, decided by a new daemon, is twice as long: the count is the ledger's."""
     config = tmp_path / "journalban.toml"
     config.write_text(f"""
+[control]
+socket = "{tmp_path}/control.sock"
 [ledger]
 url = "sqlite:///{tmp_path}/ledger.db"
 [sources.files]

@@ -48,7 +48,8 @@ class Host:
                     "firewall": f'"{backend}"', "ignoreip": f'["{self.family.friend}"]',
                     **{k: v for k, v in jail.items()}}
         config = self.tmp / "journalban.toml"
-        config.write_text(f'[ledger]\nurl = "sqlite:///{self.tmp / "ledger.db"}"\n'
+        config.write_text(f'[control]\nsocket = "{self.tmp / "control.sock"}"\n'
+                          f'[ledger]\nurl = "sqlite:///{self.tmp / "ledger.db"}"\n'
                           '[reconcile]\ninterval = "2s"\n[sources.files]\npoll_interval = 0.05\n'
                           "[jails.web]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
         return DaemonProcess(self.server, config, self.tmp / "daemon.log")

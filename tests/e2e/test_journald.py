@@ -45,6 +45,9 @@ def write_config(tmp: Path, sources: str, jail: str) -> Path:
     (tmp / "grammars").mkdir(exist_ok=True)
     config = tmp / "journalban.toml"
     config.write_text(f"""
+[control]
+socket = "{tmp / 'control.sock'}"
+
 [ledger]
 url = "sqlite:///{tmp / 'ledger.db'}"
 

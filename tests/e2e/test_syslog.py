@@ -47,6 +47,9 @@ def shared_dir() -> Iterator[Path]:
 def daemon(tmp: Path, listen: str, maxretry: int) -> DaemonProcess:
     config = tmp / "journalban.toml"
     config.write_text(f"""
+[control]
+socket = "{tmp / 'control.sock'}"
+
 [ledger]
 url = "sqlite:///{tmp / 'ledger.db'}"
 

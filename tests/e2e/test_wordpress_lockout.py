@@ -37,6 +37,9 @@ class Site:
     def daemon(self, bantime: int) -> DaemonProcess:
         config = self.tmp / "journalban.toml"
         config.write_text(f"""
+[control]
+socket = "{self.tmp / 'control.sock'}"
+
 [ledger]
 url = "sqlite:///{self.ledger}"
 

@@ -127,6 +127,17 @@ def grammar_test(targets: tuple[str, ...], config_path: Path | None) -> None:
     raise SystemExit(run_grammar_tests(list(targets), directories, sys.stdout))
 
 
+@grammar.command("import-fail2ban")
+@click.argument("filter_path", metavar="FILTER.conf", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--mode", help="The filter's mode (e.g. sshd's normal, ddos, extra, aggressive).")
+@click.option("-o", "--output", default="-", show_default=True, help="Grammar file to write, or - for stdout.")
+def grammar_import_fail2ban(filter_path: Path, mode: str | None, output: str) -> None:
+    """Convert a fail2ban filter into a grammar (warnings go to stderr)."""
+    from journalban.grammar.fail2ban import main_import
+
+    raise SystemExit(main_import(filter_path, mode, output))
+
+
 @main.group()
 def db() -> None:
     """Manage the ledger database."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from journalban.config import Config, ConfigError, JailConfig, load_config, problem_at
 from journalban.grammar import Grammar, check_examples, load_grammars
+from journalban.grammar.compiler import backtracking_warnings
 
 
 class LoadError(Exception):
@@ -54,6 +55,8 @@ def load(path: Path | None = None) -> Loaded:
                                            "warning: this jail reads both journald and the syslog listener; "
                                            "a listener fed from the same journal counts every failure twice")))
         problems += [str(e) for e in check_examples(grammar)]
+        warnings += [f"warning: {grammar.path}: {w}" for w in backtracking_warnings(grammar.rules, grammar.name)
+                     if grammar.name not in used]
         if jail.enabled:
             used[grammar.name] = grammar
     if problems:

@@ -84,3 +84,15 @@ def test_a_broken_grammar_no_jail_uses_is_only_a_warning(tmp_path: Path) -> None
     result = CliRunner().invoke(main, ["check", "-c", str(config)])
     assert result.exit_code == 0, result.output
     assert f"warning: {grammars / 'unused.grammar'}:2:" in result.output
+
+
+def test_import_fail2ban_writes_a_grammar_that_loads(tmp_path: Path) -> None:
+    conf = tmp_path / "demo.conf"
+    conf.write_text("[Definition]\nfailregex = ^Login failed for \\S+ from <HOST>$\nignoreregex =\n")
+    out = tmp_path / "demo.grammar"
+    result = CliRunner().invoke(main, ["grammar", "import-fail2ban", str(conf), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    check = CliRunner().invoke(main, ["replay", "-g", str(out), "-", "--json", "--maxretry", "1"],
+                               input="Login failed for bob from 203.0.113.9\n")
+    assert check.exit_code == 0, check.output
+    assert '"banned_addresses": 1' in check.output

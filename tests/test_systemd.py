@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_ready_status_and_watchdog_reach_the_notify_socket(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text(f'[control]\nsocket = "{tmp_path}/control.sock"\n[ledger]\nurl = "sqlite:///{tmp_path}/l.db"\n[sources.files]\npoll_interval = 0.05\n'
+    config.write_text(f'[control]\nsocket = "{tmp_path}/control.sock"\n'
+                      f'[ledger]\nurl = "sqlite:///{tmp_path}/l.db"\n[sources.files]\npoll_interval = 0.05\n'
                       f'[jails.web]\ngrammar = "wp-limit-login"\nfiles = ["{tmp_path}/wp.log"]\nfirewall = "dry-run"\n')
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
         notify.bind(str(tmp_path / "notify"))

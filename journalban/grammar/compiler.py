@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from . import stamps
-from .model import Alternatives, Element, Literal, OptionalGroup, Placeholder, RuleSpec
+from .model import Alternatives, Element, Literal, OptionalGroup, Placeholder, RawRegex, RuleSpec
 
 _OCTETS = r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}"
 _HEX = r"[0-9A-Fa-f]"
@@ -56,12 +56,77 @@ class CompiledRule:
     captures: tuple[tuple[str, str], ...]  # (regex group, capture name)
     has_address: bool
     stamp_format: str | None
+    backtracking: bool = False  # a /regex/ uses look-arounds, back-references or conditionals
 
     def search(self, message: str) -> re.Match[str] | None:
         """The regex match for the whole message, after the cheap literal test."""
         if self.prefilter not in message:
             return None
         return self.pattern.fullmatch(message)
+
+
+@dataclass(frozen=True, slots=True)
+class Fragment:
+    """What a ``/regex/`` holds: its named groups in order and how it may behave."""
+
+    groups: tuple[str, ...]  # capture names, ``name__2`` spellings folded into ``name``
+    backtracking: bool  # look-around, back-reference or conditional: needs backtracking
+    free_text: bool  # an unbounded ``.*`` / ``.+``: attacker text can stretch it
+
+
+# One token of a regex, as far as the scan below cares: an escape, a character class,
+# a group opener, or any other single character.
+_REGEX_TOKEN = re.compile(
+    r"\\(?:[0-9]+|.)"
+    r"|\[\^?\]?(?:\\.|[^\]\\])*\]"
+    r"|\(\?P<(?P<group>[A-Za-z_][A-Za-z0-9_]*)>"
+    r"|\(\?P=(?P<backref>[A-Za-z_][A-Za-z0-9_]*)\)"
+    r"|\(\?\((?P<cond>[A-Za-z_0-9]+)\)"
+    r"|\(\?<?[=!]"
+    r"|\(\?[aiLmsux]+\)"
+    r"|\.[*+]"
+    r"|.",
+    re.DOTALL,
+)
+
+
+_ALTERNATE = re.compile(r"__[0-9]+$")
+
+
+def capture_of(group: str) -> str:
+    """The capture a /regex/ group fills: ``user__2`` is another spelling of ``user``."""
+    return _ALTERNATE.sub("", group)
+
+
+def scan_fragment(text: str, offset: int) -> Fragment:
+    """Check a ``/regex/`` on its own; raises RuleError at the fragment for what cannot work."""
+    try:
+        re.compile(text)
+    except re.error as error:
+        at = offset + 1 + (error.pos or 0)
+        raise RuleError(at, f"invalid regex: {error.msg}") from None
+    groups: list[str] = []
+    backtracking = free_text = False
+    for token in _REGEX_TOKEN.finditer(text):
+        value = token.group()
+        at = offset + 1 + token.start()
+        if token.group("group"):
+            name = capture_of(token.group("group"))
+            if name not in groups:
+                groups.append(name)
+        elif token.group("backref") or token.group("cond"):
+            if token.group("cond") and token.group("cond").isdigit():
+                raise RuleError(at, "numbered groups shift in a rule; name the group")
+            backtracking = True
+        elif value.startswith("(?") and value[-1] in "=!":
+            backtracking = True
+        elif value.startswith("(?") and value.endswith(")"):
+            raise RuleError(at, f"global flags {value} apply to the whole rule; write {value[:-1]}:...)")
+        elif value[0] == "\\" and value[1:].isdigit() and value[1] != "0":
+            raise RuleError(at, "numbered back-references shift in a rule; use (?P=name)")
+        elif value in (".*", ".+"):
+            free_text = True
+    return Fragment(tuple(groups), backtracking, free_text)
 
 
 def _walk(
@@ -76,6 +141,36 @@ def _walk(
         elif isinstance(element, Alternatives):
             for branch in element.branches:
                 yield from _walk(branch, True)
+
+
+def _fragments(
+    elements: tuple[Element, ...], nested: bool = False
+) -> Iterator[tuple[Fragment, RawRegex, bool]]:
+    """Every ``/regex/`` in order, scanned, with whether it sits inside [ ] or ( )."""
+    for element in elements:
+        if isinstance(element, RawRegex):
+            yield scan_fragment(element.text, element.offset), element, nested
+        elif isinstance(element, OptionalGroup):
+            yield from _fragments(element.elements, True)
+        elif isinstance(element, Alternatives):
+            for branch in element.branches:
+                yield from _fragments(branch, True)
+
+
+def _free_text(elements: tuple[Element, ...]) -> Iterator[tuple[int, str]]:
+    """Offset and description of each element whose extent attacker text can stretch."""
+    for placeholder, _ in _walk(elements):
+        if placeholder.kind in FREE_TEXT:
+            yield placeholder.offset, f"<{placeholder.kind}>"
+    for fragment, element, _ in _fragments(elements):
+        if fragment.free_text and "address" not in fragment.groups:
+            yield element.offset, "a /regex/ with .* or .+"
+
+
+def _is_address(element: Element) -> bool:
+    if isinstance(element, Placeholder):
+        return element.kind == "address"
+    return isinstance(element, RawRegex) and "(?P<address>" in element.text
 
 
 def _check_placeholders(rule: RuleSpec) -> None:
@@ -108,6 +203,19 @@ def _check_placeholders(rule: RuleSpec) -> None:
                 raise RuleError(placeholder.offset, f"capture {name!r} appears twice in the rule")
             names.add(name)
         addresses += kind == "address"
+    for fragment, element, nested in _fragments(rule.elements):
+        for name in fragment.groups:
+            if name == "stamp":
+                raise RuleError(element.offset, "a /regex/ cannot capture the stamp")
+            if name == "address":
+                if nested:
+                    raise RuleError(element.offset, "(?P<address>...) must not be inside [ ] or ( )")
+                if addresses:
+                    raise RuleError(element.offset, "a rule has exactly one address")
+                addresses += 1
+            if name in names:
+                raise RuleError(element.offset, f"capture {name!r} appears twice in the rule")
+            names.add(name)
     if rule.action.text == "fail" and addresses == 0:
         raise RuleError(rule.name.offset, f"fail rule {rule.name.text!r} has no <address>")
 
@@ -117,18 +225,16 @@ def _check_injection(rule: RuleSpec) -> None:
     before = True
     free_before = False
     for index, element in enumerate(rule.elements):
-        if isinstance(element, Placeholder) and element.kind == "address":
+        if _is_address(element):
             before = False
             continue
-        for placeholder, _ in _walk(rule.elements[index : index + 1]):
-            if placeholder.kind not in FREE_TEXT:
-                continue
+        for offset, what in _free_text(rule.elements[index : index + 1]):
             if before:
                 free_before = True
             elif free_before:
                 raise RuleError(
-                    placeholder.offset,
-                    f"<{placeholder.kind}> after the <address> when free text comes before it: "
+                    offset,
+                    f"{what} after the address when free text comes before it: "
                     "text an attacker controls could move which address matches",
                 )
 
@@ -165,6 +271,26 @@ class _Builder:
         self.captures.append((group, name))
         return f"(?P<{group}>{token})"
 
+    def raw(self, element: RawRegex) -> str:
+        """The fragment with its groups renamed to the rule's own, ``.`` not matching newline."""
+        renamed: dict[str, str] = {}
+
+        def rename(found: re.Match[str]) -> str:
+            text = found.group()
+            if found.group("group"):
+                group = f"g{len(self.captures)}"
+                self.captures.append((group, capture_of(found.group("group"))))
+                renamed[found.group("group")] = group
+                return f"(?P<{group}>"
+            if found.group("backref"):
+                return f"(?P={renamed.get(found.group('backref'), found.group('backref'))})"
+            if found.group("cond"):
+                return f"(?({renamed.get(found.group('cond'), found.group('cond'))})"
+            return text
+
+        body = _REGEX_TOKEN.sub(rename, element.text)
+        return f"(?-s:{body})"
+
     def optional(self, element: OptionalGroup) -> str:
         return f"(?:{self.sequence(element.elements)})?"
 
@@ -176,6 +302,7 @@ class _Builder:
         Placeholder: placeholder,
         OptionalGroup: optional,
         Alternatives: alternatives,
+        RawRegex: raw,
     }
 
 
@@ -183,8 +310,16 @@ def compile_rule(rule: RuleSpec) -> CompiledRule:
     """Check a rule and compile it; raises RuleError at the offending token."""
     _check_placeholders(rule)
     _check_injection(rule)
+    fragments = list(_fragments(rule.elements))
     builder = _Builder()
     body = builder.sequence(rule.elements)
+    addresses = [group for group, name in builder.captures if name == "address"]
+    if fragments and addresses:  # a /regex/ group may sit in an alternative not taken
+        guard = "(?!)"
+        for group, name in reversed(builder.captures):
+            if name == "address":
+                guard = f"(?({group})|{guard})"
+        body += guard
     literals = [element.text for element in rule.elements if isinstance(element, Literal)]
     stamp_formats = [p.kind[6:] for p, _ in _walk(rule.elements) if p.kind.startswith("stamp:")]
     return CompiledRule(
@@ -195,4 +330,15 @@ def compile_rule(rule: RuleSpec) -> CompiledRule:
         captures=tuple(builder.captures),
         has_address=any(name == "address" for _, name in builder.captures),
         stamp_format=stamp_formats[0] if stamp_formats else None,
+        backtracking=any(fragment.backtracking for fragment, _, _ in fragments),
     )
+
+
+def backtracking_warnings(rules: tuple[CompiledRule, ...], grammar: str) -> list[str]:
+    """One warning per rule whose /regex/ needs the backtracking engine."""
+    return [
+        f"grammar {grammar!r}: rule {rule.name!r} uses look-arounds, back-references or "
+        "conditionals in a /regex/; a crafted line may make it slow"
+        for rule in rules
+        if rule.backtracking
+    ]

@@ -43,7 +43,15 @@ class Alternatives:
     offset: int
 
 
-Element = Literal | Placeholder | OptionalGroup | Alternatives
+@dataclass(frozen=True, slots=True)
+class RawRegex:
+    """``/.../``: a Python regex fragment; its named groups become captures."""
+
+    text: str  # the regex as written between the slashes (``\\/`` kept as is)
+    offset: int
+
+
+Element = Literal | Placeholder | OptionalGroup | Alternatives | RawRegex
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from .model import (
     Literal,
     OptionalGroup,
     Placeholder,
+    RawRegex,
     RuleSpec,
     Setting,
     Statement,
@@ -61,6 +62,10 @@ def _string(s: str, loc: int, toks: pp.ParseResults) -> Word:
 
 def _unterminated(s: str, loc: int, toks: pp.ParseResults) -> None:
     raise pp.ParseSyntaxException(s, loc, "unterminated string")
+
+
+def _raise(s: str, loc: int, message: str) -> None:
+    raise pp.ParseSyntaxException(s, loc, message)
 
 
 def _word(s: str, loc: int, toks: pp.ParseResults) -> Word:
@@ -112,9 +117,15 @@ _optional = (pp.Suppress("[") - _sequence - pp.Suppress("]")).add_parse_action(
 _alternatives = (
     pp.Suppress("(") - pp.DelimitedList(_sequence, "|") - pp.Suppress(")")
 ).add_parse_action(lambda s, loc, toks: Alternatives(tuple(toks), loc))
+_regex = _named("regex", pp.Regex(r"/(?:[^/\\\n]|\\.)+/")).add_parse_action(
+    lambda s, loc, toks: RawRegex(toks[0][1:-1], loc)
+)
+_UNTERMINATED_REGEX = pp.Regex(r"/").add_parse_action(
+    lambda s, loc, toks: _raise(s, loc, "unterminated or empty /regex/")
+)
 _literal = _TEXT.copy().add_parse_action(lambda toks: Literal(toks[0].text, toks[0].offset))
-_element <<= _literal | _placeholder_expr | _optional | _alternatives
-_element.set_name("element (string, <type>, [ or ()")
+_element <<= _literal | _regex | _UNTERMINATED_REGEX | _placeholder_expr | _optional | _alternatives
+_element.set_name("element (string, /regex/, <type>, [ or ()")
 
 
 def _setting(toks: pp.ParseResults) -> Setting:

@@ -66,7 +66,7 @@ def layout(jail: JailConfig) -> JailLayout:
 def restart_needed(running: Config, new: Config) -> list[str]:
     """What a reload cannot change in place, as problems naming the setting."""
     def shape(config: Config) -> object:
-        return (config.ledger_url, config.control_socket, config.journal, config.syslog,
+        return (config.ledger_url, config.node_name, config.control_socket, config.journal, config.syslog,
                 {j.name: (j.files, j.journal, j.syslog, layout(j), j.firewall) for j in config.enabled_jails})
 
     if shape(running) == shape(new):

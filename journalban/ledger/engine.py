@@ -1,14 +1,19 @@
 """Opening the ledger database: the one place that knows dialect particulars."""
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 
 
 def create_ledger_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL mode, a busy timeout and foreign keys."""
+    """An engine for ``url``; SQLite gets WAL mode, a busy timeout and foreign keys.
+
+    PostgreSQL goes through psycopg 3 (``postgresql+psycopg://user@/db?host=/run/postgresql``);
+    its credentials come from libpq (peer, ``PGPASSFILE``, ``PGSERVICEFILE``), never the config.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
@@ -25,3 +30,31 @@ def create_ledger_engine(url: str) -> Engine:
         cursor.close()
 
     return engine
+
+
+def upgrades_itself(engine: Engine) -> bool:
+    """Whether the daemon may change this ledger's schema at start.
+
+    A SQLite ledger belongs to one host, which upgrades it. A server's ledger is
+    shared: its schema changes only by ``journalban db upgrade``, run on purpose with
+    a role allowed DDL, never by whichever host restarts first.
+    """
+    return engine.dialect.name == "sqlite"
+
+
+def reset_sequences(connection: Connection, tables: Iterable[Table]) -> None:
+    """After rows were inserted with their ids, make the next id follow the largest.
+
+    SQLite needs nothing (its next rowid is the largest plus one); PostgreSQL's
+    serial sequences do not move when ids are given explicitly.
+    """
+    if connection.dialect.name != "postgresql":
+        return
+    for table in tables:
+        column = table.autoincrement_column
+        if column is None:
+            continue
+        largest = connection.scalar(select(func.max(column)))
+        connection.execute(text("SELECT setval(pg_get_serial_sequence(:table, :column), :value, :called)"),
+                           {"table": table.name, "column": column.name, "value": largest or 1,
+                            "called": largest is not None})

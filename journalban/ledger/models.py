@@ -7,12 +7,13 @@ Any change here needs an Alembic revision in ``migrations/versions``.
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, String, Text, text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, PrimaryKeyConstraint, String, Text, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 MATCHED_TEXT_LIMIT = 1024  # a flood of long lines must not fill the disk
+NODE_LIMIT = 64  # a host name: [node] name
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -49,10 +50,11 @@ class Ban(Base):
     reason: Mapped[str] = mapped_column(Text)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     end_reason: Mapped[str | None] = mapped_column(String(16), default=None)  # expired | unbanned | aggregated
+    node: Mapped[str] = mapped_column(String(NODE_LIMIT))  # the host that decided it
 
     __table_args__ = (
         Index("ix_bans_jail_address", "jail", "address"),
-        # At most one active ban per jail and address: a constraint, not luck.
+        # At most one active ban per jail and address, fleet-wide: a constraint, not luck.
         Index("ux_bans_active", "jail", "address", unique=True,
               sqlite_where=text("ended_at IS NULL"), postgresql_where=text("ended_at IS NULL")),
     )
@@ -72,21 +74,25 @@ class Failure(Base):
     text: Mapped[str] = mapped_column(String(MATCHED_TEXT_LIMIT))
     source: Mapped[str] = mapped_column(String(512))
     ban_id: Mapped[int | None] = mapped_column(ForeignKey("bans.id"), default=None)
+    node: Mapped[str] = mapped_column(String(NODE_LIMIT))  # the host that read it
 
     __table_args__ = (Index("ix_failures_jail_address_occurred", "jail", "address", "occurred_at"),)
 
 
 class SourcePosition(Base):
     """How far a source has been read, committed with the failures it produced:
-    a file's inode and offset, or a journal's cursor."""
+    a file's inode and offset, or a journal's cursor. Each host keeps its own."""
 
     __tablename__ = "source_positions"
 
-    source: Mapped[str] = mapped_column(String(512), primary_key=True)  # "file:/var/log/x.log", "journal"
+    node: Mapped[str] = mapped_column(String(NODE_LIMIT))
+    source: Mapped[str] = mapped_column(String(512))  # "file:/var/log/x.log", "journal"
     inode: Mapped[int | None] = mapped_column(BigInteger)
     offset: Mapped[int | None] = mapped_column(BigInteger)
     cursor: Mapped[str | None] = mapped_column(Text, default=None)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (PrimaryKeyConstraint("node", "source", name="pk_source_positions"),)
 
 
 class Heal(Base):

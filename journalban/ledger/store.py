@@ -2,24 +2,70 @@
 
 import contextlib
 import logging
+import socket
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+from urllib.parse import unquote
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import func, inspect, select, update
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, func, inspect, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from journalban import paths
 from journalban.events import BanDecision
 from journalban.events import Failure as FailureEvent
-from journalban.ledger.engine import create_ledger_engine
-from journalban.ledger.models import MATCHED_TEXT_LIMIT, Ban, Failure, Heal, SourcePosition
+from journalban.ledger.engine import create_ledger_engine, upgrades_itself
+from journalban.ledger.models import MATCHED_TEXT_LIMIT, NODE_LIMIT, Ban, Failure, Heal, SourcePosition
 from journalban.sources.files import Position
 from journalban.sources.journal import JournalCursor
 
 log = logging.getLogger(__name__)
+
+RECORD_ATTEMPTS = 3  # a batch that lost a race for a ban is recorded again, joining the winner's ban
+
+
+def newest_revision() -> str | None:
+    """The Alembic head this journalban's code expects."""
+    return ScriptDirectory(str(paths.MIGRATIONS)).get_current_head()
+
+
+class LedgerNotReady(SystemExit):
+    """The ledger cannot serve the daemon: unreachable, or at the wrong schema.
+
+    A SystemExit, so a daemon starting on such a ledger stops with the message and
+    status 1, not a traceback; callers that can go on catch it by name.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SchemaNotCurrent(LedgerNotReady):
+    """A shared ledger whose schema is not the one this journalban needs: only
+    ``journalban db upgrade`` changes it."""
+
+
+class _LedgerSession(Session):
+    """A session that stamps its ledger's node on every failure and ban it adds,
+    including those written by helpers outside this module (a manual ban)."""
+
+
+@event.listens_for(_LedgerSession, "before_flush")
+def _stamp_node(session: Session, _context: Any, _instances: Any) -> None:
+    for row in session.new:
+        if isinstance(row, Failure | Ban) and row.node is None:
+            row.node = session.info["node"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +81,17 @@ class ActiveBan:
 class Ledger:
     """The single source of truth: failures, bans and how far each source was read."""
 
-    def __init__(self, url: str) -> None:
+    node = ""  # set by __init__; a subclass that skips it (a read-only view) stamps nothing
+
+    def __init__(self, url: str, node: str | None = None) -> None:
         self.url = url
+        self.node = (node or socket.gethostname())[:NODE_LIMIT]  # [node] name: this host in a fleet
         self.engine = create_ledger_engine(url)
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password masked, for messages."""
+        return unquote(make_url(self.url).render_as_string(hide_password=True))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -46,6 +100,7 @@ class Ledger:
         """Bring the schema to the newest Alembic revision."""
         config = AlembicConfig()
         config.set_main_option("script_location", str(paths.MIGRATIONS))
+        config.attributes["node"] = self.node  # rows from before revision 0004 become this host's
         with self.engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
@@ -53,44 +108,111 @@ class Ledger:
     def schema_exists(self) -> bool:
         return inspect(self.engine).has_table("bans")
 
+    def revision(self) -> str | None:
+        """The schema's Alembic revision; None before the first upgrade."""
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def prepare(self) -> None:
+        """Make the ledger ready for the daemon at start.
+
+        A ledger that upgrades itself (SQLite, one host's own) is upgraded. A shared one
+        (PostgreSQL) is only checked: at any other revision than the newest this raises
+        ``SchemaNotCurrent`` naming ``journalban db upgrade``; unreachable, ``LedgerNotReady``.
+        """
+        if upgrades_itself(self.engine):
+            self.upgrade()
+            return
+        try:
+            current, newest = self.revision(), newest_revision()
+        except OperationalError as exc:
+            raise LedgerNotReady(f"cannot open the ledger at {self.safe_url}: {exc.orig}") from exc
+        if current == newest:
+            return
+        if current is None:
+            raise SchemaNotCurrent(f"the ledger at {self.safe_url} has no journalban schema yet: create it with "
+                                   "`journalban db upgrade`, run with a role allowed to create tables")
+        if current in {r.revision for r in ScriptDirectory(str(paths.MIGRATIONS)).walk_revisions()}:
+            raise SchemaNotCurrent(f"the ledger at {self.safe_url} is at schema revision {current}, this journalban "
+                                   f"needs {newest}: run `journalban db upgrade` (with a role allowed to change "
+                                   "the schema) before starting it")
+        raise SchemaNotCurrent(f"the ledger at {self.safe_url} is at schema revision {current}, which this "
+                               f"journalban does not know (it needs {newest}): a newer journalban upgraded it; "
+                               "upgrade journalban on this host")
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
         """One unit of work: committed whole at the end, rolled back whole on error."""
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+        with _LedgerSession(self.engine, expire_on_commit=False, info={"node": self.node}) as session, \
+                session.begin():
             yield session
 
     def record(self, failures: Sequence[FailureEvent], bans: Sequence[BanDecision],
                positions: Mapping[str, Position | JournalCursor], now: datetime) -> None:
         """Failures, the bans they opened and the source positions that produced them,
-        in one transaction: a crash keeps all of it or none."""
-        with self.transaction() as session:
-            rows = {id(f): Failure(occurred_at=f.time, recorded_at=now, jail=f.jail, address=f.address,
-                                   rule=f.rule, text=f.text[:MATCHED_TEXT_LIMIT], source=f.source[:512])
-                    for f in failures}
-            session.add_all(rows.values())
-            session.flush()
-            first_new = min((r.id for r in rows.values()), default=None)
-            for decision in bans:
-                ban = Ban(jail=decision.jail, address=decision.address, started_at=decision.start,
-                          expires_at=decision.expiry, reason=decision.reason)
-                if decision.expiry <= now:  # history, e.g. an old log replayed into the ledger
-                    ban.ended_at, ban.end_reason = decision.expiry, "expired"
-                if decision.replaces:
-                    session.execute(update(Ban).where(
-                        Ban.jail == decision.jail, Ban.address.in_(decision.replaces), Ban.ended_at.is_(None)
-                    ).values(ended_at=now, end_reason="aggregated"))
-                session.add(ban)
-                session.flush()
-                self._link(session, ban, decision, rows, first_new)
-            for source, position in positions.items():
-                if isinstance(position, JournalCursor):
-                    row = SourcePosition(source=source, cursor=position.cursor, updated_at=now)
-                else:
-                    row = SourcePosition(source=source, inode=position.inode, offset=position.offset, updated_at=now)
-                session.merge(row)
+        in one transaction: a crash keeps all of it or none.
 
-    @staticmethod
-    def _link(session: Session, ban: Ban, decision: BanDecision, rows: Mapping[int, Failure],
+        A ban already in force for the same jail and address (another host of the fleet
+        opened it, or an operator did) is not opened twice: the batch's failures join it.
+        When two hosts open the same ban at the same moment, the one-active-ban index
+        lets one commit; the other's transaction fails whole and is recorded again,
+        now finding the winner's ban.
+        """
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                with self.transaction() as session:
+                    self._record(session, failures, bans, positions, now)
+                return
+            except IntegrityError as exc:
+                if attempt == RECORD_ATTEMPTS or not bans:
+                    raise
+                log.info("a ban of this batch was opened elsewhere at the same moment; recording again: %s",
+                         exc.orig)
+
+    def _record(self, session: Session, failures: Sequence[FailureEvent], bans: Sequence[BanDecision],
+                positions: Mapping[str, Position | JournalCursor], now: datetime) -> None:
+        rows = {id(f): Failure(occurred_at=f.time, recorded_at=now, jail=f.jail, address=f.address,
+                               rule=f.rule, text=f.text[:MATCHED_TEXT_LIMIT], source=f.source[:512], node=self.node)
+                for f in failures}
+        session.add_all(rows.values())
+        session.flush()
+        first_new = min((r.id for r in rows.values()), default=None)
+        for decision in bans:
+            if decision.replaces:
+                session.execute(update(Ban).where(
+                    Ban.jail == decision.jail, Ban.address.in_(decision.replaces), Ban.ended_at.is_(None)
+                ).values(ended_at=now, end_reason="aggregated"))
+            ban = self._open(session, decision, now)
+            self._link(session, ban, decision, rows, first_new)
+        for source, position in positions.items():
+            if isinstance(position, JournalCursor):
+                row = SourcePosition(node=self.node, source=source, cursor=position.cursor, updated_at=now)
+            else:
+                row = SourcePosition(node=self.node, source=source, inode=position.inode, offset=position.offset,
+                                     updated_at=now)
+            session.merge(row)
+
+    def _open(self, session: Session, decision: BanDecision, now: datetime) -> Ban:
+        """The ban row for ``decision``: a new one, or the one already in force."""
+        ban = Ban(jail=decision.jail, address=decision.address, started_at=decision.start,
+                  expires_at=decision.expiry, reason=decision.reason, node=self.node)
+        if decision.expiry <= now:  # history, e.g. an old log replayed into the ledger
+            ban.ended_at, ban.end_reason = decision.expiry, "expired"
+        else:
+            active = session.scalars(select(Ban).where(Ban.jail == decision.jail, Ban.address == decision.address,
+                                                       Ban.ended_at.is_(None))).first()
+            if active is not None and active.expires_at > now:
+                log.info("ban of %s in %s already in force (#%d, opened by %s): its failures join it",
+                         decision.address, decision.jail, active.id, active.node)
+                return active
+            if active is not None:  # past its time, not yet lifted by a reconcile
+                active.ended_at, active.end_reason = now, "expired"
+                session.flush()  # the one-active-ban index must see it ended before the new row
+        session.add(ban)
+        session.flush()
+        return ban
+
+    def _link(self, session: Session, ban: Ban, decision: BanDecision, rows: Mapping[int, Failure],
               first_new: int | None) -> None:
         """Point the failures behind a ban at it: those of this batch directly, those
         recorded by earlier batches (or before a restart) by their window."""
@@ -103,8 +225,8 @@ class Ledger:
                 row.ban_id = ban.id
         if earlier:
             query = update(Failure).where(
-                Failure.jail == decision.jail, Failure.address == decision.address, Failure.ban_id.is_(None),
-                Failure.occurred_at >= min(f.time for f in decision.failures))
+                Failure.node == self.node, Failure.jail == decision.jail, Failure.address == decision.address,
+                Failure.ban_id.is_(None), Failure.occurred_at >= min(f.time for f in decision.failures))
             if first_new is not None:
                 query = query.where(Failure.id < first_new)
             session.execute(query.values(ban_id=ban.id))
@@ -122,14 +244,15 @@ class Ledger:
                              layout_repaired=layout_repaired, detail=detail[:4000]))
 
     def cursor(self, source: str) -> JournalCursor | None:
-        """The journal cursor last committed for ``source``."""
+        """The journal cursor this host last committed for ``source``."""
         with self.transaction() as session:
-            row = session.get(SourcePosition, source)
+            row = session.get(SourcePosition, (self.node, source))
             return JournalCursor(row.cursor) if row is not None and row.cursor else None
 
     def positions(self) -> dict[str, Position]:
+        """This host's file positions."""
         with self.transaction() as session:
-            rows = session.scalars(select(SourcePosition))
+            rows = session.scalars(select(SourcePosition).where(SourcePosition.node == self.node))
             return {r.source: Position(r.inode, r.offset or 0) for r in rows if r.inode is not None}
 
     def active_bans(self) -> list[ActiveBan]:
@@ -139,21 +262,21 @@ class Ledger:
                     for r in rows]
 
     def expire_bans(self, now: datetime) -> list[ActiveBan]:
-        """End every active ban whose time is up; returns the bans ended."""
+        """End every active ban whose time is up; returns the bans ended (by this host:
+        rows another host is ending at the same moment are skipped, not ended twice)."""
         with self.transaction() as session:
             rows = list(session.scalars(
-                select(Ban).where(Ban.ended_at.is_(None), Ban.expires_at <= now)))
+                select(Ban).where(Ban.ended_at.is_(None), Ban.expires_at <= now).with_for_update(skip_locked=True)))
             for row in rows:
                 row.ended_at, row.end_reason = now, "expired"
             return [ActiveBan(r.id, r.jail, r.address, r.started_at, r.expires_at, r.reason)
                     for r in rows]
 
     def open_failures(self, since: datetime) -> list[FailureEvent]:
-        """Failures since ``since`` that no ban has consumed: the detector's windows after a restart."""
+        """This host's failures since ``since`` that no ban has consumed: the detector's windows
+        after a restart (the detector counts what its own host reads)."""
         with self.transaction() as session:
             rows = session.scalars(select(Failure).where(
-                Failure.ban_id.is_(None), Failure.occurred_at >= since).order_by(Failure.id))
+                Failure.node == self.node, Failure.ban_id.is_(None), Failure.occurred_at >= since).order_by(Failure.id))
             return [FailureEvent(jail=r.jail, address=r.address, time=r.occurred_at, rule=r.rule,
                                  text=r.text, source=r.source) for r in rows]
-
-

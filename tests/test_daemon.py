@@ -12,9 +12,8 @@ from journalban.loading import Loaded, load
 LOCKOUT = "Apr 3 01:11:12 IP locked out by wp-limit-login: {}\n"
 
 
-def loaded(tmp_path: Path) -> Loaded:
-    config = tmp_path / "journalban.toml"
-    config.write_text(f"""
+def loaded_text(tmp_path: Path, maxretry: int = 2) -> str:
+    return f"""
 [control]
 socket = "{tmp_path}/control.sock"
 [ledger]
@@ -24,9 +23,14 @@ poll_interval = 0.02
 [jails.wplogin]
 grammar = "wp-limit-login"
 files = ["{tmp_path}/wp.log"]
-maxretry = 2
+maxretry = {maxretry}
 firewall = "dry-run"
-""")
+"""
+
+
+def loaded(tmp_path: Path) -> Loaded:
+    config = tmp_path / "journalban.toml"
+    config.write_text(loaded_text(tmp_path))
     return load(config)
 
 
@@ -128,3 +132,27 @@ def test_the_next_expiry_arms_a_timer(tmp_path: Path) -> None:
     finally:
         daemon.schedule.scheduler.shutdown(wait=False)
         daemon.ledger.close()
+
+
+def test_on_stop_remove_takes_the_jails_objects_out_and_keep_leaves_them(tmp_path: Path) -> None:
+    log = tmp_path / "wp.log"
+
+    async def run(on_stop: str) -> MemoryFirewall:
+        config = tmp_path / f"{on_stop}.toml"
+        config.write_text(loaded_text(tmp_path, maxretry=1) + f'on_stop = "{on_stop}"\n')
+        setup = load(config)
+        daemon = Daemon(setup.config, setup.grammars)
+        task = asyncio.create_task(daemon.run())
+        firewall = daemon.reconciler.enforcements[0].backend
+        assert isinstance(firewall, MemoryFirewall)
+        await until(lambda: daemon.intake.files)
+        with log.open("a") as f:
+            f.write(LOCKOUT.format(f"203.0.113.{len(on_stop)}"))
+        await until(lambda: firewall.entries)
+        daemon.stop()
+        await task
+        return firewall
+
+    assert asyncio.run(run("keep")).entries
+    removed = asyncio.run(run("remove"))
+    assert not removed.entries and not removed.jails

@@ -236,6 +236,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "ledger": {
         "url": Key(_str, "string", "sqlite:////var/lib/journalban/ledger.db",
                    "SQLAlchemy URL of the ledger database; SQLite runs in WAL mode."),
+        "keep_failures": Key(parse_duration, "duration", "30d",
+                             "Failures older than this are purged (hourly); bans are kept."),
     },
     "node": {
         "name": Key(_node_name, "string", "", "This host's name in the ledger, on every failure, ban and source "
@@ -336,6 +338,7 @@ class Config:
     path: Path
     control_socket: str
     ledger_url: str
+    keep_failures: int  # seconds
     node_name: str  # [node] name: this host in a shared ledger
     reconcile_interval: int
     grammar_dirs: tuple[Path, ...]  # the operator's, then the shipped ones
@@ -436,6 +439,7 @@ class _Validator:
             path=self.path,
             control_socket=control["socket"],
             ledger_url=ledger["url"],
+            keep_failures=ledger["keep_failures"],
             node_name=node["name"],
             reconcile_interval=reconcile["interval"],
             grammar_dirs=(*map(Path, grammars["directories"]), paths.SHIPPED_GRAMMARS),

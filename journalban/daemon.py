@@ -133,6 +133,8 @@ class Daemon:
                  result.expired, "repaired" if result.healed else "in order")
         await self.intake.open()
         self.schedule.start()
+        self.schedule.scheduler.add_job(self._purge, "interval", hours=1, id="retention",
+                                        next_run_time=datetime.now(UTC))
         await self.control.start()
         log.info("journalban ready: %d jail(s), %d file(s) followed%s%s", len(self.jails), len(self.intake.files),
                  ", journald" if self.intake.journal else "", ", syslog" if self.intake.syslog else "")
@@ -148,6 +150,16 @@ class Daemon:
             self._on_stop()
             self.ledger.close()
             log.info("journalban stopped")
+
+    def _purge(self) -> None:
+        """Retention: failures older than ``[ledger] keep_failures`` go; bans stay."""
+        try:
+            purged = self.ledger.purge_failures(self.clock() - timedelta(seconds=self.config.keep_failures))
+        except Exception:  # the next hour tries again
+            log.exception("purging old failures failed")
+            return
+        if purged:
+            log.info("purged %d failure(s) older than %ds", purged, self.config.keep_failures)
 
     def _sighup(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload())

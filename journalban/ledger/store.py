@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, func, inspect, select, update
+from sqlalchemy import delete, event, func, inspect, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -271,6 +271,12 @@ class Ledger:
                 row.ended_at, row.end_reason = now, "expired"
             return [ActiveBan(r.id, r.jail, r.address, r.started_at, r.expires_at, r.reason)
                     for r in rows]
+
+    def purge_failures(self, before: datetime) -> int:
+        """Delete failures older than ``before`` (retention); bans are kept. Returns how many."""
+        with self.transaction() as session:
+            result = session.execute(delete(Failure).where(Failure.occurred_at < before))
+            return int(getattr(result, "rowcount", 0) or 0)
 
     def open_failures(self, since: datetime) -> list[FailureEvent]:
         """This host's failures since ``since`` that no ban has consumed: the detector's windows

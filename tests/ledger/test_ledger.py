@@ -194,3 +194,12 @@ def test_heals_are_recorded(ledger: Ledger) -> None:
         row = session.scalars(select(Heal)).one()
         assert (row.backend, row.restored, row.removed, row.layout_repaired, row.healed_at) == (
             "iptables", 2, 1, True, T0)
+
+
+def test_retention_purges_old_failures_and_keeps_bans(ledger: Ledger) -> None:
+    old = Failure("wplogin", "198.51.100.7", T0 - timedelta(days=40), "g/r", "old", "test")
+    ledger.record([old], [], {}, T0)
+    ledger.record(*failure_and_ban(), {}, T0)
+    assert ledger.purge_failures(T0 - timedelta(days=30)) == 1
+    assert [b.address for b in ledger.active_bans()] == ["203.0.113.9"]
+    assert ledger.purge_failures(T0 - timedelta(days=30)) == 0

@@ -234,10 +234,11 @@ def _fail(problems: list[str]) -> NoReturn:
 
 
 def _attach_operator_commands() -> None:
-    """status, ban, unban, list, history, reload: the control socket's commands."""
+    """status, ban, unban, list, history, reload (the control socket's commands) and report."""
     from journalban.operator_cli import COMMANDS
+    from journalban.report.command import report
 
-    for command in COMMANDS:
+    for command in (*COMMANDS, report):
         main.add_command(command)
 
 

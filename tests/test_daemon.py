@@ -79,21 +79,7 @@ def test_lines_become_dry_run_bans_and_state_survives_a_restart(tmp_path: Path) 
 def test_ban_times_grow_across_a_restart(tmp_path: Path) -> None:
     """The second ban of an address, decided by a new daemon, is twice as long: the count is the ledger's."""
     config = tmp_path / "journalban.toml"
-    config.write_text(f"""
-[control]
-socket = "{tmp_path}/control.sock"
-[ledger]
-url = "sqlite:///{tmp_path}/ledger.db"
-[sources.files]
-poll_interval = 0.02
-[jails.wplogin]
-grammar = "wp-limit-login"
-files = ["{tmp_path}/wp.log"]
-maxretry = 1
-bantime = 1
-bantime_increment = true
-firewall = "dry-run"
-""")
+    config.write_text(loaded_text(tmp_path, maxretry=1) + "bantime = 1\nbantime_increment = true\n")
     log = tmp_path / "wp.log"
 
     async def run_once() -> list[tuple[datetime, datetime]]:

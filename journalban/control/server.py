@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import socket
 import stat
 import struct
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from journalban.control.handlers import ControlContext, dispatch
 from journalban.control.protocol import MAX_LINE, encode, error_reply
+from journalban.private_socket import bind_private
 
 log = logging.getLogger(__name__)
 
@@ -57,21 +57,7 @@ def bind_control_socket(path: Path) -> socket.socket:
     if not path.parent.exists():
         path.parent.mkdir(mode=0o700, parents=True)
     _clear_stale(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        old_umask = os.umask(0o177)
-        try:
-            sock.bind(str(path))
-        finally:
-            os.umask(old_umask)
-        os.chmod(path, 0o600)
-        if os.geteuid() == 0:
-            os.chown(path, 0, 0)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return bind_private(path, socket.SOCK_STREAM)
 
 
 class ControlServer:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from journalban.events import Event
+from journalban.private_socket import bind_private
 from journalban.sources.syslog.endpoints import (
     LOOPBACK,
     Endpoint,
@@ -184,21 +185,8 @@ class SyslogListener:
             path.unlink()
         except FileNotFoundError:
             pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            old_umask = os.umask(0o177)
-            try:
-                sock.bind(str(path))
-            finally:
-                os.umask(old_umask)
-            os.chmod(path, 0o600)
-            if os.geteuid() == 0:
-                os.chown(path, 0, 0)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
+        sock = bind_private(path, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self._unix_paths.append((path, path.lstat().st_ino))
         return sock
 

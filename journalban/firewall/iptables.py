@@ -42,7 +42,8 @@ MULTIPORT_SLOTS = 15  # ports one multiport match takes; a range counts twice
 JAIL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 RETURN = ("-j", "RETURN")
 LOG_LIMIT = ("-m", "limit", "--limit", "6/min", "--limit-burst", "10")
-TIMEOUT = 30.0
+TIMEOUT = 300.0  # a restore of 100,000 rules takes seconds; a hung tool must still end
+REBUILD_ABOVE = 200  # deletions in one chain beyond which the chain is flushed and refilled
 
 Rule = tuple[str, ...]  # a rule's words after "-A CHAIN", as iptables-save prints them
 Table = dict[str, list[Rule]]  # the filter table: chain -> its rules in order
@@ -293,6 +294,16 @@ class Batch:
         self.table[chain].append(rule)
         self.lines.append(_line("-A", chain, *rule))
 
+    def append_all(self, chain: str, rules: Sequence[Rule]) -> None:
+        self.table[chain].extend(rules)
+        self.lines.extend(_line("-A", chain, *rule) for rule in rules)
+
+    def insert_all(self, chain: str, rules: Sequence[Rule]) -> None:
+        """Insert at the top, keeping ``rules`` in their order; the table is updated once.
+        Each goes in at position 1, last first: inserting at position n walks n rules."""
+        self.table[chain][:0] = rules
+        self.lines.extend(_line("-I", chain, "1", *rule) for rule in reversed(rules))
+
     def text(self) -> str | None:
         if not self.lines and not self.declare:
             return None
@@ -309,27 +320,53 @@ def plan_apply(table: Table, jails: Sequence[JailLayout], diff: Diff, family: Fa
     batch = Batch(table)
     if diff.repair_layout:
         _repair(batch, jails, family)
-    for jail_name, address in sorted(diff.remove):
-        chain = chain_name(jail_name)
-        if entry_version(address) == family.version and chain in batch.table:
-            for rule in [r for r in batch.table[chain] if banned_address(r, family) == address]:
-                batch.delete(chain, rule)
     layouts = {jail.name: jail for jail in jails}
+    removals: dict[str, set[str]] = {}
+    additions: dict[str, list[str]] = {}
+    for jail_name, address in diff.remove:
+        if entry_version(address) == family.version:
+            removals.setdefault(jail_name, set()).add(address)
     for jail_name, address in sorted(diff.add):
         if entry_version(address) != family.version:
             continue
         if jail_name not in layouts:
             raise ValueError(f"ban in jail {jail_name!r}, which is not among the jails given")
-        jail = layouts[jail_name]
-        chain = chain_name(jail_name)
-        if chain not in batch.table:
-            batch.new_chain(chain)
-            batch.append(chain, RETURN)
-        if jail.log and log_chain_name(jail_name) not in batch.table:
-            repair_log_chain(batch, jail, family)
-        if not any(banned_address(r, family) == address for r in batch.table[chain]):
-            batch.insert(chain, 1, ban_rule(address, jail, family))
+        additions.setdefault(jail_name, []).append(address)
+    for jail_name in sorted(removals.keys() | additions.keys()):
+        jail = layouts.get(jail_name, JailLayout(jail_name))
+        _plan_entries(batch, jail, family, removals.get(jail_name, set()), additions.get(jail_name, []))
     return batch.text()
+
+
+def _plan_entries(batch: Batch, jail: JailLayout, family: Family, remove: set[str], add: list[str]) -> None:
+    """Ban rules out and in, in time linear in the chain's length: the chain is indexed
+    once; a large removal rebuilds the chain in the same batch, because iptables finds
+    each ``-D`` by walking the chain (100,000 deletions one by one take minutes)."""
+    chain = chain_name(jail.name)
+    if chain not in batch.table:
+        if not add:
+            return
+        batch.new_chain(chain)
+        batch.append(chain, RETURN)
+    if add and jail.log and log_chain_name(jail.name) not in batch.table:
+        repair_log_chain(batch, jail, family)
+    rules = batch.table[chain]
+    present: dict[str, list[Rule]] = {}
+    for rule in rules:
+        address = banned_address(rule, family)
+        if address is not None:
+            present.setdefault(address, []).append(rule)
+    doomed = [rule for address in remove for rule in present.get(address, ())]
+    fresh = [ban_rule(address, jail, family) for address in add if address not in present]
+    if len(doomed) > REBUILD_ABOVE:
+        gone = set(doomed)
+        keep = [rule for rule in rules if rule not in gone]
+        batch.flush(chain)
+        batch.append_all(chain, fresh + keep)
+        return
+    for rule in doomed:
+        batch.delete(chain, rule)
+    batch.insert_all(chain, fresh)
 
 
 def _repair(batch: Batch, jails: Sequence[JailLayout], family: Family) -> None:

@@ -250,3 +250,29 @@ def test_plan_network_bans() -> None:
         "*filter\n-D jb-sshd -s 10.0.0.0/8 -j DROP\nCOMMIT\n")
     assert "-I jb-sshd 1 -s 2001:db8:1::/64 -j DROP" in (
         plan_apply({"INPUT": []}, [SSHD], diff, V6) or "")
+
+
+def test_large_removals_rebuild_the_chain_in_one_batch() -> None:
+    """iptables finds each -D by walking the chain: thousands of them are replaced by -F and a refill."""
+    jail = JailLayout("big")
+    table = {"INPUT": [("-j", "jb-big")], "jb-big": [
+        ("-s", f"10.0.{n // 256}.{n % 256}/32", "-j", "DROP") for n in range(5000)] + [("-j", "RETURN")]}
+    gone = frozenset(("big", f"10.0.{n // 256}.{n % 256}") for n in range(0, 5000, 2))
+    new = frozenset(("big", f"10.9.{n // 256}.{n % 256}") for n in range(3000))
+    text = plan_apply(table, [jail], Diff(add=new, remove=gone), V4)
+    assert text is not None
+    lines = text.splitlines()
+    assert "-F jb-big" in lines and not any(line.startswith("-D") for line in lines)
+    appended = [line for line in lines if line.startswith("-A jb-big")]
+    assert len(appended) == 3000 + 2500 + 1 and appended[-1] == "-A jb-big -j RETURN"
+    assert "-A jb-big -s 10.0.0.1/32 -j DROP" in lines and "-A jb-big -s 10.0.0.2/32 -j DROP" not in lines
+
+
+def test_small_changes_stay_deletions_and_insertions() -> None:
+    jail = JailLayout("small")
+    table = {"INPUT": [("-j", "jb-small")],
+                    "jb-small": [("-s", "203.0.113.9/32", "-j", "DROP"), ("-j", "RETURN")]}
+    text = plan_apply(table, [jail], Diff(add=frozenset({("small", "198.51.100.1")}),
+                                          remove=frozenset({("small", "203.0.113.9")})), V4)
+    assert text is not None
+    assert "-D jb-small -s 203.0.113.9/32 -j DROP" in text and "-I jb-small 1 -s 198.51.100.1/32 -j DROP" in text

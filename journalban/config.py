@@ -26,6 +26,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 FIREWALLS = ("iptables", "ipset", "nftables", "dry-run")
 BLOCKTYPES = ("drop", "reject")
 ON_STOP = ("keep", "remove")
+SCOPES = ("host", "fleet")
 # ipset set names stop at 31 characters: "jb-" + NAME + "-net4"
 MAX_JAIL_NAME_FOR = {"ipset": 31 - len("jb-") - len("-net4")}
 _CHAIN = re.compile(r"[A-Za-z0-9_-]{1,28}")
@@ -226,6 +227,9 @@ _JAIL_DEFAULTS: dict[str, Key] = {
     "on_unban": Key(_hook, "list of strings", [], "Program run after a ban is lifted, as `on_ban`."),
     "on_stop": Key(_choice(*ON_STOP), "string", "keep",
                    "What the daemon does with the jail's bans when it stops: `keep` them in force or `remove` them."),
+    "scope": Key(_choice(*SCOPES), "string", "host",
+                 "On a shared ledger: `host` counts this host's failures and enforces the bans it decided; "
+                 "`fleet` counts every host's failures in one window and enforces the ban on every host."),
 }
 
 SCHEMA: dict[str, dict[str, Key]] = {
@@ -311,6 +315,7 @@ class JailConfig:
     on_ban: tuple[str, ...]
     on_unban: tuple[str, ...]
     on_stop: str
+    scope: str  # "host" | "fleet": what a shared ledger's hosts count and enforce together
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from journalban.config import Config, JailConfig
 from journalban.control.context import DaemonContext
@@ -30,6 +31,9 @@ from journalban.own_addresses import own_addresses
 from journalban.pipeline import Pipeline
 from journalban.reconcile import Enforcement, Reconciler
 from journalban.schedule import ReconcileSchedule
+
+if TYPE_CHECKING:
+    from journalban.fleet import FleetWatcher  # psycopg: imported only on a shared ledger
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +71,12 @@ def restart_needed(running: Config, new: Config) -> list[str]:
     """What a reload cannot change in place, as problems naming the setting."""
     def shape(config: Config) -> object:
         return (config.ledger_url, config.node_name, config.control_socket, config.journal, config.syslog,
-                {j.name: (j.files, j.journal, j.syslog, layout(j), j.firewall) for j in config.enabled_jails})
+                {j.name: (j.files, j.journal, j.syslog, layout(j), j.firewall, j.scope)
+                 for j in config.enabled_jails})
 
     if shape(running) == shape(new):
         return []
-    return [f"{new.path}: the ledger, control socket, sources, jails or their firewalls changed: "
+    return [f"{new.path}: the ledger, control socket, sources, jails, their firewalls or scopes changed: "
             "restart journalban to apply that (policies, grammars and hooks reload in place)"]
 
 
@@ -88,7 +93,9 @@ class Daemon:
         self.config = config
         self.clock = clock
         self.jails = config.enabled_jails
-        self.ledger = Ledger(config.ledger_url, node=config.node_name)
+        self.ledger = Ledger(config.ledger_url, node=config.node_name,
+                             fleet_jails=[j.name for j in self.jails if j.scope == "fleet"],
+                             host_jails=[j.name for j in self.jails if j.scope == "host"])
         own = own_addresses() if any(j.ignoreself for j in self.jails) else ()
         self.detector = Detector({j.name: policy(j, own) for j in self.jails})
         self.hooks = Hooks({j.name: JailHooks(j.on_ban, j.on_unban) for j in self.jails})
@@ -100,6 +107,7 @@ class Daemon:
         self.notifier = SystemdNotifier()
         self.control = ControlServer(config.control_socket, DaemonContext(self, self.hooks, self.reload))
         self._tasks: set[asyncio.Task[object]] = set()
+        self.fleet: FleetWatcher | None = None  # on a shared ledger only
 
     def status_line(self) -> str:
         """One line for systemd's STATUS=: what has been read and decided so far."""
@@ -133,6 +141,7 @@ class Daemon:
                  result.expired, "repaired" if result.healed else "in order")
         await self.intake.open()
         self.schedule.start()
+        self._start_fleet()
         self.schedule.scheduler.add_job(self._purge, "interval", hours=1, id="retention",
                                         next_run_time=datetime.now(UTC))
         await self.control.start()
@@ -145,6 +154,8 @@ class Daemon:
             self.notifier.send("STOPPING=1")
             await self.control.stop()
             await self.intake.close()
+            if self.fleet is not None:
+                await self.fleet.stop()
             self.schedule.stop()
             await self.hooks.stop()
             self._on_stop()
@@ -160,6 +171,19 @@ class Daemon:
             return
         if purged:
             log.info("purged %d failure(s) older than %ds", purged, self.config.keep_failures)
+
+    def _start_fleet(self) -> None:
+        """On a shared ledger: count the fleet's failures in fleet-scoped jails, and reconcile
+        at once when another host bans or unbans (LISTEN/NOTIFY)."""
+        if not self.ledger.shared:
+            return
+        from journalban.fleet import FleetWatcher
+
+        findtime = max((j.findtime for j in self.jails if j.scope == "fleet"), default=0)
+        self.fleet = FleetWatcher(self.ledger, self.pipeline, self.schedule.wake, self.clock, findtime)
+        self.fleet.start()
+        log.info("fleet: node %s on a shared ledger; fleet-scoped jails: %s", self.ledger.node,
+                 ", ".join(sorted(self.ledger.fleet_jails)) or "none")
 
     def _sighup(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload())

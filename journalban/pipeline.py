@@ -67,6 +67,24 @@ class Pipeline:
             self.on_ban(bans)
         return bans
 
+    def observe_fleet(self, failures: Sequence[Failure], now: datetime) -> list[BanDecision]:
+        """Failures other hosts of the fleet read and recorded: counted in this host's windows,
+        so a fleet-scoped jail sees every host; only the bans they open are recorded here."""
+        bans: list[BanDecision] = []
+        for failure in failures:
+            if failure.jail not in self.detector.policies:
+                continue
+            self.counters["fleet"] += 1
+            verdict, decision = self.detector.observe(failure, now)
+            if decision is not None:
+                self.counters[verdict.value] += 1
+                log.info("%s (counting the fleet's failures)", decision)
+                bans.append(decision)
+        if bans:
+            self._record([], bans, {}, now)
+            self.on_ban(bans)
+        return bans
+
     def _record(self, failures: list[Failure], bans: list[BanDecision],
                 positions: Mapping[str, Position | JournalCursor], now: datetime) -> None:
         """Retry a failing ledger for a while, then give up loudly.

@@ -49,8 +49,13 @@ class Ban(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     reason: Mapped[str] = mapped_column(Text)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
-    end_reason: Mapped[str | None] = mapped_column(String(16), default=None)  # expired | unbanned | aggregated
+    end_reason: Mapped[str | None] = mapped_column(String(16), default=None)
+    # expired | unbanned | aggregated | replaced
     node: Mapped[str] = mapped_column(String(NODE_LIMIT))  # the host that decided it
+    # Plain columns for SQL that needs no date or address functions (see docs/ledger.md).
+    day: Mapped[str | None] = mapped_column(String(10), default=None)  # YYYY-MM-DD of started_at
+    network: Mapped[str | None] = mapped_column(String(64), default=None)  # the /24 or /64
+    seconds: Mapped[int | None] = mapped_column(BigInteger, default=None)  # bantime decided; NULL: forever
 
     __table_args__ = (
         Index("ix_bans_jail_address", "jail", "address"),
@@ -75,6 +80,8 @@ class Failure(Base):
     source: Mapped[str] = mapped_column(String(512))
     ban_id: Mapped[int | None] = mapped_column(ForeignKey("bans.id"), default=None)
     node: Mapped[str] = mapped_column(String(NODE_LIMIT))  # the host that read it
+    day: Mapped[str | None] = mapped_column(String(10), default=None)  # YYYY-MM-DD of occurred_at
+    network: Mapped[str | None] = mapped_column(String(64), default=None)  # the /24 or /64
 
     __table_args__ = (Index("ix_failures_jail_address_occurred", "jail", "address", "occurred_at"),)
 

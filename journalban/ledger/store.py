@@ -3,7 +3,7 @@
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,22 +13,24 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import delete, event, func, inspect, select, update
+from sqlalchemy import delete, event, exists, func, inspect, or_, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, attributes
 
 from journalban import paths
 from journalban.events import BanDecision
 from journalban.events import Failure as FailureEvent
 from journalban.ledger.engine import create_ledger_engine, upgrades_itself
 from journalban.ledger.models import MATCHED_TEXT_LIMIT, NODE_LIMIT, Ban, Failure, Heal, SourcePosition
+from journalban.ledger.views import ban_seconds, day_of, network_of
 from journalban.sources.files import Position
 from journalban.sources.journal import JournalCursor
 
 log = logging.getLogger(__name__)
 
 RECORD_ATTEMPTS = 3  # a batch that lost a race for a ban is recorded again, joining the winner's ban
+NOTIFY_CHANNEL = "journalban"  # PostgreSQL: "ban|end|failures NODE JAIL ADDRESS", sent on commit
 
 
 def newest_revision() -> str | None:
@@ -63,9 +65,42 @@ class _LedgerSession(Session):
 
 @event.listens_for(_LedgerSession, "before_flush")
 def _stamp_node(session: Session, _context: Any, _instances: Any) -> None:
+    """Every new row gets this host's node and the plain columns the SQL views group by."""
     for row in session.new:
         if isinstance(row, Failure | Ban) and row.node is None:
             row.node = session.info["node"]
+        if isinstance(row, Failure):
+            row.day, row.network = day_of(row.occurred_at), network_of(row.address)
+        elif isinstance(row, Ban):
+            row.day, row.network = day_of(row.started_at), network_of(row.address)
+            row.seconds = ban_seconds(row.started_at, row.expires_at)
+
+
+@event.listens_for(_LedgerSession, "after_flush")
+def _note_changes(session: Session, _context: Any) -> None:
+    """Remember what the fleet must hear of: bans opened or ended, failures of fleet-scoped jails."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    notes: set[str] = session.info.setdefault("notify", set())
+    node, fleet = session.info["node"], session.info.get("fleet_jails", frozenset())
+    for row in session.new:
+        if isinstance(row, Ban):
+            notes.add(f"{'ban' if row.ended_at is None else 'end'} {row.node or node} {row.jail} {row.address}")
+        elif isinstance(row, Failure) and row.jail in fleet:
+            notes.add(f"failures {node} {row.jail} -")
+    for row in session.dirty:
+        if isinstance(row, Ban) and row.ended_at is not None and attributes.get_history(row, "ended_at").added:
+            notes.add(f"end {node} {row.jail} {row.address}")
+
+
+@event.listens_for(_LedgerSession, "before_commit")
+def _notify(session: Session) -> None:
+    """NOTIFY in the transaction that made the change: listeners hear of it only if it commits."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    session.flush()  # before_commit runs before the final flush: collect its notes first
+    for note in sorted(session.info.pop("notify", ())):
+        session.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": NOTIFY_CHANNEL, "payload": note})
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +117,20 @@ class Ledger:
     """The single source of truth: failures, bans and how far each source was read."""
 
     node = ""  # set by __init__; a subclass that skips it (a read-only view) stamps nothing
+    fleet_jails: frozenset[str] = frozenset()  # scope = "fleet": counted and enforced fleet-wide
+    host_jails: frozenset[str] = frozenset()  # scope = "host": enforced where decided (shared ledger only)
 
-    def __init__(self, url: str, node: str | None = None) -> None:
+    def __init__(self, url: str, node: str | None = None, fleet_jails: Collection[str] = (),
+                 host_jails: Collection[str] = ()) -> None:
         self.url = url
         self.node = (node or socket.gethostname())[:NODE_LIMIT]  # [node] name: this host in a fleet
         self.engine = create_ledger_engine(url)
+        self.fleet_jails, self.host_jails = frozenset(fleet_jails), frozenset(host_jails)
+
+    @property
+    def shared(self) -> bool:
+        """Whether several hosts may share this ledger (PostgreSQL), so jail scopes matter."""
+        return not upgrades_itself(self.engine)
 
     @property
     def safe_url(self) -> str:
@@ -143,7 +187,8 @@ class Ledger:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
         """One unit of work: committed whole at the end, rolled back whole on error."""
-        with _LedgerSession(self.engine, expire_on_commit=False, info={"node": self.node}) as session, \
+        with _LedgerSession(self.engine, expire_on_commit=False,
+                            info={"node": self.node, "fleet_jails": self.fleet_jails}) as session, \
                 session.begin():
             yield session
 
@@ -223,13 +268,16 @@ class Ledger:
                 earlier = True
             else:
                 row.ban_id = ban.id
-        if earlier:
+        if earlier:  # a fleet-scoped window holds other hosts' failures too
             query = update(Failure).where(
-                Failure.node == self.node, Failure.jail == decision.jail, Failure.address == decision.address,
+                Failure.jail == decision.jail, Failure.address == decision.address,
                 Failure.ban_id.is_(None), Failure.occurred_at >= min(f.time for f in decision.failures))
+            if decision.jail not in self.fleet_jails:
+                query = query.where(Failure.node == self.node)
             if first_new is not None:
                 query = query.where(Failure.id < first_new)
-            session.execute(query.values(ban_id=ban.id))
+            # No session sync: it would walk every row of the batch for each ban.
+            session.execute(query.values(ban_id=ban.id).execution_options(synchronize_session=False))
 
     def ban_counts(self) -> dict[tuple[str, str], int]:
         """How often each address was banned in each jail: what growing ban times count."""
@@ -256,8 +304,16 @@ class Ledger:
             return {r.source: Position(r.inode, r.offset or 0) for r in rows if r.inode is not None}
 
     def active_bans(self) -> list[ActiveBan]:
+        """The bans in force that this host enforces: all of them, except on a shared ledger
+        a host-scoped jail's, which only the hosts whose own failures are behind them
+        enforce (the host that opened the ban, or whose failures joined it)."""
+        query = select(Ban).where(Ban.ended_at.is_(None))
+        if self.host_jails and self.shared:
+            own_failure = exists().where(Failure.jail == Ban.jail, Failure.address == Ban.address,
+                                         Failure.ban_id == Ban.id, Failure.node == self.node)
+            query = query.where(or_(Ban.jail.not_in(self.host_jails), Ban.node == self.node, own_failure))
         with self.transaction() as session:
-            rows = session.scalars(select(Ban).where(Ban.ended_at.is_(None)).order_by(Ban.id))
+            rows = session.scalars(query.order_by(Ban.id))
             return [ActiveBan(r.id, r.jail, r.address, r.started_at, r.expires_at, r.reason)
                     for r in rows]
 
@@ -273,10 +329,33 @@ class Ledger:
                     for r in rows]
 
     def purge_failures(self, before: datetime) -> int:
-        """Delete failures older than ``before`` (retention); bans are kept. Returns how many."""
+        """Delete failures older than ``before`` that no active ban rests on (retention);
+        bans are kept. Returns how many."""
+        active = select(Ban.id).where(Ban.ended_at.is_(None))
         with self.transaction() as session:
-            result = session.execute(delete(Failure).where(Failure.occurred_at < before))
+            result = session.execute(delete(Failure).where(
+                Failure.occurred_at < before, or_(Failure.ban_id.is_(None), Failure.ban_id.not_in(active))))
             return int(getattr(result, "rowcount", 0) or 0)
+
+    def last_failure_id(self) -> int:
+        """The highest failure id so far (0 for none): where a fleet watcher starts."""
+        with self.transaction() as session:
+            return session.scalar(select(func.max(Failure.id))) or 0
+
+    def fleet_failures(self, after: int, since: datetime | None = None) -> list[tuple[int, FailureEvent]]:
+        """Failures of fleet-scoped jails that other hosts recorded, with an id above ``after``,
+        in id order. With ``since``: only those since then that no ban has consumed (what a
+        starting host must count)."""
+        if not self.fleet_jails:
+            return []
+        query = select(Failure).where(Failure.id > after, Failure.node != self.node,
+                                      Failure.jail.in_(sorted(self.fleet_jails)))
+        if since is not None:
+            query = query.where(Failure.occurred_at >= since, Failure.ban_id.is_(None))
+        with self.transaction() as session:
+            return [(r.id, FailureEvent(jail=r.jail, address=r.address, time=r.occurred_at, rule=r.rule,
+                                        text=r.text, source=r.source))
+                    for r in session.scalars(query.order_by(Failure.id))]
 
     def open_failures(self, since: datetime) -> list[FailureEvent]:
         """This host's failures since ``since`` that no ban has consumed: the detector's windows

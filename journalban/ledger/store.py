@@ -30,6 +30,7 @@ from journalban.sources.journal import JournalCursor
 log = logging.getLogger(__name__)
 
 RECORD_ATTEMPTS = 3  # a batch that lost a race for a ban is recorded again, joining the winner's ban
+BULK = 5000  # rows per bulk statement: under every dialect's parameter limit
 NOTIFY_CHANNEL = "journalban"  # PostgreSQL: "ban|end|failures NODE JAIL ADDRESS", sent on commit
 
 
@@ -111,6 +112,9 @@ class ActiveBan:
     started_at: datetime
     expires_at: datetime
     reason: str
+
+
+ACTIVE_COLUMNS = (Ban.id, Ban.jail, Ban.address, Ban.started_at, Ban.expires_at, Ban.reason)
 
 
 class Ledger:
@@ -307,26 +311,28 @@ class Ledger:
         """The bans in force that this host enforces: all of them, except on a shared ledger
         a host-scoped jail's, which only the hosts whose own failures are behind them
         enforce (the host that opened the ban, or whose failures joined it)."""
-        query = select(Ban).where(Ban.ended_at.is_(None))
+        query = select(*ACTIVE_COLUMNS).where(Ban.ended_at.is_(None))
         if self.host_jails and self.shared:
             own_failure = exists().where(Failure.jail == Ban.jail, Failure.address == Ban.address,
                                          Failure.ban_id == Ban.id, Failure.node == self.node)
             query = query.where(or_(Ban.jail.not_in(self.host_jails), Ban.node == self.node, own_failure))
-        with self.transaction() as session:
-            rows = session.scalars(query.order_by(Ban.id))
-            return [ActiveBan(r.id, r.jail, r.address, r.started_at, r.expires_at, r.reason)
-                    for r in rows]
+        with self.transaction() as session:  # plain rows, not ORM objects: 100,000 bans load in a blink
+            return [ActiveBan(*row) for row in session.execute(query.order_by(Ban.id))]
 
     def expire_bans(self, now: datetime) -> list[ActiveBan]:
         """End every active ban whose time is up; returns the bans ended (by this host:
         rows another host is ending at the same moment are skipped, not ended twice)."""
         with self.transaction() as session:
-            rows = list(session.scalars(
-                select(Ban).where(Ban.ended_at.is_(None), Ban.expires_at <= now).with_for_update(skip_locked=True)))
-            for row in rows:
-                row.ended_at, row.end_reason = now, "expired"
-            return [ActiveBan(r.id, r.jail, r.address, r.started_at, r.expires_at, r.reason)
-                    for r in rows]
+            ended = [ActiveBan(*row) for row in session.execute(
+                select(*ACTIVE_COLUMNS).where(Ban.ended_at.is_(None), Ban.expires_at <= now)
+                .with_for_update(skip_locked=True))]
+            for start in range(0, len(ended), BULK):  # one UPDATE per chunk, not one per row
+                ids = [ban.id for ban in ended[start:start + BULK]]
+                session.execute(update(Ban).where(Ban.id.in_(ids)).values(ended_at=now, end_reason="expired")
+                                .execution_options(synchronize_session=False))
+            notes: set[str] = session.info.setdefault("notify", set())
+            notes.update(f"end {self.node} {ban.jail} {ban.address}" for ban in ended)
+            return ended
 
     def purge_failures(self, before: datetime) -> int:
         """Delete failures older than ``before`` that no active ban rests on (retention);

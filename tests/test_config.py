@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from journalban import paths
-from journalban.config import SCHEMA, ConfigError, load_config, parse_config
+from journalban.config import SCHEMA, ConfigError, default_config_path, load_config, parse_config
 from journalban.firewall.base import PortSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,3 +127,13 @@ def test_ipset_names_limit_jail_names() -> None:
     text = GOOD.replace("[jails.wplogin]", "[jails.twenty-four-characters-x]").replace(
         "maxretry = 1", 'firewall = "ipset"')
     assert "too long for the ipset firewall: at most 23 characters" in problems(text)[0]
+
+
+def test_etc_config_is_used_when_present_else_the_embedded_default(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    etc = tmp_path / "journalban.toml"
+    monkeypatch.setattr(paths, "SYSTEM_CONFIG", etc)
+    assert default_config_path() == paths.DEFAULT_CONFIG
+    etc.write_text('[ledger]\nurl = "sqlite:////tmp/etc.db"\n')
+    assert default_config_path() == etc
+    assert load_config().ledger_url == "sqlite:////tmp/etc.db"

@@ -33,6 +33,9 @@ def error_reply(message: str, problems: tuple[str, ...] = ()) -> dict[str, Any]:
     return reply
 
 
+SHORTEST_PREFIX = {4: 16, 6: 32}  # a wider subnet ban would cut off whole providers
+
+
 def parse_target(text: str) -> str:
     """An address or CIDR network as the ledger and the firewall write it: a host bare
     (``203.0.113.9``), a network with its prefix and host bits cleared (``203.0.113.0/24``),
@@ -51,6 +54,9 @@ def parse_target(text: str) -> str:
         mapped = network.network_address.ipv4_mapped
         if mapped is not None:
             network = ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
+    shortest = SHORTEST_PREFIX[network.version]
+    if network.prefixlen < shortest:
+        raise ValueError(f"{text!r}: networks wider than /{shortest} are refused for IPv{network.version}")
     if network.prefixlen == network.max_prefixlen:
         return str(network.network_address)
     return str(network)

@@ -49,7 +49,14 @@ def test_what_is_not_an_address_is_refused(daemon: FakeDaemon, text: str) -> Non
     assert not reply["ok"] and "address" in reply["error"]
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "198.51.100.7", "198.51.0.0/16", "0.0.0.0/0", "::/0"])
+@pytest.mark.parametrize("address", ["0.0.0.0/0", "10.0.0.0/8", "203.0.0.0/15", "::/0", "2001:db8::/31"])
+def test_networks_wider_than_16_or_32_bits_are_refused_even_with_force(daemon: FakeDaemon, address: str) -> None:
+    reply = daemon.ask({"command": "ban", "address": address, "jail": "wplogin", "force": True})
+    assert not reply["ok"] and "wider than" in reply["error"]
+    assert queries.active_bans(daemon.ledger, T0) == []
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "198.51.100.7", "198.51.0.0/16", "127.0.0.0/16"])
 def test_protected_addresses_need_force(daemon: FakeDaemon, address: str) -> None:
     refused = daemon.ask({"command": "ban", "address": address, "jail": "wplogin"})
     assert not refused["ok"] and "force" in refused["error"]

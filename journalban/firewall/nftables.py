@@ -1,11 +1,14 @@
-"""The nftables backend: one table ``inet journalban``, two interval sets per jail.
+"""The nftables backend: one table ``inet journalban``; per jail and family a host set and a network set.
 
 Everything lives in a table journalban owns whole, so the operator's tables are
-never read or written. Per jail and family a set ``<jail>-4`` / ``<jail>-6``
-(``flags interval``: hosts and networks together) is what the rules match; the
-rules sit in one base chain per hook (``input``; ``forward`` for FORWARD and
-DOCKER-USER), each tagged ``comment "<jail>"`` so a jail's rules can be told
-apart and rebuilt alone.
+never read or written. Per jail and family, single addresses go into a plain set
+``<jail>-4`` / ``<jail>-6`` (``type ipv4_addr`` / ``ipv6_addr``, a hash: adding
+and deleting 100,000 elements takes a fraction of a second) and networks into an
+interval set ``<jail>-net4`` / ``<jail>-net6`` (``flags interval``; nft 1.0.6
+deletes from an interval set at about 4 ms an element, so hosts never go there).
+The jail's rules match both sets; they sit in one base chain per hook (``input``;
+``forward`` for FORWARD and DOCKER-USER), each tagged ``comment "<jail>"`` so a
+jail's rules can be told apart and rebuilt alone.
 
 Hook priority ``filter - 1``: in nftables an ``accept`` in another base chain
 does not stop ours (every base chain on the hook sees the packet) while a drop
@@ -14,15 +17,26 @@ anywhere is final, so priority only decides who sees a packet first; one below
 hence DOCKER-USER's, which sit at ``filter``), so ban logging sees the packet
 before any other drop.
 
-An interval set refuses an element overlapping another, and ``auto-merge``
-would fold a banned host into its banned network and forget it. So only the
-outermost of a jail's entries go into ``<jail>-4``; entries inside another are
-recorded in ``<jail>-4-covered`` (``ipv4_addr . ipv4_addr``: first . last
-address), a plain set no rule reads. ``read`` reports a covered entry only while
-an enforced element contains it, so it returns exactly what was desired.
+A host inside a banned network is still its own element of the host set. Only
+networks inside networks need care: an interval set refuses an overlapping
+element ("interval overlaps with an existing one"), and ``auto-merge`` would
+fold the inner network into the outer and forget it. So only the outermost
+networks go into ``<jail>-net4``; those inside another are recorded in
+``<jail>-net4-covered`` (``ipv4_addr . ipv4_addr``: first . last address), a
+plain set no rule reads, reported by ``read`` only while an enforced element
+contains it. ``read`` thus returns exactly what was desired. (The layout before
+this one kept hosts in the interval set too, with ``<jail>-4-covered`` sets; an
+interval ``<jail>-4`` is a layout fault, and the repair recreates it and deletes
+the old ``-covered`` sets.)
 
-Planning is pure (snapshot + diff -> ``nft -f`` text); ``apply`` plans against a
-fresh ``nft -j list`` because deleting an absent element fails the transaction.
+Planning is pure (snapshot + diff -> ``nft -f`` text, one transaction) and
+linear: entries arrive normalised, so hosts are told apart by string checks and
+never parsed. ``apply`` plans against the snapshot its pass's ``read`` took (the
+backend contract allows it), sparing a second listing of 100,000 elements. Only
+elements that snapshot saw are deleted (nft 1.0.6 has no ``destroy element``, and
+deleting an absent element fails the transaction); should the table have changed
+between ``read`` and ``apply`` the transaction fails whole, changing nothing, and
+``apply`` plans once more against a fresh listing.
 """
 
 import bisect
@@ -42,7 +56,9 @@ PRIORITY = -1  # "filter - 1", as nft prints it in JSON
 JAIL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")  # an nft identifier: no leading digit
 LOG_LIMIT = "limit rate 6/minute"
 CHUNK = 5000  # elements per add/delete statement
-TIMEOUT = 120.0
+# A batch of 100,000 elements takes about a second, but a hung tool is rarer than a
+# big batch: a timeout must never turn a slow, correct transaction into a failure.
+TIMEOUT = 600.0
 
 Span = tuple[int, int]  # first and last address of an element, as integers
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -62,13 +78,25 @@ FAMILIES = (V4, V6)
 
 
 def set_name(jail: str, family: Family) -> str:
-    """The interval set the rules match; ValueError if nft could not name it."""
+    """The plain set of the jail's single addresses; ValueError if nft could not name it."""
     if not JAIL_NAME.fullmatch(jail):
         raise ValueError(f"jail name {jail!r}: nft names start with a letter or '_'")
     return f"{jail}-{family.version}"
 
 
+def net_name(jail: str, family: Family) -> str:
+    """The interval set of the jail's outermost networks."""
+    set_name(jail, family)
+    return f"{jail}-net{family.version}"
+
+
 def covered_name(jail: str, family: Family) -> str:
+    """The bookkeeping set of the jail's networks inside another of its networks."""
+    return net_name(jail, family) + "-covered"
+
+
+def obsolete_name(jail: str, family: Family) -> str:
+    """The bookkeeping set of the layout before the host/network split."""
     return set_name(jail, family) + "-covered"
 
 
@@ -90,7 +118,12 @@ def hook_chain(jail: JailLayout) -> str:
 class NftSet:
     type: tuple[str, ...]
     flags: tuple[str, ...]
-    spans: frozenset[Span]
+    spans: frozenset[Span] = frozenset()  # the elements of an interval or concatenated set
+    hosts: frozenset[str] = frozenset()  # the elements of a plain address set, normalised
+
+    @property
+    def plain(self) -> bool:
+        return len(self.type) == 1 and "interval" not in self.flags
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,12 +156,26 @@ def parse_listing(text: str) -> Snapshot:
         elif "set" in obj:
             s = obj["set"]
             kind = tuple(s["type"]) if isinstance(s["type"], list) else (s["type"],)
-            spans = frozenset(span for elem in s.get("elem", []) if (span := element_span(elem)))
-            sets[s["name"]] = NftSet(kind, tuple(s.get("flags", ())), spans)
+            flags = tuple(s.get("flags", ()))
+            elems = s.get("elem", [])
+            if len(kind) == 1 and "interval" not in flags:
+                sets[s["name"]] = NftSet(kind, flags, hosts=frozenset(h for e in elems if (h := element_host(e))))
+            else:
+                sets[s["name"]] = NftSet(kind, flags, spans=frozenset(sp for e in elems if (sp := element_span(e))))
         elif "rule" in obj:
             r = obj["rule"]
             rules.append(NftRule(r["chain"], r["handle"], r.get("comment"), describe(r.get("expr", []))))
     return Snapshot(chains, sets, tuple(rules))
+
+
+def element_host(elem: Any) -> str | None:
+    """An element of a plain address set as an entry. nft prints addresses as inet_ntop
+    does, which is Python's form too except for IPv6 written with a dotted quad."""
+    if isinstance(elem, dict) and isinstance(elem.get("elem"), dict):  # carrying a timeout or comment
+        elem = elem["elem"].get("val")
+    if not isinstance(elem, str):
+        return None
+    return str(ipaddress.IPv6Address(elem)) if ":" in elem and "." in elem else elem
 
 
 def element_span(elem: Any) -> Span | None:
@@ -220,22 +267,24 @@ def _port_range(port: str) -> tuple[int, int]:
 
 
 def jail_rules(jail: JailLayout) -> list[str]:
-    """The jail's rules in order: per family and port group, the log rule (if any), then the block."""
+    """The jail's rules in order: per family, port group and set (hosts, then networks),
+    the log rule (if any), then the block."""
     groups: list[PortSpec | None] = list(jail.ports) if jail.ports is not None else [None]
     rules = []
     for family in FAMILIES:
         for spec in groups:
-            match = f"{family.payload} saddr @{set_name(jail.name, family)}"
-            if spec is not None:
-                match += f" {spec.protocol} dport {_port_set(_port_range(p) for p in spec.ports)}"
-            if jail.log:
-                rules.append(f'{match} {LOG_LIMIT} log prefix "journalban {jail.name}: "')
-            if jail.blocktype == "drop":
-                rules.append(f"{match} drop")
-            elif spec is not None and spec.protocol == "tcp":
-                rules.append(f"{match} reject with tcp reset")
-            else:
-                rules.append(f"{match} reject with icmpx type port-unreachable")
+            for name in (set_name(jail.name, family), net_name(jail.name, family)):
+                match = f"{family.payload} saddr @{name}"
+                if spec is not None:
+                    match += f" {spec.protocol} dport {_port_set(_port_range(p) for p in spec.ports)}"
+                if jail.log:
+                    rules.append(f'{match} {LOG_LIMIT} log prefix "journalban {jail.name}: "')
+                if jail.blocktype == "drop":
+                    rules.append(f"{match} drop")
+                elif spec is not None and spec.protocol == "tcp":
+                    rules.append(f"{match} reject with tcp reset")
+                else:
+                    rules.append(f"{match} reject with icmpx type port-unreachable")
     return rules
 
 
@@ -247,21 +296,30 @@ class Faults:
 
     missing_table: bool = False
     chains: frozenset[str] = frozenset()  # needed base chains missing or built otherwise
-    sets: frozenset[str] = frozenset()  # needed sets missing or of another type
+    sets: frozenset[str] = frozenset()  # needed sets missing or of another type or flags
     jails: frozenset[str] = frozenset()  # jails whose rules are not exactly the wanted ones
     foreign: tuple[NftRule, ...] = ()  # rules in our table that belong to no jail
+    obsolete: frozenset[str] = frozenset()  # the jails' sets of the old layout, still there
 
     def __bool__(self) -> bool:
-        return bool(self.missing_table or self.chains or self.sets or self.jails or self.foreign)
+        return bool(self.missing_table or self.chains or self.sets or self.jails or self.foreign or self.obsolete)
 
 
 def wanted_sets(jail: str, family: Family) -> dict[str, NftSet]:
-    return {set_name(jail, family): NftSet((family.addr_type,), ("interval",), frozenset()),
-            covered_name(jail, family): NftSet((family.addr_type, family.addr_type), (), frozenset())}
+    return {set_name(jail, family): NftSet((family.addr_type,), ()),
+            net_name(jail, family): NftSet((family.addr_type,), ("interval",)),
+            covered_name(jail, family): NftSet((family.addr_type, family.addr_type), ())}
 
 
 def _set_ok(have: NftSet | None, want: NftSet) -> bool:
     return have is not None and have.type == want.type and set(have.flags) == set(want.flags)
+
+
+def _obsolete(snapshot: Snapshot, jails: Iterable[str]) -> frozenset[str]:
+    names = set(jails)
+    wanted = {s for j in names for f in FAMILIES for s in wanted_sets(j, f)}
+    return frozenset(n for j in names for f in FAMILIES
+                     if (n := obsolete_name(j, f)) in snapshot.sets and n not in wanted)
 
 
 def find_faults(snapshot: Snapshot | None, jails: Sequence[JailLayout]) -> Faults:
@@ -281,7 +339,7 @@ def find_faults(snapshot: Snapshot | None, jails: Sequence[JailLayout]) -> Fault
             foreign.append(rule)
     wrong = frozenset(j.name for j in jails
                       if have.get(j.name, []) != [(hook_chain(j), text) for text in jail_rules(j)])
-    return Faults(False, chains, sets, wrong, tuple(foreign))
+    return Faults(False, chains, sets, wrong, tuple(foreign), _obsolete(snapshot, (j.name for j in jails)))
 
 
 # --- entries -----------------------------------------------------------------------
@@ -319,20 +377,30 @@ def span_text(span: Span, family: Family, separator: str) -> str:
     return f"{_address(span[0], family)}{separator}{_address(span[1], family)}"
 
 
+def held_hosts(snapshot: Snapshot, jail: str, family: Family) -> frozenset[str]:
+    """The host set's elements, if it is the set the layout wants."""
+    name = set_name(jail, family)
+    have = snapshot.sets.get(name)
+    if have is None or not _set_ok(have, wanted_sets(jail, family)[name]):
+        return frozenset()
+    return have.hosts
+
+
 def held_spans(snapshot: Snapshot, jail: str, family: Family) -> set[Span]:
-    """What the jail's sets hold for one family, as network spans: the enforced elements,
-    plus the covered entries an enforced element contains."""
-    enforced = snapshot.sets.get(set_name(jail, family))
+    """What the jail's network sets hold for one family, as network spans: the enforced
+    elements, plus the covered entries an enforced element contains."""
+    want = wanted_sets(jail, family)
+    enforced = snapshot.sets.get(net_name(jail, family))
     covered = snapshot.sets.get(covered_name(jail, family))
-    if enforced is None or enforced.type != (family.addr_type,):
+    if enforced is None or not _set_ok(enforced, want[net_name(jail, family)]):
         return set()
-    spans = sorted(enforced.spans)
-    held = {piece for span in spans for piece in cidr_spans(span, family)}
-    if covered is not None and covered.type == (family.addr_type, family.addr_type):
-        firsts = [first for first, _ in spans]
+    held = {piece for span in enforced.spans for piece in cidr_spans(span, family)}
+    if covered is not None and _set_ok(covered, want[covered_name(jail, family)]) and covered.spans:
+        outer = sorted(enforced.spans)  # interval elements never overlap: sorted, their ends ascend too
+        firsts = [first for first, _ in outer]
         for span in covered.spans:
             i = bisect.bisect_right(firsts, span[0]) - 1
-            if i >= 0 and spans[i][1] >= span[1]:
+            if i >= 0 and outer[i][1] >= span[1]:
                 held.update(cidr_spans(span, family))
     return held
 
@@ -340,8 +408,12 @@ def held_spans(snapshot: Snapshot, jail: str, family: Family) -> set[Span]:
 def entries_in(snapshot: Snapshot | None, jails: Sequence[JailLayout]) -> set[Entry]:
     if snapshot is None:
         return set()
-    return {(jail.name, entry_text(span, family)) for jail in jails for family in FAMILIES
-            for span in held_spans(snapshot, jail.name, family)}
+    entries: set[Entry] = set()
+    for jail in jails:
+        for family in FAMILIES:
+            entries.update((jail.name, host) for host in held_hosts(snapshot, jail.name, family))
+            entries.update((jail.name, entry_text(span, family)) for span in held_spans(snapshot, jail.name, family))
+    return entries
 
 
 def split_outermost(spans: Iterable[Span]) -> tuple[set[Span], set[Span]]:
@@ -364,23 +436,31 @@ def entry_span(address: str, family: Family) -> Span | None:
 
 # --- plan --------------------------------------------------------------------------
 
-def _elements(verb: str, name: str, spans: Iterable[Span], family: Family, separator: str) -> Iterator[str]:
-    texts = [span_text(s, family, separator) for s in sorted(spans)]
-    for i in range(0, len(texts), CHUNK):
-        yield f"{verb} element {TABLE} {name} {{ {', '.join(texts[i:i + CHUNK])} }}"
+def _elements(verb: str, name: str, texts: Iterable[str]) -> Iterator[str]:
+    ordered = sorted(texts)
+    for i in range(0, len(ordered), CHUNK):
+        yield f"{verb} element {TABLE} {name} {{ {', '.join(ordered[i:i + CHUNK])} }}"
+
+
+def _by_jail(entries: Iterable[Entry]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for jail, address in entries:
+        grouped.setdefault(jail, []).append(address)
+    return grouped
 
 
 def plan_apply(snapshot: Snapshot | None, jails: Sequence[JailLayout], diff: Diff) -> str | None:
     """The ``nft -f`` text for one apply: layout repairs (if asked), then element changes."""
     layouts = {jail.name: jail for jail in jails}
-    for jail_name, _ in diff.add:
+    adds, removes = _by_jail(diff.add), _by_jail(diff.remove)
+    for jail_name in adds:
         if jail_name not in layouts:
             raise ValueError(f"ban in jail {jail_name!r}, which is not among the jails given")
     current = snapshot or Snapshot()
     faults = find_faults(snapshot, jails)
     drop_rules: list[str] = []
     drop_chains: list[str] = []
-    drop_sets: list[str] = []
+    drop_sets = [f"delete set {TABLE} {name}" for name in sorted(faults.obsolete)]
     add_chains: list[str] = []
     add_sets: list[str] = []
     add_rules: list[str] = []
@@ -398,7 +478,7 @@ def plan_apply(snapshot: Snapshot | None, jails: Sequence[JailLayout], diff: Dif
                     add_sets.append(f"add set {TABLE} {name} {{ type {kind};{flags} }}")
                     emptied.add(name)
     # a jail whose set is (re)created needs its rules again: they went with the old set
-    rebuild = {j.name for j in jails if (set(wanted_sets(j.name, V4)) | set(wanted_sets(j.name, V6))) & faults.sets}
+    rebuild = {j.name for j in jails if any(name in faults.sets for f in FAMILIES for name in wanted_sets(j.name, f))}
     if diff.repair_layout or rebuild:
         rebuild |= set(faults.jails)
         for chain in sorted(faults.chains):
@@ -417,26 +497,43 @@ def plan_apply(snapshot: Snapshot | None, jails: Sequence[JailLayout], diff: Dif
     lines = [*drop_rules, *drop_chains, *drop_sets, *add_chains, *add_sets, *add_rules]
     for jail in jails:
         for family in FAMILIES:
-            lines += _plan_elements(current, jail.name, family, diff, emptied)
+            lines += _plan_hosts(current, jail.name, family, adds.get(jail.name, ()), removes.get(jail.name, ()),
+                                 emptied)
+            lines += _plan_networks(current, jail.name, family, adds.get(jail.name, ()),
+                                    removes.get(jail.name, ()), emptied)
     return "\n".join([*lines, ""]) if lines else None
 
 
-def _plan_elements(snapshot: Snapshot, jail: str, family: Family, diff: Diff, emptied: set[str]) -> list[str]:
-    enforced_name, covered_name_ = set_name(jail, family), covered_name(jail, family)
-    add = {span for j, a in diff.add if j == jail and (span := entry_span(a, family))}
-    remove = {span for j, a in diff.remove if j == jail and (span := entry_span(a, family))}
-    if not add and not remove and not {enforced_name, covered_name_} & emptied:
-        return []
+def _plan_hosts(snapshot: Snapshot, jail: str, family: Family, add: Sequence[str], remove: Sequence[str],
+                emptied: set[str]) -> list[str]:
+    """Host set changes: add every host entry (adding a present element is no error), delete
+    those the snapshot holds (all that can be there: a set recreated now starts empty)."""
+    name = set_name(jail, family)
+    have = frozenset() if name in emptied else held_hosts(snapshot, jail, family)
+    v6 = family.version == 6
+    return [*_elements("delete", name, (a for a in remove if a in have)),
+            *_elements("add", name, (a for a in add if "/" not in a and (":" in a) == v6))]
+
+
+def _plan_networks(snapshot: Snapshot, jail: str, family: Family, add: Sequence[str], remove: Sequence[str],
+                   emptied: set[str]) -> list[str]:
+    """Network set changes: the outermost networks enforced, the rest put aside as covered."""
+    enforced_name, covered_name_ = net_name(jail, family), covered_name(jail, family)
     spans = {name: (frozenset() if name in emptied or name not in snapshot.sets else snapshot.sets[name].spans)
              for name in (enforced_name, covered_name_)}
-    sets = {enforced_name: NftSet((family.addr_type,), (), spans[enforced_name]),
-            covered_name_: NftSet((family.addr_type,) * 2, (), spans[covered_name_])}
-    held = held_spans(Snapshot(sets=sets), jail, family)
-    outer, inner = split_outermost((held - remove) | add)
-    return [*_elements("delete", enforced_name, spans[enforced_name] - outer, family, "-"),
-            *_elements("delete", covered_name_, spans[covered_name_] - inner, family, " . "),
-            *_elements("add", enforced_name, outer - spans[enforced_name], family, "-"),
-            *_elements("add", covered_name_, inner - spans[covered_name_], family, " . ")]
+    want = wanted_sets(jail, family)
+    view = Snapshot(sets={name: NftSet(want[name].type, want[name].flags, spans[name]) for name in spans})
+    held = {entry_text(span, family): span for span in held_spans(view, jail, family)}
+    gone = {held[a] for a in remove if a in held}  # a host can be here too: a /32 added by hand
+    new = {span for a in add if "/" in a and (span := entry_span(a, family))}
+    if not gone and not new and not {enforced_name, covered_name_} & emptied:
+        return []
+    outer, inner = split_outermost((set(held.values()) - gone) | new)
+    return [*_elements("delete", enforced_name, (span_text(s, family, "-") for s in spans[enforced_name] - outer)),
+            *_elements("delete", covered_name_,
+                       (span_text(s, family, " . ") for s in spans[covered_name_] - inner)),
+            *_elements("add", enforced_name, (span_text(s, family, "-") for s in outer - spans[enforced_name])),
+            *_elements("add", covered_name_, (span_text(s, family, " . ") for s in inner - spans[covered_name_]))]
 
 
 def plan_remove(snapshot: Snapshot | None, jails: Sequence[JailLayout]) -> str | None:
@@ -444,7 +541,8 @@ def plan_remove(snapshot: Snapshot | None, jails: Sequence[JailLayout]) -> str |
     if snapshot is None:
         return None
     names = {j.name for j in jails}
-    ours = {s for name in names for f in FAMILIES for s in wanted_sets(name, f)} & snapshot.sets.keys()
+    ours = ({s for name in names for f in FAMILIES for s in wanted_sets(name, f)} & snapshot.sets.keys()
+            | _obsolete(snapshot, names))
     keep_rules = [r for r in snapshot.rules if r.comment not in names]
     if not keep_rules and not snapshot.sets.keys() - ours:
         return f"delete table {TABLE}\n"
@@ -455,22 +553,40 @@ def plan_remove(snapshot: Snapshot | None, jails: Sequence[JailLayout]) -> str |
 
 # --- run ---------------------------------------------------------------------------
 
+class Refused(FirewallError):
+    """nft ran and refused the transaction (which then changed nothing)."""
+
+
 class NftablesFirewall:
-    """Sets ``<jail>-4``/``<jail>-6`` matched from base chains in table ``inet journalban``."""
+    """Sets ``<jail>-4``/``-6`` (hosts) and ``<jail>-net4``/``-net6`` (networks) matched from
+    base chains in table ``inet journalban``."""
 
     name = "nftables"
 
     def __init__(self, command_prefix: Sequence[str] = ()) -> None:
         self.command_prefix = tuple(command_prefix)
+        self._read: tuple[Snapshot | None] | None = None  # what the last read saw, for the apply after it
 
     def read(self, jails: Sequence[JailLayout]) -> Actual:
+        self._read = None
         snapshot = self.snapshot()
+        self._read = (snapshot,)
         return Actual(entries=frozenset(entries_in(snapshot, jails)), layout_ok=not find_faults(snapshot, jails))
 
     def apply(self, jails: Sequence[JailLayout], diff: Diff) -> None:
+        """One transaction planned against the last read's snapshot; if the table changed
+        since, nft refuses it whole and it is planned again against a fresh listing."""
+        seen, self._read = self._read, None
+        if seen is not None:
+            try:
+                self._load(plan_apply(seen[0], jails, diff))
+                return
+            except Refused:
+                pass
         self._load(plan_apply(self.snapshot(), jails, diff))
 
     def remove(self, jails: Sequence[JailLayout]) -> None:
+        self._read = None
         self._load(plan_remove(self.snapshot(), jails))
 
     def snapshot(self) -> Snapshot | None:
@@ -489,7 +605,7 @@ class NftablesFirewall:
         command = [*self.command_prefix, "nft", "-f", "-"]
         done = self._run(command, text)
         if done.returncode != 0:
-            raise FirewallError(f"{' '.join(command)} exited {done.returncode}: {done.stderr.strip()[:2000]}")
+            raise Refused(f"{' '.join(command)} exited {done.returncode}: {done.stderr.strip()[:2000]}")
 
     def _run(self, command: list[str], stdin: str | None) -> "subprocess.CompletedProcess[str]":
         try:

@@ -123,9 +123,9 @@ def bare_for(backend: str, addrs: Sequence[str]) -> Bare:
                     "".join(f"del {name} {a}\n" for a in addrs),
                     f"destroy {name}\n",
                     lambda ns: count_ipset(ns, name))
-    # the same set type journalban builds: an interval set of ipv4_addr
+    # the same set type journalban builds for hosts: a plain set of ipv4_addr
     return Bare(["nft", "-f", "-"],
-                "".join(["table inet jbbare {\n  set s {\n    type ipv4_addr; flags interval;\n",
+                "".join(["table inet jbbare {\n  set s {\n    type ipv4_addr;\n",
                          "    elements = { ", ", ".join(addrs), " }\n  }\n}\n"]),
                 f"delete element inet jbbare s {{ {', '.join(addrs)} }}\n",
                 "delete table inet jbbare\n",
@@ -469,18 +469,13 @@ def load_layout(backend: str, ns: Namespace, addrs: Sequence[str]) -> None:
             text = (f"*filter\n-I INPUT 1 -m set --match-set jb-{JAIL}-{version} src -j DROP\n"
                     f"-I INPUT 2 -m set --match-set jb-{JAIL}-net{version} src -j DROP\nCOMMIT\n")
             ns.run([tool, "-w", "--noflush"], input=text)
-    else:
-        text = "".join([
-            "table inet journalban {\n",
-            f"  set {JAIL}-4 {{ type ipv4_addr; flags interval; elements = {{ {', '.join(addrs)} }} }}\n",
-            f"  set {JAIL}-4-covered {{ type ipv4_addr . ipv4_addr; }}\n",
-            f"  set {JAIL}-6 {{ type ipv6_addr; flags interval; }}\n",
-            f"  set {JAIL}-6-covered {{ type ipv6_addr . ipv6_addr; }}\n",
-            "  chain input { type filter hook input priority filter - 1; policy accept;\n",
-            f'    ip saddr @{JAIL}-4 drop comment "{JAIL}"\n',
-            f'    ip6 saddr @{JAIL}-6 drop comment "{JAIL}"\n',
-            "  }\n}\n"])
-        ns.run(["nft", "-f", "-"], input=text, timeout=300)
+    else:  # journalban's own apply: the layout is exactly the backend's, whatever it is today
+        from journalban.firewall.base import Diff, JailLayout
+        from journalban.firewall.nftables import NftablesFirewall
+
+        firewall, jails = NftablesFirewall(tuple(ns.argv([]))), (JailLayout(JAIL),)
+        firewall.read(jails)
+        firewall.apply(jails, Diff(add=frozenset((JAIL, a) for a in addrs), repair_layout=True))
 
 
 def flood(server: Namespace, attacker: Namespace, seconds: float) -> tuple[float, int]:

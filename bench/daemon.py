@@ -1,0 +1,532 @@
+"""The whole daemon on a followed file: throughput, detection latency, start-up, memory.
+
+    .venv/bin/python -m bench.daemon [--lines 1000000] [--latency-bans 200] [--startup-bans 100000]
+                                     [--rss-lines 3000000 --rss-sources 1000000] [--profile-lines 300000]
+                                     [--skip throughput,latency,kernel,startup,rss,profile]
+
+Every run is ``journalban run`` as a child process in a temporary directory (removed at
+the end): SQLite ledger and ``[control] socket`` there, ``[sources.files] poll_interval =
+0.05``, ``ignoreself = false``, one jail on a file there; firewall ``dry-run`` unless said.
+
+1. **Throughput.** Jail ``sshd`` (``applies syslog``: the file is read as syslog), maxretry
+   5, findtime 10m. ``corpus.py sshd N --start now --span 60`` is generated first, then
+   appended to the followed file in 1 MiB writes as fast as possible once the daemon
+   says "journalban ready". Timed from the first write until ``SELECT count(*) FROM
+   failures`` equals the corpus's failure count (polled every 0.1 s, bounded), and the
+   set of banned addresses must equal the bans of ``journalban replay -g sshd FILE --json
+   --maxretry 5 --findtime 600`` on the same file. Target >= 500,000 lines/s.
+2. **Detection latency.** Same jail with maxretry 1; one failure line with a new address
+   is appended, then the ledger is polled (every 1 ms) for its ban row; a random pause
+   (0-50 ms, so the line lands anywhere in the poll cycle) before the next. p50/p99.
+   Target p99 <= 50 ms. With ``kernel`` also done with the ``iptables`` backend inside a
+   network namespace, polled with ``iptables-save`` in it until the DROP rule shows
+   (each poll is a process start, ~5 ms, which the figure includes).
+3. **Start-up** with ``--startup-bans`` active bans written straight into the ledger's
+   ``bans`` table and an empty firewall: from process start to "journalban ready" on
+   stderr; dry-run, and with ``ipset`` in a network namespace. Target <= 5 s.
+4. **Memory.** Jail ``wp-limit-login`` (raw lines), maxretry 1,000,000,000, findtime 1h:
+   ``corpus.py wplimit L --sources S --start now --span 300`` appended; once every failure
+   is in the ledger, VmRSS (and VmHWM) of the daemon from /proc/PID/status, with S
+   addresses in its windows. Target <= 200 MB.
+5. **Profile** (``--profile-lines``): run 1 again under ``python -m cProfile`` (the main
+   thread only: the reconcile scheduler's thread is not seen) and print where the time
+   goes, grouped by stage of the file path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import pstats
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.run import Figure
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.replay import PYTHON, Corpus, corpus  # noqa: E402
+
+NODE = "bench"
+STAMP = "%Y-%m-%d %H:%M:%S.%f"
+MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+TARGET_RATE = 500_000
+TARGET_P99_MS = 50.0
+TARGET_STARTUP = 5.0
+TARGET_RSS_MB = 200.0
+
+
+def config(tmp: Path, log: Path, grammar: str, maxretry: int, findtime: str, firewall: str = "dry-run") -> Path:
+    path = tmp / "journalban.toml"
+    path.write_text(f"""
+[control]
+socket = "{tmp}/control.sock"
+
+[ledger]
+url = "sqlite:///{tmp}/ledger.db"
+
+[node]
+name = "{NODE}"
+
+[sources.files]
+poll_interval = 0.05
+
+[sources.journal]
+enabled = false
+
+[jails.bench]
+grammar = "{grammar}"
+files = ["{log}"]
+maxretry = {maxretry}
+findtime = "{findtime}"
+firewall = "{firewall}"
+ignoreself = false
+""")
+    return path
+
+
+class Daemon:
+    """``journalban run`` as a child; optionally inside a namespace or under cProfile."""
+
+    def __init__(self, tmp: Path, cfg: Path, prefix: Sequence[str] = (), profile: Path | None = None) -> None:
+        self.tmp = tmp
+        self.stderr = tmp / f"daemon-{time.monotonic_ns()}.log"
+        argv = [PYTHON, *(["-m", "cProfile", "-o", str(profile)] if profile else []), "-m", "journalban", "run",
+                "-c", str(cfg)]
+        self._err = self.stderr.open("w")
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen([*prefix, *argv], stdout=subprocess.DEVNULL, stderr=self._err, cwd=ROOT)
+        self.ready_at: float | None = None
+
+    def wait_ready(self, timeout: float = 120.0) -> float:
+        """Seconds from process start to "journalban ready"."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if "journalban ready" in self.stderr.read_text(errors="replace"):
+                self.ready_at = time.perf_counter()
+                return self.ready_at - self.started
+            if self.process.poll() is not None:
+                raise RuntimeError(f"journalban exited {self.process.returncode}:\n{self.log_tail()}")
+            time.sleep(0.01)
+        raise RuntimeError(f"journalban not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return self.stderr.read_text(errors="replace")[-3000:]
+
+    def rss(self) -> tuple[float, float]:
+        """VmRSS and VmHWM in MB."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        values = {k: int(v.split()[0]) / 1024 for k, v in re.findall(r"^(VmRSS|VmHWM):\s+(.*)$", status, re.M)}
+        return values["VmRSS"], values["VmHWM"]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._err.close()
+
+
+@contextlib.contextmanager
+def daemon(tmp: Path, cfg: Path, prefix: Sequence[str] = (), profile: Path | None = None) -> Iterator[Daemon]:
+    running = Daemon(tmp, cfg, prefix, profile)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def query(tmp: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
+    path = tmp / "ledger.db"
+    if not path.exists():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=10)) as db:
+            return db.execute(sql, params).fetchall()
+    except sqlite3.OperationalError:
+        return []
+
+
+def failures(tmp: Path) -> int:
+    rows = query(tmp, "SELECT count(*) FROM failures")
+    return int(str(rows[0][0])) if rows else 0
+
+
+def banned(tmp: Path) -> set[str]:
+    return {str(r[0]) for r in query(tmp, "SELECT DISTINCT address FROM bans")}
+
+
+def append(source: Path, target: Path, chunk: int = 1 << 20) -> float:
+    """Copy ``source`` onto the end of ``target``; returns the seconds it took."""
+    started = time.perf_counter()
+    with source.open("rb") as src, target.open("ab", buffering=0) as dst:
+        while data := src.read(chunk):
+            dst.write(data)
+    return time.perf_counter() - started
+
+
+def replay_bans(path: Path, grammar: str, maxretry: int, findtime: int) -> set[str]:
+    done = subprocess.run([PYTHON, "-m", "journalban", "replay", "-g", grammar, str(path), "--json",
+                           "--maxretry", str(maxretry), "--findtime", str(findtime)],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
+    return {b["address"] for b in json.loads(done.stdout)["bans"]}
+
+
+# --- 1. throughput --------------------------------------------------------------------------------------
+
+
+def throughput(tmp: Path, data: Corpus, expected_bans: set[str], profile: Path | None = None) -> dict[str, object]:
+    work = tmp / ("profile" if profile else "throughput")
+    work.mkdir()
+    log = work / "auth.log"
+    log.touch()
+    cfg = config(work, log, "sshd", 5, "10m")
+    with daemon(work, cfg, profile=profile) as running:
+        ready = running.wait_ready()
+        started = time.perf_counter()
+        writing = append(data.path, log)
+        deadline = started + max(120.0, data.lines / 10_000)
+        seen = 0
+        while time.perf_counter() < deadline and running.process.poll() is None:
+            seen = failures(work)
+            if seen >= data.failures:
+                break
+            time.sleep(0.1)
+        seconds = time.perf_counter() - started
+        bans = banned(work)
+        tail = running.log_tail()
+    return {"seconds": seconds, "writing": writing, "ready": ready, "failures": seen, "bans": bans,
+            "bans_ok": bans == expected_bans, "missing": len(expected_bans - bans), "extra": len(bans - expected_bans),
+            "complete": seen >= data.failures, "tail": tail}
+
+
+# --- 2. latency -------------------------------------------------------------------------------------------
+
+
+def syslog_line(address: str) -> str:
+    now = datetime.now(UTC)
+    stamp = f"{MONTHS[now.month - 1]} {now.day:2d} {now:%H:%M:%S}"
+    return f"{stamp} web1 sshd[4242]: Failed password for root from {address} port 22 ssh2\n"
+
+
+def bench_address(i: int) -> str:
+    return f"198.18.{i // 250}.{i % 250 + 1}"
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def latency(tmp: Path, count: int, kernel: bool) -> list[float]:
+    """Seconds from the append of one failure to its ban in the ledger (or in the kernel)."""
+    work = tmp / ("latency-kernel" if kernel else "latency")
+    work.mkdir()
+    log = work / "auth.log"
+    log.touch()
+    rng = random.Random(7)
+    out: list[float] = []
+    with contextlib.ExitStack() as stack:
+        prefix: list[str] = []
+        ns = None
+        if kernel:
+            from tests.netns import namespace
+
+            ns = stack.enter_context(namespace("jb-bench"))
+            prefix = ["ip", "netns", "exec", ns.name]
+        running = stack.enter_context(daemon(work, config(work, log, "sshd", 1, "10m",
+                                                          "iptables" if kernel else "dry-run"), prefix))
+        running.wait_ready()
+        ledger = sqlite3.connect(work / "ledger.db", timeout=10)
+        stack.callback(ledger.close)
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+        stack.callback(os.close, fd)
+        for i in range(count):
+            address = bench_address(i)
+            line = syslog_line(address).encode()
+            started = time.perf_counter()
+            os.write(fd, line)
+            deadline = started + 10.0
+            while time.perf_counter() < deadline:
+                if kernel:
+                    assert ns is not None
+                    dump = subprocess.run(ns.argv(["iptables-save", "-t", "filter"]), check=False,
+                                          capture_output=True, text=True).stdout
+                    if f"-s {address}/32" in dump:
+                        break
+                else:
+                    if ledger.execute("SELECT 1 FROM bans WHERE address = ?", (address,)).fetchone():
+                        break
+                    time.sleep(0.001)
+            else:
+                raise RuntimeError(f"no ban of {address} after 10 s:\n{running.log_tail()}")
+            out.append(time.perf_counter() - started)
+            time.sleep(rng.uniform(0, 0.05))
+    return out
+
+
+# --- 3. start-up ------------------------------------------------------------------------------------------
+
+
+def fill_bans(tmp: Path, cfg: Path, count: int) -> None:
+    """The schema (``journalban db upgrade``), then ``count`` active bans in jail ``bench``."""
+    subprocess.run([PYTHON, "-m", "journalban", "db", "upgrade", "-c", str(cfg)], cwd=ROOT, check=True,
+                   capture_output=True)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    started, expires = (now - timedelta(minutes=1)).strftime(STAMP), (now + timedelta(days=1)).strftime(STAMP)
+    rows = ((f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" if i else "10.255.255.254", started, expires)
+            for i in range(1, count + 1))
+    with contextlib.closing(sqlite3.connect(tmp / "ledger.db")) as db, db:
+        db.executemany("INSERT INTO bans (jail, address, started_at, expires_at, reason, node) "
+                       "VALUES ('bench', ?, ?, ?, 'bench', 'bench')", rows)
+
+
+def startup(tmp: Path, count: int, firewall: str) -> tuple[float, str]:
+    work = tmp / f"startup-{firewall}"
+    work.mkdir()
+    log = work / "auth.log"
+    log.touch()
+    cfg = config(work, log, "sshd", 5, "10m", firewall)
+    fill_bans(work, cfg, count)
+    with contextlib.ExitStack() as stack:
+        prefix: list[str] = []
+        ns = None
+        if firewall != "dry-run":
+            from tests.netns import namespace
+
+            ns = stack.enter_context(namespace("jb-bench"))
+            prefix = ["ip", "netns", "exec", ns.name]
+        running = stack.enter_context(daemon(work, cfg, prefix))
+        seconds = running.wait_ready(timeout=300)
+        note = ""
+        if ns is not None and firewall == "ipset":
+            listing = ns.run(["ipset", "list", "-t"], check=False).stdout
+            entries = sum(int(n) for n in re.findall(r"Number of entries: (\d+)", listing))
+            note = f"{entries:,} entries in the kernel's sets at ready"
+        reconciled = re.search(r"firewall reconciled at start[^\n]*", running.log_tail())
+        if reconciled:
+            note += ("; " if note else "") + reconciled.group(0)
+    return seconds, note
+
+
+# --- 4. memory --------------------------------------------------------------------------------------------
+
+
+def memory(tmp: Path, lines: int, sources: int) -> dict[str, object]:
+    work = tmp / "rss"
+    work.mkdir()
+    data = corpus("wplimit", lines, work / "wplimit.corpus", "--sources", str(sources), "--start", "now",
+                  "--span", "300")
+    log = work / "wp.log"
+    log.touch()
+    cfg = config(work, log, "wp-limit-login", 1_000_000_000, "1h")
+    with daemon(work, cfg) as running:
+        running.wait_ready()
+        idle_rss, _ = running.rss()
+        started = time.perf_counter()
+        append(data.path, log)
+        deadline = started + max(300.0, lines / 2_000)
+        seen = 0
+        while time.perf_counter() < deadline and running.process.poll() is None:
+            seen = failures(work)
+            if seen >= data.failures:
+                break
+            time.sleep(0.25)
+        seconds = time.perf_counter() - started
+        time.sleep(0.5)
+        rss, hwm = running.rss()
+        status = running.log_tail()
+    data.path.unlink()
+    return {"rss": rss, "hwm": hwm, "idle": idle_rss, "failures": seen, "expected": data.failures,
+            "addresses": data.addresses, "seconds": seconds, "tail": status}
+
+
+# --- 5. profile -----------------------------------------------------------------------------------------
+
+STAGES = [
+    ("FileFollower.poll (read + split + decode)", "sources/files.py", "poll"),
+    ("FollowedFile.events (prefilter + syslog parse)", "intake.py", "events"),
+    ("  line_event / parse_file_line", "sources/lines.py", "line_event"),
+    ("Pipeline.process (all below + record)", "pipeline.py", "process"),
+    ("  JailMatcher.match (grammar)", "match.py", "match"),
+    ("  Detector.observe", "detector.py", "observe"),
+    ("  Pipeline._record -> Ledger.record (SQLAlchemy + SQLite)", "pipeline.py", "_record"),
+    ("    Ledger._record (ORM rows, bans, positions)", "ledger/store.py", "_record"),
+    ("    Session.flush (SQLAlchemy unit of work)", "orm/session.py", "flush"),
+    ("    Session.commit", "orm/session.py", "commit"),
+    ("    sqlite3 execute + executemany (C, SQLite itself)", "~", "<method 'execute' of 'sqlite3.Cursor' objects>"),
+    ("", "~", "<method 'executemany' of 'sqlite3.Cursor' objects>"),
+    ("Intake.poll_files (whole file path)", "intake.py", "poll_files"),
+]
+
+
+def profile_report(path: Path, lines: int, seconds: float) -> str:
+    stats = pstats.Stats(str(path))
+    raw = stats.stats  # type: ignore[attr-defined]
+    total_poll = 0.0
+    rows = []
+    for label, file_end, func in STAGES:
+        cum = sum(v[3] for (f, _, name), v in raw.items() if f.endswith(file_end) and name == func)
+        calls = sum(v[1] for (f, _, name), v in raw.items() if f.endswith(file_end) and name == func)
+        if func == "poll_files":
+            total_poll = cum
+        rows.append((label, cum, calls))
+    out = [f"cProfile of `journalban run` (main thread) while it took {lines:,} sshd lines "
+           f"({seconds:.1f} s wall under the profiler):", "",
+           f"{'stage':<62} {'cum s':>8} {'share':>7} {'calls':>9}"]
+    merged: list[tuple[str, float, int]] = []
+    for label, cum, calls in rows:  # an empty label adds to the row above it
+        if not label and merged:
+            merged[-1] = (merged[-1][0], merged[-1][1] + cum, merged[-1][2] + calls)
+        else:
+            merged.append((label, cum, calls))
+    for label, cum, calls in merged:
+        share = f"{cum / total_poll:6.1%}" if total_poll else "-"
+        out.append(f"{label:<62} {cum:8.2f} {share:>7} {calls:9,}")
+    buffer = io.StringIO()
+    pstats.Stats(str(path), stream=buffer).sort_stats("tottime").print_stats(25)
+    body = buffer.getvalue()
+    body = body[body.find("   ncalls"):] if "   ncalls" in body else body
+    out += ["", "Top 25 functions by own time (tottime), whole process (start-up included: the pyparsing "
+            "entries are grammar loading):", "", body.rstrip()]
+    return "\n".join(out)
+
+
+# --- all -----------------------------------------------------------------------------------------------------
+
+
+def run(lines: int = 1_000_000, latency_bans: int = 200, startup_bans: int = 100_000, rss_lines: int = 3_000_000,
+        rss_sources: int = 1_000_000, profile_lines: int = 300_000, skip: Sequence[str] = (),
+        echo: bool = True) -> tuple[list[Figure], str]:
+    from bench.run import Figure
+
+    figures: list[Figure] = []
+    profile_text = ""
+
+    def say(text: str) -> None:
+        if echo:
+            print(f"  daemon: {text}", file=sys.stderr, flush=True)
+
+    base = ".venv/bin/python -m bench.daemon"
+    with tempfile.TemporaryDirectory(prefix="jb-bench-daemon-") as scratch:
+        tmp = Path(scratch)
+        if "throughput" not in skip and lines:
+            say(f"throughput: generating {lines:,} lines")
+            data = corpus("sshd", lines, tmp / "sshd.corpus", "--start", "now", "--span", "60")
+            expected = replay_bans(data.path, "sshd", 5, 600)
+            say(f"throughput: {data.failures:,} failures, replay predicts {len(expected):,} bans; running")
+            result = throughput(tmp, data, expected)
+            rate = lines / float(result["seconds"])  # type: ignore[arg-type]
+            ok = bool(result["complete"]) and bool(result["bans_ok"])
+            figures.append(Figure(
+                f"daemon: file source, sshd, {lines:,} lines appended to every failure + ban in the ledger",
+                rate, "lines/s", f">= {TARGET_RATE:,}", ok and rate >= TARGET_RATE,
+                f"{base} --lines {lines} --skip latency,kernel,startup,rss,profile",
+                f"{result['seconds']:.1f} s; {result['failures']:,} of {data.failures:,} failures; bans "
+                f"{len(result['bans']):,} (replay {len(expected):,}: missing {result['missing']}, extra "  # type: ignore[arg-type]
+                f"{result['extra']}); append itself {result['writing']:.2f} s"))
+            if not result["complete"]:
+                say("throughput incomplete; daemon log tail:\n" + str(result["tail"]))
+            if "profile" not in skip and profile_lines:
+                small = data if profile_lines >= lines else corpus(
+                    "sshd", profile_lines, tmp / "sshd-profile.corpus", "--start", "now", "--span", "60")
+                say(f"profile: {small.lines:,} lines under cProfile")
+                prof = tmp / "daemon.prof"
+                presult = throughput(tmp, small, replay_bans(small.path, "sshd", 5, 600), profile=prof)
+                if prof.exists():
+                    profile_text = profile_report(prof, small.lines, float(presult["seconds"]))  # type: ignore[arg-type]
+                    print(profile_text, file=sys.stderr)
+            data.path.unlink()
+        for kernel in (False, True):
+            if ("kernel" if kernel else "latency") in skip or not latency_bans:
+                continue
+            count = latency_bans if not kernel else max(latency_bans // 2, 1)
+            say(f"latency{' to iptables' if kernel else ''}: {count} bans")
+            try:
+                values = [v * 1000 for v in latency(tmp, count, kernel)]
+            except Exception as exc:  # a missing tool or namespace support: say so, go on
+                figures.append(Figure(f"daemon: detection latency{' to iptables' if kernel else ''}", None, "ms",
+                                      f"p99 <= {TARGET_P99_MS:.0f} ms", False, f"{base} --skip throughput,startup,rss",
+                                      f"failed: {exc}"[:300]))
+                continue
+            p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
+            where = "the DROP rule in iptables-save (namespace)" if kernel else "the ban row in the ledger"
+            figures.append(Figure(
+                f"daemon: detection latency p99, maxretry 1: append to {where}", p99, "ms",
+                f"<= {TARGET_P99_MS:.0f} ms", p99 <= TARGET_P99_MS,
+                f"{base} --latency-bans {latency_bans} --skip throughput,startup,rss"
+                + (",latency" if kernel else ",kernel"),
+                f"p50 {p50:.1f} ms, max {max(values):.1f} ms over {len(values)} bans; poll_interval 50 ms"
+                + ("; each kernel poll is an iptables-save process" if kernel else "")))
+        if "startup" not in skip and startup_bans:
+            for firewall in ("dry-run", "ipset"):
+                say(f"start-up: {startup_bans:,} active bans, {firewall}")
+                try:
+                    seconds, note = startup(tmp, startup_bans, firewall)
+                except Exception as exc:
+                    figures.append(Figure(f"daemon: start-up to ready, {startup_bans:,} active bans, {firewall}",
+                                          None, "s", f"<= {TARGET_STARTUP:.0f} s", False,
+                                          f"{base} --startup-bans {startup_bans} --skip throughput,latency,kernel,rss",
+                                          f"failed: {exc}"[:300]))
+                    continue
+                figures.append(Figure(
+                    f"daemon: start-up to 'journalban ready', {startup_bans:,} active bans, empty firewall, "
+                    f"{firewall}{' (namespace)' if firewall != 'dry-run' else ''}", seconds, "s",
+                    f"<= {TARGET_STARTUP:.0f} s", seconds <= TARGET_STARTUP,
+                    f"{base} --startup-bans {startup_bans} --skip throughput,latency,kernel,rss", note))
+        if "rss" not in skip and rss_lines:
+            say(f"memory: wplimit {rss_lines:,} lines from {rss_sources:,} addresses")
+            m = memory(tmp, rss_lines, rss_sources)
+            complete = m["failures"] == m["expected"]
+            figures.append(Figure(
+                f"daemon: RSS with windows holding failures from {m['addresses']:,} addresses "
+                f"(wplimit {rss_lines:,} lines)", float(m["rss"]), "MB", f"<= {TARGET_RSS_MB:.0f} MB",  # type: ignore[arg-type]
+                complete and float(m["rss"]) <= TARGET_RSS_MB,  # type: ignore[arg-type]
+                f"{base} --rss-lines {rss_lines} --rss-sources {rss_sources} --skip throughput,latency,kernel,startup",
+                f"VmHWM {m['hwm']:.0f} MB, idle {m['idle']:.0f} MB; {m['failures']:,} of {m['expected']:,} failures "
+                f"in the ledger after {m['seconds']:.1f} s ({rss_lines / float(m['seconds']):,.0f} lines/s)"))  # type: ignore[arg-type]
+            if not complete:
+                say("memory run incomplete; daemon log tail:\n" + str(m["tail"]))
+    return figures, profile_text
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.daemon", description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--latency-bans", type=int, default=200)
+    parser.add_argument("--startup-bans", type=int, default=100_000)
+    parser.add_argument("--rss-lines", type=int, default=3_000_000)
+    parser.add_argument("--rss-sources", type=int, default=1_000_000)
+    parser.add_argument("--profile-lines", type=int, default=300_000)
+    parser.add_argument("--skip", default="", help="comma-separated: throughput,latency,kernel,startup,rss,profile")
+    args = parser.parse_args(argv)
+    from bench.run import print_figures
+
+    figures, profile_text = run(args.lines, args.latency_bans, args.startup_bans, args.rss_lines, args.rss_sources,
+                                args.profile_lines, [s for s in args.skip.split(",") if s])
+    print_figures(figures)
+    if profile_text:
+        print("\n" + profile_text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""Replay throughput: ``journalban replay`` vs ``fail2ban-regex`` vs ``sshg-parser``.
+
+    .venv/bin/python -m bench.replay [--lines 1000000] [--f2b-lines 100000] [--kinds sshd,nginx]
+
+Corpora come from ``/work/shared/bench/corpus.py`` (``sshd N`` and ``nginx N``), written
+to a temporary directory that is removed at the end. Each tool reads the file itself:
+
+* ``journalban replay -g sshd|nginx-wp-login FILE --json``: two rates, its own
+  ``lines_per_second`` (the replay loop only: read, prefilter, parse, match, detect)
+  and the wall clock of the whole command (Python start-up and grammar loading included).
+* ``fail2ban-regex FILE /etc/fail2ban/filter.d/sshd.conf`` (mode ``normal``) and, for
+  nginx, a filter written to the temporary directory that takes what the
+  ``nginx-wp-login`` grammar takes (every POST to /wp-login.php or /xmlrpc.php in the
+  combined format). fail2ban-regex does ~20-50k lines/s, so it runs on
+  ``corpus.py KIND --f2b-lines`` (the same generator and seed, so the same mix of
+  lines) and its rate is taken as is: lines per second does not depend on the size.
+  Its rate is its own "processed in" figure; the wall clock is shown beside it.
+* ``sshg-parser < FILE`` (SSHGuard's parser, sshd only): wall clock; it prints one
+  line per attack it recognises.
+
+Correctness, on the ``--f2b-lines`` corpus where all three ran: the failures the
+corpus generator wrote (its stderr), journalban's matched lines, fail2ban-regex's
+matched lines (and in its aggressive mode for sshd), sshg-parser's attack lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.run import Figure
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CORPUS = Path("/work/shared/bench/corpus.py")
+PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
+SSHG_PARSER = "/usr/libexec/sshguard/sshg-parser"
+F2B_SSHD = "/etc/fail2ban/filter.d/sshd.conf"
+GRAMMAR = {"sshd": "sshd", "nginx": "nginx-wp-login"}
+TARGET_RATIO = 50.0
+FAILREGEX = (r'^<HOST> - \S+ \[\] "POST /(?:wp-login|xmlrpc)\.php(?:\?\S*)? HTTP/\d+\.\d+" \d+ \d+ '
+             r'"(?:[^"\\]|\\.)*" "(?:[^"\\]|\\.)*"$')
+NGINX_FILTER = ("[Definition]\n"
+                "# what grammars/nginx-wp-login.grammar takes: any POST to the login form or XML-RPC, combined format\n"
+                f"failregex = {FAILREGEX}\n"
+                "ignoreregex =\n"
+                "datepattern = ^[^\\[]*\\[({DATE})\n"
+                "              {^LN-BEG}\n")
+
+
+@dataclass
+class Corpus:
+    path: Path
+    lines: int
+    failures: int
+    addresses: int
+
+
+def corpus(kind: str, count: int, out: Path, *extra: str) -> Corpus:
+    with out.open("wb") as sink:
+        done = subprocess.run([sys.executable, str(CORPUS), kind, str(count), *extra], stdout=sink,
+                              stderr=subprocess.PIPE, text=True, check=True)
+    found = re.search(r"(\d+) lines, (\d+) failures from (\d+) distinct", done.stderr)
+    assert found, done.stderr
+    return Corpus(out, int(found[1]), int(found[2]), int(found[3]))
+
+
+@dataclass
+class Run:
+    lines: int
+    matched: int
+    seconds: float  # the tool's own processing time
+    wall: float
+
+    @property
+    def rate(self) -> float:
+        return self.lines / self.seconds if self.seconds else 0.0
+
+    @property
+    def wall_rate(self) -> float:
+        return self.lines / self.wall if self.wall else 0.0
+
+
+def journalban(kind: str, path: Path) -> Run:
+    started = time.perf_counter()
+    done = subprocess.run([PYTHON, "-m", "journalban", "replay", "-g", GRAMMAR[kind], str(path), "--json"],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - started
+    summary = json.loads(done.stdout)
+    return Run(summary["lines"], summary["matched"], summary["seconds"], wall)
+
+
+def fail2ban_regex(path: Path, filter_: str) -> Run:
+    started = time.perf_counter()
+    done = subprocess.run(["fail2ban-regex", str(path), filter_], capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - started
+    lines = re.search(r"^Lines: (\d+) lines, (\d+) ignored, (\d+) matched, (\d+) missed", done.stdout, re.M)
+    seconds = re.search(r"\[processed in ([0-9.]+) sec\]", done.stdout)
+    assert lines and seconds, done.stdout[-2000:]
+    return Run(int(lines[1]), int(lines[3]), float(seconds[1]), wall)
+
+
+def sshg_parser(path: Path) -> Run:
+    with path.open("rb") as source:
+        started = time.perf_counter()
+        done = subprocess.run([SSHG_PARSER], stdin=source, capture_output=True, check=True)
+        wall = time.perf_counter() - started
+    lines = sum(1 for _ in path.open("rb"))
+    return Run(lines, done.stdout.count(b"\n"), wall, wall)
+
+
+def run(lines: int = 1_000_000, f2b_lines: int = 100_000, kinds: tuple[str, ...] = ("sshd", "nginx"),
+        echo: bool = True) -> list[Figure]:
+    from bench.run import Figure
+
+    figures: list[Figure] = []
+    here = f".venv/bin/python -m bench.replay --lines {lines} --f2b-lines {f2b_lines}"
+
+    def say(text: str) -> None:
+        if echo:
+            print(f"  replay: {text}", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="jb-bench-replay-") as scratch:
+        tmp = Path(scratch)
+        nginx_filter = tmp / "nginx-wp-login.conf"
+        nginx_filter.write_text(NGINX_FILTER)
+        for kind in kinds:
+            say(f"{kind}: generating {lines:,} and {f2b_lines:,} lines")
+            big = corpus(kind, lines, tmp / f"{kind}.log")
+            small = corpus(kind, f2b_lines, tmp / f"{kind}-small.log") if f2b_lines != lines else big
+            f2b_filter = F2B_SSHD if kind == "sshd" else str(nginx_filter)
+            say(f"{kind}: journalban replay")
+            jb = journalban(kind, big.path)
+            say(f"{kind}: fail2ban-regex")
+            f2b = fail2ban_regex(small.path, f2b_filter)
+            jb_small = journalban(kind, small.path)
+            ratio = jb.rate / f2b.rate if f2b.rate else 0.0
+            figures.append(Figure(
+                f"replay {kind}: journalban replay -g {GRAMMAR[kind]} ({big.lines:,} lines)", jb.rate, "lines/s",
+                "", None, f"journalban replay -g {GRAMMAR[kind]} FILE --json  (FILE: corpus.py {kind} {lines})",
+                f"its lines_per_second; wall clock with start-up {jb.wall_rate:,.0f} lines/s ({jb.wall:.1f} s)"))
+            figures.append(Figure(
+                f"replay {kind}: fail2ban-regex ({f2b.lines:,}-line corpus, rate not size-dependent)", f2b.rate,
+                "lines/s", "", None, f"fail2ban-regex FILE {f2b_filter if kind == 'sshd' else 'nginx-wp-login.conf'}"
+                f"  (FILE: corpus.py {kind} {f2b_lines}; filter text in bench/replay.py)",
+                f"its 'processed in' time; wall clock {f2b.wall_rate:,.0f} lines/s ({f2b.wall:.1f} s)"))
+            figures.append(Figure(
+                f"replay {kind}: journalban / fail2ban-regex", ratio, "x",
+                f">= {TARGET_RATIO:.0f}x" if kind == "sshd" else "", ratio >= TARGET_RATIO if kind == "sshd" else None,
+                here, f"wall clock to wall clock: {jb.wall_rate / f2b.wall_rate if f2b.wall_rate else 0:.1f}x"))
+            correctness = (f"corpus: {small.failures:,} failures; journalban matched {jb_small.matched:,}; "
+                           f"fail2ban-regex matched {f2b.matched:,}")
+            if kind == "sshd":
+                say("sshd: sshg-parser, fail2ban-regex aggressive")
+                sg = sshg_parser(big.path)
+                sg_small = sshg_parser(small.path)
+                aggressive = fail2ban_regex(small.path, "sshd[mode=aggressive]")
+                figures.append(Figure(f"replay sshd: sshg-parser ({big.lines:,} lines)", sg.rate, "lines/s", "",
+                                      None, f"sshg-parser < FILE  (FILE: corpus.py sshd {lines})",
+                                      f"wall clock; {sg.matched:,} attacks printed; journalban / sshg-parser "
+                                      f"{jb.rate / sg.rate if sg.rate else 0:.2f}x"))
+                correctness += (f" (mode=aggressive: {aggressive.matched:,}); sshg-parser printed "
+                                f"{sg_small.matched:,} attacks")
+            whole = f"; on the {big.lines:,}-line corpus: {big.failures:,} failures, journalban matched {jb.matched:,}"
+            figures.append(Figure(
+                f"replay {kind}: correctness ({small.lines:,} lines): journalban matched - corpus failures",
+                jb_small.matched - small.failures, "", "0", jb_small.matched == small.failures and
+                jb.matched == big.failures, here, correctness + whole))
+    return figures
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.replay", description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--f2b-lines", type=int, default=100_000, help="corpus size fail2ban-regex runs on")
+    parser.add_argument("--kinds", default="sshd,nginx")
+    args = parser.parse_args(argv)
+    from bench.run import print_figures
+
+    print_figures(run(args.lines, min(args.f2b_lines, args.lines), tuple(args.kinds.split(","))))
+
+
+if __name__ == "__main__":
+    main()

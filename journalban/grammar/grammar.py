@@ -19,6 +19,8 @@ from .applies import JournalMatches, Selector
 from .compiler import CompiledRule
 from .model import Example
 
+MAX_MESSAGE = 16384  # characters a rule is ever run against
+
 
 @dataclass(frozen=True, slots=True)
 class Match:
@@ -99,7 +101,12 @@ class Grammar:
         return self.decide(message)[1]
 
     def decide(self, message: str) -> tuple[str | None, Match | Rejected | None]:
-        """Like ``match`` but also names the deciding rule, ignore rules included."""
+        """Like ``match`` but also names the deciding rule, ignore rules included.
+
+        A message longer than ``MAX_MESSAGE`` is rejected unread: rules with two free
+        text slots can take quadratic time, and no real failure line is that long."""
+        if len(message) > MAX_MESSAGE:
+            return None, Rejected("", f"message of {len(message)} characters, longer than {MAX_MESSAGE}")
         for rule in self.rules:
             if rule.action == "ignore" and rule.search(message) is not None:
                 return rule.name, None

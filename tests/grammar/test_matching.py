@@ -2,7 +2,9 @@
 
 import pytest
 
-from journalban.grammar import Match, Rejected, normalise_address
+from journalban import paths
+from journalban.grammar import Match, Rejected, load_grammar, normalise_address
+from journalban.grammar.grammar import MAX_MESSAGE
 
 SSHD = (
     'fail password: "Failed password for " [ "invalid user " ] <user:any> " from " <address>\n'
@@ -97,7 +99,7 @@ def test_quoted_word_and_escapes(grammar_from) -> None:  # type: ignore[no-untyp
 
 @pytest.mark.parametrize("filler", ["a ", " ", "a", "Failed password for a from "])
 def test_pathological_long_lines_return(sshd, filler: str) -> None:  # type: ignore[no-untyped-def]
-    body = filler * (100_000 // len(filler))
+    body = filler * ((MAX_MESSAGE - 100) // len(filler))  # as long as a rule is ever run against
     assert sshd.match(body) is None
     assert sshd.match("Failed password for " + body + " from 8.8.8.8 port 1 ssh") is None
     match = sshd.match("Failed password for " + body + " from 8.8.8.8 port 1 ssh2")
@@ -106,3 +108,11 @@ def test_pathological_long_lines_return(sshd, filler: str) -> None:  # type: ign
 
 def test_prefilter_is_the_longest_literal(sshd) -> None:  # type: ignore[no-untyped-def]
     assert sshd.rules[0].prefilter == "Failed password for "
+
+
+def test_overlong_messages_are_rejected_unread() -> None:
+    grammar = load_grammar(paths.SHIPPED_GRAMMARS / "dovecot.grammar")
+    line = ("imap-login: Aborted login (auth failed, 1 attempts): user=<x>, rip=203.0.113.9, lip=10.0.0.1 "
+            * (MAX_MESSAGE // 50))
+    result = grammar.match(line)
+    assert isinstance(result, Rejected) and "longer than" in result.reason

@@ -83,8 +83,9 @@ class Detector:
         and how often each address was banned before."""
         for jail, address, expiry in active_bans:
             self._banned_until[(jail, address)] = expiry
-            if jail in self.policies and "/" not in address:
-                subnet = str(self.policies[jail].subnet_of(address))
+            policy = self.policies.get(jail)
+            if policy is not None and policy.subnet_threshold and "/" not in address:
+                subnet = str(policy.subnet_of(address))
                 self._banned_in_subnet.setdefault((jail, subnet), set()).add(address)
         for failure in open_failures:
             if failure.jail in self.policies:

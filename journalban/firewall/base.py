@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 BlockType = Literal["drop", "reject"]
+SHOW_ENTRIES = 20  # a Diff longer than this prints as counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,9 @@ class Diff:
         return bool(self.add or self.remove or self.repair_layout)
 
     def __str__(self) -> str:
+        if len(self.add) + len(self.remove) > SHOW_ENTRIES:  # a botnet's worth: counts, not a wall of text
+            return (f"+{len(self.add)} -{len(self.remove)} entries"
+                    + (" repair-layout" if self.repair_layout else ""))
         parts = [f"+{j}:{a}" for j, a in sorted(self.add)]
         parts += [f"-{j}:{a}" for j, a in sorted(self.remove)]
         if self.repair_layout:

@@ -102,7 +102,8 @@ class Daemon:
         self.reconciler = Reconciler(self.ledger, enforcements(self.jails), clock, self._expired)
         self.schedule = ReconcileSchedule(self.reconciler, config.reconcile_interval)
         self.pipeline = Pipeline(matchers(config, self.jails, grammars), self.detector, self.ledger, self._banned)
-        self.intake = Intake(config, self.jails, grammars, self.ledger, self.pipeline, clock)
+        self.intake = Intake(config, self.jails, grammars, self.ledger, self.pipeline, clock, self._fatal)
+        self._failure: BaseException | None = None
         self._stop = asyncio.Event()
         self.notifier = SystemdNotifier()
         self.control = ControlServer(config.control_socket, DaemonContext(self, self.hooks, self.reload))
@@ -126,6 +127,12 @@ class Daemon:
             self.hooks.unbanned(ban.jail, ban.address, f"expired: {ban.reason}")
 
     def stop(self) -> None:
+        self._stop.set()
+
+    def _fatal(self, exc: BaseException) -> None:
+        """Stop with an error: what was read but not recorded is read again after a restart."""
+        log.error("stopping: a batch could not be recorded in the ledger: %s", exc)
+        self._failure = exc
         self._stop.set()
 
     async def run(self) -> None:
@@ -161,6 +168,8 @@ class Daemon:
             self._on_stop()
             self.ledger.close()
             log.info("journalban stopped")
+        if self._failure is not None:
+            raise SystemExit(f"journalban: {self._failure}")
 
     def _purge(self) -> None:
         """Retention: failures older than ``[ledger] keep_failures`` go; bans stay."""

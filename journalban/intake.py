@@ -80,8 +80,10 @@ class FollowedFile:
 
 class Intake:
     def __init__(self, config: Config, jails: Sequence[JailConfig], grammars: dict[str, Grammar],
-                 ledger: Ledger, pipeline: Pipeline, clock: Callable[[], datetime]) -> None:
+                 ledger: Ledger, pipeline: Pipeline, clock: Callable[[], datetime],
+                 on_fatal: Callable[[BaseException], None] = lambda exc: None) -> None:
         self.config = config
+        self.on_fatal = on_fatal  # a batch that cannot be recorded: the daemon must stop
         self.jails = list(jails)
         self.grammars = grammars
         self.ledger = ledger
@@ -174,9 +176,16 @@ class Intake:
 
     def _read_journal(self) -> None:
         assert self.journal is not None and self._loop is not None
-        events, cursor = self.journal.read()
-        if events or cursor is not None:
-            self.pipeline.process(JOURNAL, events, cursor, self.clock())
+        try:
+            events, cursor = self.journal.read()
+            if events or cursor is not None:
+                self.pipeline.process(JOURNAL, events, cursor, self.clock())
+        except Exception as exc:
+            # The reader has moved past entries whose failures were not recorded: only a
+            # restart, which resumes after the last committed cursor, keeps them.
+            self._loop.remove_reader(self.journal.fileno())
+            self.on_fatal(exc)
+            return
         if self.journal.more_pending:  # let other work run between large batches
             self._loop.call_soon(self._read_journal)
 

@@ -1,9 +1,13 @@
 """The daemon wired whole, in-process, with the dry-run firewall (no root needed)."""
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
+from journalban import pipeline as pipeline_module
 from journalban.daemon import Daemon
 from journalban.events import BanDecision, Failure
 from journalban.firewall.memory import MemoryFirewall
@@ -142,3 +146,32 @@ def test_on_stop_remove_takes_the_jails_objects_out_and_keep_leaves_them(tmp_pat
     assert asyncio.run(run("keep")).entries
     removed = asyncio.run(run("remove"))
     assert not removed.entries and not removed.jails
+
+
+def test_a_journal_batch_the_ledger_refuses_stops_the_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader has moved past the entries: carrying on would lose them; a restart reads them again."""
+    from tests.sources.journal.journald import JOURNAL_REMOTE, build_journal, export_record
+
+    if not Path(JOURNAL_REMOTE).exists():
+        pytest.skip(f"{JOURNAL_REMOTE} is not installed")
+    monkeypatch.setattr(pipeline_module, "RECORD_ATTEMPTS", 1)
+    (tmp_path / "journal").mkdir()
+    build_journal(export_record({
+        "__CURSOR": "s=0;i=1", "__REALTIME_TIMESTAMP": str(int(datetime.now(UTC).timestamp() * 1e6)),
+        "__MONOTONIC_TIMESTAMP": "1", "_BOOT_ID": "0" * 32, "_HOSTNAME": "web1", "_SYSTEMD_UNIT": "ssh.service",
+        "_UID": "0", "SYSLOG_IDENTIFIER": "sshd", "MESSAGE": "Failed password for root from 203.0.113.9 port 22 ssh2",
+    }), tmp_path / "journal" / "x.journal")
+    config = tmp_path / "journal.toml"
+    config.write_text(loaded_text(tmp_path).replace('grammar = "wp-limit-login"', 'grammar = "sshd"').replace(
+        f'files = ["{tmp_path}/wp.log"]', "journal = true")
+        + f'[sources.journal]\ndirectory = "{tmp_path / "journal"}"\nsince = "all"\n')
+    setup = load(config)
+    daemon = Daemon(setup.config, setup.grammars)
+    daemon.ledger.prepare()
+    db = sqlite3.connect(tmp_path / "ledger.db")  # the disk is full, say: every insert of a failure fails
+    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON failures BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    db.commit()
+    db.close()
+    with pytest.raises(SystemExit, match="disk full"):
+        asyncio.run(asyncio.wait_for(daemon.run(), 30))
+    assert daemon.ledger.cursor("journal") is None  # nothing committed: the entry is read again at restart

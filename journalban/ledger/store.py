@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import delete, event, exists, func, inspect, or_, select, text, update
+from sqlalchemy import delete, event, exists, func, insert, inspect, or_, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, attributes
@@ -220,19 +220,18 @@ class Ledger:
 
     def _record(self, session: Session, failures: Sequence[FailureEvent], bans: Sequence[BanDecision],
                 positions: Mapping[str, Position | JournalCursor], now: datetime) -> None:
-        rows = {id(f): Failure(occurred_at=f.time, recorded_at=now, jail=f.jail, address=f.address,
-                               rule=f.rule, text=f.text[:MATCHED_TEXT_LIMIT], source=f.source[:512], node=self.node)
-                for f in failures}
-        session.add_all(rows.values())
-        session.flush()
-        first_new = min((r.id for r in rows.values()), default=None)
+        batch = {id(f): f for f in failures}  # by identity: a decision names the very objects it rests on
+        ban_of: dict[int, int] = {}  # id() of a failure of this batch -> the ban it rests on
+        # Bans first, then the batch's failures in bulk, each with its ban: the windows of
+        # earlier batches are linked by UPDATE before this batch's rows exist.
         for decision in bans:
             if decision.replaces:
                 session.execute(update(Ban).where(
                     Ban.jail == decision.jail, Ban.address.in_(decision.replaces), Ban.ended_at.is_(None)
                 ).values(ended_at=now, end_reason="aggregated"))
             ban = self._open(session, decision, now)
-            self._link(session, ban, decision, rows, first_new)
+            self._link(session, ban, decision, batch, ban_of)
+        self._insert_failures(session, batch, ban_of, now)
         for source, position in positions.items():
             if isinstance(position, JournalCursor):
                 row = SourcePosition(node=self.node, source=source, cursor=position.cursor, updated_at=now)
@@ -240,6 +239,26 @@ class Ledger:
                 row = SourcePosition(node=self.node, source=source, inode=position.inode, offset=position.offset,
                                      updated_at=now)
             session.merge(row)
+
+    def _insert_failures(self, session: Session, batch: Mapping[int, FailureEvent], ban_of: Mapping[int, int],
+                         now: datetime) -> None:
+        """The batch's failures in a few multi-row INSERTs, not one statement per row.
+
+        The ORM hooks see no such rows, so this fills what they would: ``node``, ``day``,
+        ``network`` (``_stamp_node``) and the fleet's ``failures`` note (``_note_changes``).
+        """
+        networks = {address: network_of(address) for address in {f.address for f in batch.values()}}
+        rows = [{"occurred_at": f.time, "recorded_at": now, "jail": f.jail, "address": f.address, "rule": f.rule,
+                 "text": f.text[:MATCHED_TEXT_LIMIT], "source": f.source[:512], "node": self.node,
+                 "ban_id": ban_of.get(key), "day": day_of(f.time), "network": networks[f.address]}
+                for key, f in batch.items()]
+        for start in range(0, len(rows), BULK):
+            session.execute(insert(Failure), rows[start:start + BULK])
+        if rows and session.get_bind().dialect.name == "postgresql":
+            fleet = session.info.get("fleet_jails", frozenset())
+            notes: set[str] = session.info.setdefault("notify", set())
+            notes.update(f"failures {session.info['node']} {jail} -"
+                         for jail in {f.jail for f in batch.values()} if jail in fleet)
 
     def _open(self, session: Session, decision: BanDecision, now: datetime) -> Ban:
         """The ban row for ``decision``: a new one, or the one already in force."""
@@ -261,26 +280,24 @@ class Ledger:
         session.flush()
         return ban
 
-    def _link(self, session: Session, ban: Ban, decision: BanDecision, rows: Mapping[int, Failure],
-              first_new: int | None) -> None:
-        """Point the failures behind a ban at it: those of this batch directly, those
-        recorded by earlier batches (or before a restart) by their window."""
+    def _link(self, session: Session, ban: Ban, decision: BanDecision, batch: Mapping[int, FailureEvent],
+              ban_of: dict[int, int]) -> None:
+        """Point the failures behind a ban at it: those of this batch as they are inserted
+        (``ban_of``), those recorded by earlier batches (or before a restart) by their window."""
         earlier = False
         for failure in decision.failures:
-            row = rows.get(id(failure))
-            if row is None:
-                earlier = True
+            if id(failure) in batch:
+                ban_of[id(failure)] = ban.id
             else:
-                row.ban_id = ban.id
+                earlier = True
         if earlier:  # a fleet-scoped window holds other hosts' failures too
+            # This batch's failures are not inserted yet: the UPDATE reaches earlier ones only.
             query = update(Failure).where(
                 Failure.jail == decision.jail, Failure.address == decision.address,
                 Failure.ban_id.is_(None), Failure.occurred_at >= min(f.time for f in decision.failures))
             if decision.jail not in self.fleet_jails:
                 query = query.where(Failure.node == self.node)
-            if first_new is not None:
-                query = query.where(Failure.id < first_new)
-            # No session sync: it would walk every row of the batch for each ban.
+            # No session sync: it would walk the session's rows for each ban.
             session.execute(query.values(ban_id=ban.id).execution_options(synchronize_session=False))
 
     def ban_counts(self) -> dict[tuple[str, str], int]:

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from journalban import paths
 from journalban.events import BanDecision, Failure
+from journalban.ledger import store
 from journalban.ledger.models import Ban, Heal
 from journalban.ledger.models import Failure as FailureRow
 from journalban.ledger.store import Ledger
@@ -167,6 +168,20 @@ def test_a_batch_of_many_failures_gets_its_ids(ledger: Ledger) -> None:
         pairs = list(linked)
     assert len(pairs) == 100 and all(f == b for f, b in pairs)
     assert len(ledger.open_failures(T0 - timedelta(minutes=1))) == 100
+
+
+def test_failures_go_in_in_bulk_chunks_with_their_derived_columns_and_bans(ledger: Ledger,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "BULK", 7)  # several chunks, a ban's failure in each
+    behind = [failure(f"198.51.100.{n}") for n in range(30)]
+    ledger.record(behind, [ban(f.address, behind=f) for f in behind[::3]], {}, T0)
+    with ledger.transaction() as session:
+        rows = session.execute(select(FailureRow.address, FailureRow.node, FailureRow.day, FailureRow.network,
+                                      Ban.address).outerjoin(Ban, FailureRow.ban_id == Ban.id)
+                               .order_by(FailureRow.id)).all()
+    assert [r[0] for r in rows] == [f.address for f in behind]
+    assert all(r[1] == ledger.node and r[2] == "2026-04-23" and r[3] == "198.51.100.0/24" for r in rows)
+    assert [r[4] for r in rows] == [f.address if n % 3 == 0 else None for n, f in enumerate(behind)]
 
 
 def test_ban_counts_and_aggregated_bans(ledger: Ledger) -> None:

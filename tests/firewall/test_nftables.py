@@ -2,11 +2,9 @@
 
 import json
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import pytest
 
@@ -265,54 +263,3 @@ def test_traffic(pair: tuple[Namespace, Namespace], fw: NftablesFirewall) -> Non
     reconcile(fw, [SSHD], frozenset())
     assert connects(attacker, "203.0.113.1", "203.0.113.9")
     assert connects(attacker, "203.0.113.1", "203.0.113.10")
-
-
-# --- measure -----------------------------------------------------------------------
-
-def test_measure_100k(ns: Namespace, fw: NftablesFirewall, tmp_path: Path,
-                      capsys: pytest.CaptureFixture[str]) -> None:
-    """Reports (never asserts) reconcile passes (read, then apply) adding 100,000 hosts, removing
-    them all, and removing 30,000 of 100,000, against ``nft -f`` of prepared files doing the same."""
-    hosts = [f"10.{i >> 14}.{(i >> 6) & 0xFF}.{(i & 0x3F) * 4}" for i in range(100_000)]
-    everything = frozenset(("sshd", h) for h in hosts)
-    kept = frozenset(("sshd", h) for h in hosts[30_000:])
-    commands: list[str] = []
-    run = fw._run
-
-    def counted(command: list[str], stdin: str | None) -> "subprocess.CompletedProcess[str]":
-        commands.append(command[-2])  # "list" or "-f"
-        return run(command, stdin)
-
-    fw._run = counted  # type: ignore[method-assign]
-
-    def one_pass(desired: frozenset[Entry]) -> str:
-        commands.clear()
-        started = time.perf_counter()
-        change = diff(desired, fw.read([SSHD]))
-        read = time.perf_counter() - started
-        fw.apply([SSHD], change)
-        applied = time.perf_counter() - started - read
-        runs = len(commands)  # one listing, one transaction: no second try
-        assert fw.read([SSHD]).entries == desired
-        return f"read {read:5.2f}s + apply {applied:5.2f}s ({runs} nft runs)"
-
-    ours = {"add 100k": one_pass(everything), "remove 100k": one_pass(frozenset())}
-    one_pass(everything)
-    ours["remove 30k of 100k"] = one_pass(kept)
-
-    def bare(text: str) -> float:
-        path = tmp_path / "bare.nft"
-        path.write_text(text)
-        with path.open() as stdin:
-            started = time.perf_counter()
-            subprocess.run(ns.argv(["nft", "-f", "-"]), stdin=stdin, check=True, timeout=600)
-            return time.perf_counter() - started
-
-    load = f"table inet jbbare {{\n  set s {{\n    type ipv4_addr;\n    elements = {{ {', '.join(hosts)} }}\n  }}\n}}\n"
-    tool = {"add 100k": bare(load), "remove 100k": bare(f"delete element inet jbbare s {{ {', '.join(hosts)} }}\n")}
-    bare(f"add element inet jbbare s {{ {', '.join(hosts)} }}\n")
-    tool["remove 30k of 100k"] = bare(f"delete element inet jbbare s {{ {', '.join(hosts[:30_000])} }}\n")
-    with capsys.disabled():
-        print()
-        for case, line in ours.items():
-            print(f"{case:>19}: journalban {line}; nft -f of a prepared file {tool[case]:5.2f}s")

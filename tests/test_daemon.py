@@ -44,16 +44,21 @@ async def until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-un
             await asyncio.sleep(0.02)
 
 
+async def started(setup: Loaded) -> tuple[Daemon, "asyncio.Task[None]", MemoryFirewall]:
+    """A daemon running in this loop with the dry-run firewall, once its files are open."""
+    daemon = Daemon(setup.config, setup.grammars)
+    task = asyncio.create_task(daemon.run())
+    firewall = daemon.reconciler.enforcements[0].backend
+    assert isinstance(firewall, MemoryFirewall)
+    await until(lambda: daemon.intake.files)
+    return daemon, task, firewall
+
+
 def test_lines_become_dry_run_bans_and_state_survives_a_restart(tmp_path: Path) -> None:
     log = tmp_path / "wp.log"
 
     async def first_run() -> None:
-        setup = loaded(tmp_path)
-        daemon = Daemon(setup.config, setup.grammars)
-        task = asyncio.create_task(daemon.run())
-        firewall = daemon.reconciler.enforcements[0].backend
-        assert isinstance(firewall, MemoryFirewall)
-        await until(lambda: daemon.intake.files)
+        daemon, task, firewall = await started(loaded(tmp_path))
         with log.open("a") as f:
             f.write(LOCKOUT.format("203.0.113.9") * 2 + LOCKOUT.format("198.51.100.4"))
         await until(lambda: ("wplogin", "203.0.113.9") in firewall.entries)
@@ -63,12 +68,7 @@ def test_lines_become_dry_run_bans_and_state_survives_a_restart(tmp_path: Path) 
         await task
 
     async def second_run() -> None:
-        setup = loaded(tmp_path)
-        daemon = Daemon(setup.config, setup.grammars)
-        task = asyncio.create_task(daemon.run())
-        firewall = daemon.reconciler.enforcements[0].backend
-        assert isinstance(firewall, MemoryFirewall)
-        await until(lambda: daemon.intake.files)
+        daemon, task, firewall = await started(loaded(tmp_path))
         assert firewall.entries == {("wplogin", "203.0.113.9")}  # restored before reading
         with log.open("a") as f:  # the second failure of 198.51.100.4, the first read last time
             f.write(LOCKOUT.format("198.51.100.4"))
@@ -87,10 +87,7 @@ def test_ban_times_grow_across_a_restart(tmp_path: Path) -> None:
     log = tmp_path / "wp.log"
 
     async def run_once() -> list[tuple[datetime, datetime]]:
-        setup = load(config)
-        daemon = Daemon(setup.config, setup.grammars)
-        task = asyncio.create_task(daemon.run())
-        await until(lambda: daemon.intake.files)
+        daemon, task, _ = await started(load(config))
         with log.open("a") as f:
             f.write(LOCKOUT.format("203.0.113.9"))
         await until(lambda: daemon.pipeline.counters["banned"] == 1)
@@ -130,12 +127,7 @@ def test_on_stop_remove_takes_the_jails_objects_out_and_keep_leaves_them(tmp_pat
     async def run(on_stop: str) -> MemoryFirewall:
         config = tmp_path / f"{on_stop}.toml"
         config.write_text(loaded_text(tmp_path, maxretry=1) + f'on_stop = "{on_stop}"\n')
-        setup = load(config)
-        daemon = Daemon(setup.config, setup.grammars)
-        task = asyncio.create_task(daemon.run())
-        firewall = daemon.reconciler.enforcements[0].backend
-        assert isinstance(firewall, MemoryFirewall)
-        await until(lambda: daemon.intake.files)
+        daemon, task, firewall = await started(load(config))
         with log.open("a") as f:
             f.write(LOCKOUT.format(f"203.0.113.{len(on_stop)}"))
         await until(lambda: firewall.entries)

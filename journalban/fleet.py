@@ -192,8 +192,8 @@ class FleetWatcher:
 
     def pull(self) -> list[Failure]:
         """Count what other hosts recorded since the last pull; returns those failures."""
-        if not self.ledger.fleet_jails:
-            return []
+        if not self.ledger.fleet_jails or not getattr(self.ledger, "reachable", True):
+            return []  # away: the spool delivers this host's records; the others' wait in the ledger
         now = self.clock()
         try:
             if self.cursor is None:  # at start: the other hosts' open windows
@@ -240,6 +240,7 @@ class FleetWatcher:
         self._hand_over([n for n in others if n.kind == "end"])
 
     def _reconnected(self) -> None:
+        getattr(self.ledger, "kick", lambda: None)()  # a spool waiting for the server delivers now
         self.wake()
         self._hand_over([])
 

@@ -51,6 +51,19 @@ class PostgresServer:
             capture_output=True, text=True, check=True, timeout=60)
         return result.stdout.strip()
 
+    def stop(self) -> None:
+        """Stop the server at once (``pg_ctl stop -m fast``): the ledger goes away."""
+        _as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.directory / "data"), "-m", "fast", "-w", "stop"],
+                     self.directory)
+
+    def start(self) -> None:
+        """Start it again, as it was."""
+        _as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.directory / "data"), "-o", _options(self.directory),
+                      "-l", str(self.directory / "log"), "-t", str(START_TIMEOUT), "-w", "start"], self.directory)
+
+    def running(self) -> bool:
+        return (self.directory / "data" / "postmaster.pid").exists()
+
     def create_database(self, prefix: str = "ledger") -> str:
         """A new empty database; returns its SQLAlchemy URL."""
         name = f"{prefix}_{os.getpid()}_{next(_numbers)}"
@@ -61,6 +74,11 @@ class PostgresServer:
 def _as_postgres(args: list[str], cwd: Path) -> None:
     subprocess.run(args, user="postgres", group="postgres", extra_groups=[], cwd=cwd, check=True,
                    capture_output=True, timeout=START_TIMEOUT + 30)
+
+
+def _options(directory: Path) -> str:
+    return (f"-p {PORT} -k {directory} -c listen_addresses='' -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off")
 
 
 @contextmanager
@@ -77,14 +95,12 @@ def running_postgres() -> Iterator[PostgresServer]:
         data = directory / "data"
         _as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", USER, "-E", "UTF8",
                       "--no-sync"], directory)
-        options = (f"-p {PORT} -k {directory} -c listen_addresses='' -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off")
-        _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(directory / "log"),
-                      "-t", str(START_TIMEOUT), "-w", "start"], directory)
+        _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", _options(directory),
+                      "-l", str(directory / "log"), "-t", str(START_TIMEOUT), "-w", "start"], directory)
         started = True
         yield PostgresServer(directory, bin_dir)
     finally:
-        if started:
+        if started and (directory / "data" / "postmaster.pid").exists():  # a test may have stopped it
             _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(directory / "data"), "-m", "fast", "-w", "stop"],
                          directory)
         shutil.rmtree(directory, ignore_errors=True)

@@ -62,6 +62,9 @@ class Ban(Base):
         # At most one active ban per jail and address, fleet-wide: a constraint, not luck.
         Index("ux_bans_active", "jail", "address", unique=True,
               sqlite_where=text("ended_at IS NULL"), postgresql_where=text("ended_at IS NULL")),
+        # Which bans are due and when the next one is: asked at every reconcile.
+        Index("ix_bans_active_expiry", "expires_at",
+              sqlite_where=text("ended_at IS NULL"), postgresql_where=text("ended_at IS NULL")),
     )
 
 
@@ -114,3 +117,16 @@ class Heal(Base):
     removed: Mapped[int] = mapped_column()  # entries journalban never decided, taken out
     layout_repaired: Mapped[bool] = mapped_column()  # chain, set, table or jump rebuilt
     detail: Mapped[str] = mapped_column(Text)
+
+
+class SpoolDelivery(Base):
+    """A record a host spooled while the ledger was away, delivered: its id, so a
+    delivery cut off halfway and tried again is not doubled (``ledger/spool.py``)."""
+
+    __tablename__ = "spool_deliveries"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the spooled record's UUID
+    node: Mapped[str] = mapped_column(String(NODE_LIMIT))
+    delivered_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_spool_deliveries_node_delivered", "node", "delivered_at"),)

@@ -94,10 +94,9 @@ def downgrade() -> None:
     for name in reversed(VIEWS):
         op.execute(f"DROP VIEW {name}")
     op.drop_index("ix_failures_ban_id", "failures")
-    with op.batch_alter_table("bans") as table:
-        table.drop_column("seconds")
-        table.drop_column("network")
-        table.drop_column("day")
-    with op.batch_alter_table("failures") as table:
-        table.drop_column("network")
-        table.drop_column("day")
+    # Dropped in place (SQLite 3.35+), not by rebuilding the tables: rebuilding bans would
+    # delete its rows first, which the failures -> bans foreign key refuses.
+    for column in ("seconds", "network", "day"):
+        op.drop_column("bans", column)
+    for column in ("network", "day"):
+        op.drop_column("failures", column)

@@ -61,5 +61,6 @@ def downgrade() -> None:
     op.drop_table("source_positions")
     op.rename_table("source_positions_0003", "source_positions")
     for table in ("bans", "failures"):
-        with op.batch_alter_table(table) as batch:
-            batch.drop_column("node")
+        # SQLite (3.35+) drops a column in place: no rebuild, so 0003's views and the
+        # failures -> bans foreign key stay as they are (a rebuild would break on both).
+        op.drop_column(table, "node")

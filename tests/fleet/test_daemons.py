@@ -4,12 +4,16 @@ Every host follows its own wp-limit-login log and enforces with iptables in its
 namespace; all reach the ledger over PostgreSQL's Unix socket.
 """
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -44,6 +48,7 @@ class Host:
 socket = "{self.tmp / 'control.sock'}"
 [ledger]
 url = "{url}"
+spool = "{self.tmp / 'spool.db'}"
 [node]
 name = "{self.name}"
 [reconcile]
@@ -64,6 +69,13 @@ scope = "{scope}"
     def lockout(self, address: str = ATTACKER) -> None:
         with self.logfile.open("a") as log:
             log.write(LOCKOUT.format(address))
+
+    def status(self) -> dict[str, Any]:
+        """``journalban status --json``, as an operator runs it."""
+        result = subprocess.run([sys.executable, "-m", "journalban", "status", "--json", "--socket",
+                                 str(self.tmp / "control.sock")], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        return dict(json.loads(result.stdout))
 
     def rules(self) -> str:
         return self.ns.run(["iptables-save", "-t", "filter"]).stdout
@@ -198,3 +210,63 @@ def test_a_ban_reaches_another_host_through_notify(fleet: Fleet) -> None:
     for host in fleet.hosts:
         wait_for(f"the DROP rule to go on {host.name}", host.lifted, timeout=15, interval=0.01)
     print(f"unban by an admin host → DROP gone on all three hosts: {(time.monotonic() - started) * 1000:.0f} ms")
+
+
+def test_postgresql_stopped_during_an_attack_loses_nothing_and_doubles_nothing(fleet: Fleet) -> None:
+    """Each host bans on its own while PostgreSQL is down, records in its spool, and delivers
+    it once PostgreSQL is back: the ledger then holds exactly what was fed, each ban once."""
+    fleet.start("host", maxretry=2)
+    web1, web2, web3 = fleet.hosts
+    web1.lockout("198.51.100.50")  # recorded before the server goes away
+    wait_for("the first failure recorded", lambda: fleet.failures() == 1)
+    fleet.server.stop()
+    stopped = time.monotonic()
+    fed = {"web1": 1, "web2": 0, "web3": 0}
+    try:
+        # an address on each host: two failures ban it there (maxretry = 2), one does not
+        attacks = [(web1, ["198.51.100.1"] * 2 + ["198.51.100.50"]), (web2, ["198.51.100.2"] * 2),
+                   (web3, ["198.51.100.3", "198.51.100.1"])]
+        for host, addresses in attacks:
+            for address in addresses:
+                host.lockout(address)
+                fed[host.name] += 1
+        for host, address in ((web1, "198.51.100.1"), (web1, "198.51.100.50"), (web2, "198.51.100.2")):
+            wait_for(f"{address} dropped on {host.name} with PostgreSQL away",
+                     lambda h=host, a=address: f"-A jb-wplogin -s {a}/32 -j DROP" in h.rules(), timeout=20)
+        assert "-j DROP" not in web3.rules()  # one failure each: no ban
+        for host in fleet.hosts:
+            ledger = wait_for(f"{host.name}'s status to show the spool",
+                              lambda h=host: h.status()["ledger"] if h.status()["ledger"]["spooled"] else None)
+            assert ledger["state"] == "unreachable", ledger
+        # a restart while PostgreSQL is down: web2 starts from its spool, enforces, reads on
+        assert web2.daemon is not None and web2.daemon.stop() == 0
+        web2.lockout("198.51.100.2")  # written while web2 is stopped: read once after the restart
+        fed["web2"] += 1
+        web2.daemon.start()
+        assert "starting from the spool" in web2.daemon.log.read_text()
+        assert "-A jb-wplogin -s 198.51.100.2/32 -j DROP" in web2.rules()
+        for host in fleet.hosts:  # more lines while away: the spool keeps them in order
+            host.lockout("192.0.2.77")
+            fed[host.name] += 1
+        time.sleep(1)  # read and spooled
+        away = time.monotonic() - stopped
+    finally:
+        fleet.server.start()
+    back = time.monotonic()
+    expected = sum(fed.values())
+    wait_for(f"all {expected} failures delivered", lambda: fleet.failures() == expected, timeout=60)
+    print(f"\nPostgreSQL away {away:.1f}s; the spools delivered {time.monotonic() - back:.1f}s after it was back")
+    time.sleep(2)  # a late duplicate would show now
+    assert fleet.failures() == expected
+    per_node = fleet.sql("SELECT string_agg(node || ':' || n, ' ' ORDER BY node) "
+                         "FROM (SELECT node, count(*) AS n FROM failures GROUP BY node) c")
+    assert per_node == " ".join(f"{name}:{n}" for name, n in sorted(fed.items()))
+    assert sorted(fleet.bans()) == ["198.51.100.1 web1", "198.51.100.2 web2", "198.51.100.50 web1"]
+    # 2 behind each ban; web2's line read after its restart counts as already banned
+    assert int(fleet.sql("SELECT count(*) FROM failures WHERE ban_id IS NOT NULL")) == 6
+    for host in fleet.hosts:
+        wait_for(f"{host.name}'s spool empty", lambda h=host: h.status()["ledger"] == {
+            "state": "reachable", "spooled": 0, "spool": str(h.tmp / "spool.db")})
+    assert int(fleet.sql("SELECT count(*) FROM spool_deliveries")) >= 3
+    # every host still enforces what it decided, now from the ledger
+    assert "-A jb-wplogin -s 198.51.100.2/32 -j DROP" in web2.rules()

@@ -130,7 +130,7 @@ def test_the_listener_reconnects_with_backoff_and_hears_again(fleet: list[Ledger
     listener.start()
     try:
         assert connects.acquire(timeout=10)
-        web1.record([], [_ban("wplogin")], {}, T0)
+        web1.record([], [_ban("wplogin", F)], {}, T0)
         _wait(lambda: heard)
         assert heard == [Notice("ban", "web1", "wplogin", "203.0.113.9")]
         # the server ends the listening session (a restart, a failover): it comes back by itself

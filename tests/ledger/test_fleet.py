@@ -287,7 +287,7 @@ def test_db_copy_moves_every_row_into_postgresql(postgres_url: str, tmp_path: Pa
     target = Ledger(postgres_url, node="web1")
     try:
         expected, copied = rows_of(source), rows_of(target)
-        assert set(copied) == {"bans", "failures", "heals", "source_positions"} <= set(expected)
+        assert set(copied) == {"bans", "failures", "heals", "source_positions", "spool_deliveries"} <= set(expected)
         assert copied == expected
         assert sum(1 for r in copied["failures"] if r[-1] is not None) > 0
         target.prepare()

@@ -4,19 +4,39 @@
 active ones, reads each backend, and applies only the difference, once per
 backend. Runs are serialised: a wake during a run waits and then runs again, so a
 ban decided mid-run is never left for the next interval. What was undone that
-journalban did not do itself (drift) is recorded in the ledger's ``heals``.
+journalban did not do itself (drift) is recorded in the ledger's ``heals``; entries
+missing from a listing are listed again before they count as drift, since a kernel
+still settling a large apply can list a set short.
 """
 
+import itertools
 import logging
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 
-from journalban.firewall.base import Actual, Diff, Entry, FirewallBackend, FirewallError, JailLayout
+from journalban.firewall.base import SHOW_ENTRIES, Actual, Diff, Entry, FirewallBackend, FirewallError, JailLayout
 from journalban.ledger.store import ActiveBan, Ledger
+from journalban.logs import event_fields
 
 log = logging.getLogger(__name__)
+RELISTS = 3  # further reads before entries missing from the firewall count as drift
+RELIST_PAUSE = 0.1  # seconds between them
+
+
+def log_expired(expired: Sequence[ActiveBan]) -> None:
+    """One line per lifted ban, or for a botnet's worth one line of counts per jail."""
+    if len(expired) <= SHOW_ENTRIES:
+        for ban in expired:
+            log.info("ban expired: %s in %s (%s)", ban.address, ban.jail, ban.reason,
+                     extra=event_fields("unban", ban.jail, ban.address))
+        return
+    jails = Counter(ban.jail for ban in expired)
+    log.info("%d bans expired: %s", len(expired), ", ".join(f"{n} in {jail}" for jail, n in sorted(jails.items())))
 
 
 def diff(desired: frozenset[Entry], actual: Actual) -> Diff:
@@ -34,6 +54,22 @@ class Drift:
 
     def __bool__(self) -> bool:
         return bool(self.restored or self.removed or self.layout)
+
+    def __str__(self) -> str:
+        """Each entry, or past ``SHOW_ENTRIES`` (a reboot's worth) the first few and a count."""
+        words = [*_shown("+", self.restored), *_shown("-", self.removed), *(["layout"] if self.layout else [])]
+        return " ".join(words)
+
+
+def first_entries(entries: frozenset[Entry]) -> list[Entry]:
+    """At most ``SHOW_ENTRIES`` of ``entries`` to show, sorted; of more, any few (sorting a
+    reboot's 100,000 to show 20 took longer than applying them)."""
+    return sorted(entries if len(entries) <= SHOW_ENTRIES else itertools.islice(entries, SHOW_ENTRIES))
+
+
+def _shown(sign: str, entries: frozenset[Entry]) -> list[str]:
+    words = [f"{sign}{j}:{a}" for j, a in first_entries(entries)]
+    return words if len(entries) <= SHOW_ENTRIES else [*words, f"({sign}{len(entries)} in all)"]
 
 
 def drift(previous: frozenset[Entry] | None, desired: frozenset[Entry], actual: Actual) -> Drift:
@@ -79,15 +115,16 @@ class Reconciler:
         with self._lock:
             now = self.clock()
             expired = self.ledger.expire_bans(now)
-            for ban in expired:
-                log.info("ban expired: %s in %s (%s)", ban.address, ban.jail, ban.reason)
+            log_expired(expired)
             if expired and self.on_expired is not None:
                 self.on_expired(expired)
-            active = self.ledger.active_bans()
+            enforced = self.ledger.enforced_bans()
+            in_ledger = set(map(itemgetter(0), enforced.entries))
             applied, healed, failed = [], [], False
             for number, enforcement in enumerate(self.enforcements):
                 names = {j.name for j in enforcement.jails}
-                desired = frozenset((b.jail, b.address) for b in active if b.jail in names)
+                desired = (enforced.entries if in_ledger <= names
+                           else frozenset(e for e in enforced.entries if e[0] in names))
                 try:
                     change, found = self._enforce(number, enforcement, desired, now)
                 except FirewallError as exc:  # retried with backoff; the ledger keeps every ban
@@ -98,25 +135,36 @@ class Reconciler:
                     applied.append(change)
                 if found:
                     healed.append(found)
-            next_expiry = min((b.expires_at for b in active), default=None)
-            self.last = ReconcileResult(now, len(expired), tuple(applied), tuple(healed), failed, next_expiry)
+            self.last = ReconcileResult(now, len(expired), tuple(applied), tuple(healed), failed,
+                                        enforced.next_expiry)
             return self.last
 
     def _enforce(self, number: int, enforcement: Enforcement, desired: frozenset[Entry],
                  now: datetime) -> tuple[Diff, Drift]:
         backend = enforcement.backend
+        previous = self._applied.get(number)
         actual = backend.read(enforcement.jails)
+        found = drift(previous, desired, actual)
+        for _ in range(RELISTS):
+            if not found.restored or previous is None:
+                break
+            # A listing taken while the kernel still settles a large change (nftables resizing
+            # a hash set) can come back short: missing entries count as drift only if they stay missing.
+            time.sleep(RELIST_PAUSE)
+            actual = backend.read(enforcement.jails)
+            found = drift(previous, desired, actual)
         change = diff(desired, actual)
-        found = drift(self._applied.get(number), desired, actual)
         if change:
             log.info("firewall %s: %s", backend.name, change)
             backend.apply(enforcement.jails, change)
         self._applied[number] = desired
         if found:
-            detail = " ".join([*(f"+{j}:{a}" for j, a in sorted(found.restored)),
-                               *(f"-{j}:{a}" for j, a in sorted(found.removed)),
-                               *(["layout"] if found.layout else [])])
-            log.warning("firewall %s had drifted from the ledger; healed: %s", backend.name, detail)
+            detail = str(found)
+            log.warning("firewall %s had drifted from the ledger; healed: %s", backend.name, detail,
+                        extra=event_fields("heal"))
+            for what, entries in (("restored", found.restored), ("removed", found.removed)):
+                for jail, address in first_entries(entries):  # one line each, for journalctl's fields
+                    log.info("healed: %s %s in %s", what, address, jail, extra=event_fields("heal", jail, address))
             self.ledger.record_heal(backend.name, len(found.restored), len(found.removed), found.layout,
                                     detail, now)
         return change, found

@@ -122,3 +122,50 @@ def test_a_failed_apply_is_reported_and_the_ban_kept(setup, tmp_path: Path) -> N
     assert result.failed
     assert firewall.entries == {("wplogin", "203.0.113.9")}  # the other backend went on
     assert [b.address for b in ledger.active_bans()] == ["203.0.113.9"]
+
+
+class SettlingFirewall(MemoryFirewall):
+    """The in-memory firewall whose first listing after an apply is short, as a netlink dump
+    of an nftables hash set still being resized after a large apply can be."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.short_reads = 0
+        self.reads = 0
+
+    def apply(self, jails, diff):  # type: ignore[no-untyped-def]
+        super().apply(jails, diff)
+        self.short_reads = 1
+
+    def read(self, jails):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        actual = super().read(jails)
+        if self.short_reads:
+            self.short_reads -= 1
+            return Actual(frozenset(sorted(actual.entries)[: len(actual.entries) // 2]), actual.layout_ok)
+        return actual
+
+
+def test_a_short_listing_after_an_apply_is_read_again_not_recorded_as_drift(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ledger, _firewall, clock, _ = setup
+    for n in range(40):
+        ban(ledger, f"198.51.100.{n}", 600)
+    firewall = SettlingFirewall()
+    reconciler = Reconciler(ledger, [Enforcement(firewall, JAILS)], clock)
+    reconciler.run()  # the start: all 40 applied (and recorded as restored after a "reboot")
+    before = heals(tmp_path)
+    result = reconciler.run()  # its first listing shows 20 of 40
+    assert firewall.reads == 3  # the short listing, then one more that showed all 40
+    assert not result.healed and not result.applied and heals(tmp_path) == before
+    assert len(firewall.entries) == 40
+
+
+def test_entries_that_stay_missing_are_drift_after_the_second_looks(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ledger, firewall, _clock, reconciler = setup
+    ban(ledger, "203.0.113.9", 600)
+    reconciler.run()
+    firewall.entries.clear()
+    result = reconciler.run()
+    assert [len(d.restored) for d in result.healed] == [1]
+    assert heals(tmp_path)[-1] == ("dry-run", 1, 0, 0)
+

@@ -6,8 +6,10 @@ A backend touches only its own objects (chains, sets, tables) and the single
 jump rule that hooks each jail in; never the operator's other rules.
 """
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Literal, Protocol
 
 BlockType = Literal["drop", "reject"]
@@ -37,6 +39,51 @@ class JailLayout:
 # written bare ("203.0.113.9", "2001:db8::1"), a network with its prefix
 # ("203.0.113.0/24", "2001:db8:1::/64").
 Entry = tuple[str, str]
+
+
+def by_jail(entries: Collection[Entry]) -> dict[str, list[str]]:
+    """The entries' addresses per jail; a single jail's (the usual case) without a Python loop."""
+    jails = set(map(itemgetter(0), entries))
+    if len(jails) == 1:
+        return {jails.pop(): list(map(itemgetter(1), entries))}
+    grouped: dict[str, list[str]] = {jail: [] for jail in jails}
+    for jail, address in entries:
+        grouped[jail].append(address)
+    return grouped
+
+
+@dataclass(frozen=True, slots=True)
+class Kinds:
+    """A jail's addresses by family and kind, told apart by their text: entries are normalised,
+    so a network has a ``/`` and only IPv6 has a ``:``, and none needs parsing."""
+
+    hosts4: list[str]
+    hosts6: list[str]
+    nets4: list[str]
+    nets6: list[str]
+
+    @classmethod
+    def of(cls, addresses: Collection[str]) -> "Kinds":
+        text = "".join(addresses)  # one search in C tells whether a kind is there at all
+        nets = [a for a in addresses if "/" in a] if "/" in text else []
+        hosts = [a for a in addresses if "/" not in a] if nets else list(addresses)
+        hosts6 = [a for a in hosts if ":" in a] if ":" in text else []
+        hosts4 = [a for a in hosts if ":" not in a] if hosts6 else hosts
+        return cls(hosts4, hosts6, [a for a in nets if ":" not in a], [a for a in nets if ":" in a])
+
+    def hosts(self, version: int) -> list[str]:
+        return self.hosts4 if version == 4 else self.hosts6
+
+    def nets(self, version: int) -> list[str]:
+        return self.nets4 if version == 4 else self.nets6
+
+
+@functools.lru_cache(maxsize=2)
+def kinds_by_jail(entries: frozenset[Entry]) -> dict[str, "Kinds"]:
+    """Each jail's addresses by kind. Kept for the last two diffs (an apply's additions and
+    removals), since a backend plans each family in turn from the same diff; callers must
+    not change what it returns."""
+    return {jail: Kinds.of(addresses) for jail, addresses in by_jail(entries).items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ import functools
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
-from journalban.firewall.base import Actual, Diff, Entry, FirewallError, JailLayout
+from journalban.firewall.base import Actual, Diff, Entry, FirewallError, JailLayout, kinds_by_jail
 from journalban.firewall.iptables import (
     FAMILIES,
     PREFIX,
@@ -28,7 +28,6 @@ from journalban.firewall.iptables import (
     chain_name,
     drop_stale_log_chains,
     entry_text,
-    entry_version,
     hooks_by_chain,
     hooks_ok,
     log_chain_name,
@@ -77,12 +76,6 @@ def sets_for(jail: str, version: int) -> tuple[SetSpec, SetSpec]:
     """The jail's host set and net set of one family."""
     ip4, ip6, net4, net6 = jail_sets(jail)
     return (ip4, net4) if version == 4 else (ip6, net6)
-
-
-def set_for(jail: str, entry: str) -> SetSpec:
-    """The set an entry belongs in: hosts in the hash:ip set, networks in the hash:net one."""
-    host_set, net_set = sets_for(jail, entry_version(entry))
-    return net_set if "/" in entry else host_set
 
 
 # --- parse -------------------------------------------------------------------------
@@ -187,16 +180,22 @@ def plan_sets(present: set[str], jails: Sequence[JailLayout], diff: Diff,
     names = {jail.name for jail in jails}
     lines = [spec.create for jail in jails for spec in jail_sets(jail.name)
              if spec.name not in present]
-    for jail, entry in sorted(diff.remove):
-        host_set, net_set = sets_for(jail, entry_version(entry))
-        if "/" in entry or (jail, entry) in hosts_in_net_sets:
-            lines.append(f"del {net_set.name} {entry}")
-        if "/" not in entry:
-            lines.append(f"del {host_set.name} {entry}")
-    for jail, entry in sorted(diff.add):
-        if jail not in names:
-            raise ValueError(f"ban in jail {jail!r}, which is not among the jails given")
-        lines.append(f"add {set_for(jail, entry).name} {entry}")
+    removals, additions = kinds_by_jail(diff.remove), kinds_by_jail(diff.add)
+    if unknown := additions.keys() - names:
+        raise ValueError(f"ban in jail {sorted(unknown)[0]!r}, which is not among the jails given")
+    for jail, kinds in sorted(removals.items()):
+        for version in (4, 6):
+            host_set, net_set = sets_for(jail, version)
+            hosts = kinds.hosts(version)
+            if hosts_in_net_sets:  # put in the net set by hand: deleted from there too
+                lines += [f"del {net_set.name} {a}" for a in hosts if (jail, a) in hosts_in_net_sets]
+            lines += [f"del {net_set.name} {a}" for a in kinds.nets(version)]
+            lines += [f"del {host_set.name} {a}" for a in hosts]
+    for jail, kinds in sorted(additions.items()):
+        for version in (4, 6):
+            host_set, net_set = sets_for(jail, version)
+            lines += [f"add {host_set.name} {a}" for a in kinds.hosts(version)]
+            lines += [f"add {net_set.name} {a}" for a in kinds.nets(version)]
     return "\n".join([*lines, ""]) if lines else None
 
 
@@ -233,35 +232,59 @@ class IpsetFirewall(Runner):
     def __init__(self, command_prefix: Sequence[str] = ()) -> None:
         super().__init__(command_prefix)
         self._hosts_in_net_sets: frozenset[Entry] = frozenset()  # from the last read
+        self._read: tuple[dict[str, SetState], dict[int, Table]] | None = None  # its sets and tables
 
     def read(self, jails: Sequence[JailLayout]) -> Actual:
+        self._read = None
         sets = parse_ipset_save(self.run(["ipset", "save"]), our_names(jails))
-        ok = sets_ok(sets, jails)
-        for family in FAMILIES:
-            ok = hooks_layout_ok(self.save(family), jails, family) and ok
+        tables = {family.version: self.save(family) for family in FAMILIES}
+        ok = sets_ok(sets, jails) and all(hooks_layout_ok(tables[f.version], jails, f) for f in FAMILIES)
         self._hosts_in_net_sets = frozenset(
             entry for entry in entries_in_sets(sets, jails, "hash:net") if "/" not in entry[1])
+        self._read = (sets, tables)
         return Actual(entries=frozenset(entries_in_sets(sets, jails)), layout_ok=ok)
 
     def apply(self, jails: Sequence[JailLayout], diff: Diff) -> None:
-        present = parse_ipset_headers(self.run(["ipset", "list", "-t"]), our_names(jails))
-        text = plan_sets(set(present), jails, diff, self._hosts_in_net_sets)
-        if text is not None:
-            self.run(["ipset", "restore", "-exist"], stdin=text)
+        """Planned on what this pass's ``read`` saw, sparing a listing per tool; should a set or
+        rule have gone since, so that a command fails, it is planned again on a fresh one
+        (``ipset restore -exist`` may repeat what already went in)."""
+        seen, self._read = self._read, None
+        present = seen[0] if seen is not None else None
+        if present is not None:
+            try:
+                self._load_sets(present, jails, diff)
+            except FirewallError:
+                present = None
+        if present is None:
+            present = parse_ipset_headers(self.run(["ipset", "list", "-t"]), our_names(jails))
+            self._load_sets(present, jails, diff)
         if not diff.repair_layout:
             return
         missing: list[str] = []
         for family in FAMILIES:
-            table = self.save(family)
+            table = seen[1][family.version] if seen is not None else None
+            if table is not None:
+                try:
+                    self.restore(family, plan_hooks(table, jails, family))
+                except FirewallError:
+                    table = None
+            if table is None:
+                table = self.save(family)
+                self.restore(family, plan_hooks(table, jails, family))
             missing += missing_chains(table, hooks_by_chain(jails, hook_rules_for(family)))
-            self.restore(family, plan_hooks(table, jails, family))
         if missing:
             raise missing_hook_error(missing)
         if wrong := misfits(present, jails):
             raise FirewallError(f"set {', '.join(wrong)} exists with another type or family; "
                                 "journalban does not destroy it: remove it by hand")
 
+    def _load_sets(self, present: dict[str, SetState], jails: Sequence[JailLayout], diff: Diff) -> None:
+        text = plan_sets(set(present), jails, diff, self._hosts_in_net_sets)
+        if text is not None:
+            self.run(["ipset", "restore", "-exist"], stdin=text)
+
     def remove(self, jails: Sequence[JailLayout]) -> None:
+        self._read = None
         for family in FAMILIES:
             self.restore(family, plan_remove_hooks(self.save(family), jails, family))
         destroy = [f"destroy {spec.name}" for jail in jails for spec in jail_sets(jail.name)]

@@ -7,8 +7,9 @@ The ipset backend reuses the hook, log-chain and batch helpers here.
 
 Declaring an existing user chain (``:jb-x - [0:0]``) in a ``--noflush`` batch
 flushes it on iptables-nft 1.8.9, so only missing chains are declared; and a
-``-D`` of a rule that is not there fails the whole batch, so ``apply`` plans
-against a fresh ``iptables-save`` taken just before it writes.
+``-D`` of a rule that is not there fails the whole batch, so ``apply`` plans on
+the table its pass's ``read`` saw and, should the batch fail, once more on a fresh
+``iptables-save``.
 
 Logging (``JailLayout.log``): ban rules jump to a per-jail helper chain
 ``jbl-<jail>`` holding one rate-limited LOG rule and the DROP/REJECT, so a jail
@@ -24,13 +25,16 @@ layout broken and ``apply`` does everything else, then raises FirewallError.
 
 import hashlib
 import ipaddress
+import itertools
+import operator
 import re
 import shlex
 import subprocess
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
-from journalban.firewall.base import Actual, Diff, Entry, FirewallError, JailLayout
+from journalban.firewall.base import Actual, Diff, Entry, FirewallError, JailLayout, kinds_by_jail
 
 PREFIX = "jb-"
 LOG_PREFIX = "jbl-"
@@ -94,7 +98,8 @@ def parse_save(text: str) -> Table:
         if line.startswith(":"):
             table.setdefault(line[1:].split()[0], [])
         elif line.startswith("-A "):
-            words = shlex.split(line)
+            # shlex only where iptables-save quoted something (a log prefix): 100,000 ban rules never do
+            words = shlex.split(line) if '"' in line or "'" in line or "\\" in line else line.split()
             table.setdefault(words[1], []).append(tuple(words[2:]))
     return table
 
@@ -118,6 +123,8 @@ def banned_address(rule: Rule, family: Family) -> str | None:
     one_word = rule[3] == "DROP" or rule[3].startswith(LOG_PREFIX)
     if not (rule[3] == "REJECT" or (one_word and len(rule) == 4)):
         return None
+    if family.version == 4 and rule[1].endswith("/32"):  # a host, as iptables-save prints it: canonical
+        return rule[1][:-3]
     return entry_text(rule[1], family.version)
 
 
@@ -296,18 +303,39 @@ class Batch:
 
     def append_all(self, chain: str, rules: Sequence[Rule]) -> None:
         self.table[chain].extend(rules)
-        self.lines.extend(_line("-A", chain, *rule) for rule in rules)
+        self.lines.extend(_lines(f"-A {chain}", rules))
+
+    def append_bans(self, chain: str, sources: Sequence[str], target: Rule) -> None:
+        """Append a ban rule per source: ``append_all`` for 100,000 rules of one target,
+        which is quoted once (a source never needs quoting)."""
+        self.table[chain].extend(zip(itertools.repeat("-s"), sources, *map(itertools.repeat, target)))
+        tail = _line(*target)
+        self.lines.extend([f"-A {chain} -s {source} {tail}" for source in sources])
 
     def insert_all(self, chain: str, rules: Sequence[Rule]) -> None:
         """Insert at the top, keeping ``rules`` in their order; the table is updated once.
         Each goes in at position 1, last first: inserting at position n walks n rules."""
         self.table[chain][:0] = rules
-        self.lines.extend(_line("-I", chain, "1", *rule) for rule in reversed(rules))
+        self.lines.extend(_lines(f"-I {chain} 1", rules[::-1]))
 
     def text(self) -> str | None:
         if not self.lines and not self.declare:
             return None
         return "\n".join(["*filter", *self.declare, *self.lines, "COMMIT", ""])
+
+
+def _lines(head: str, rules: Sequence[Rule]) -> Iterator[str]:
+    """Restore lines ``head`` + rule: a ban rule's target is quoted once, not once per address
+    (chain names and addresses never need quoting)."""
+    tails: dict[Rule, str] = {}
+    for rule in rules:
+        if rule[0] == "-s" and len(rule) > 2:
+            tail = tails.get(rule[2:])
+            if tail is None:
+                tail = tails[rule[2:]] = _line(*rule[2:])
+            yield f"{head} -s {rule[1]} {tail}"
+        else:
+            yield f"{head} {_line(*rule)}"
 
 
 def _line(*words: str) -> str:
@@ -321,28 +349,29 @@ def plan_apply(table: Table, jails: Sequence[JailLayout], diff: Diff, family: Fa
     if diff.repair_layout:
         _repair(batch, jails, family)
     layouts = {jail.name: jail for jail in jails}
-    removals: dict[str, set[str]] = {}
-    additions: dict[str, list[str]] = {}
-    for jail_name, address in diff.remove:
-        if entry_version(address) == family.version:
-            removals.setdefault(jail_name, set()).add(address)
-    for jail_name, address in sorted(diff.add):
-        if entry_version(address) != family.version:
-            continue
+    removals = {jail: {*kinds.hosts(family.version), *kinds.nets(family.version)}
+                for jail, kinds in kinds_by_jail(diff.remove).items()}
+    additions = {jail: (kinds.hosts(family.version), kinds.nets(family.version))
+                 for jail, kinds in kinds_by_jail(diff.add).items()}
+    for jail_name in additions:
         if jail_name not in layouts:
             raise ValueError(f"ban in jail {jail_name!r}, which is not among the jails given")
-        additions.setdefault(jail_name, []).append(address)
     for jail_name in sorted(removals.keys() | additions.keys()):
         jail = layouts.get(jail_name, JailLayout(jail_name))
-        _plan_entries(batch, jail, family, removals.get(jail_name, set()), additions.get(jail_name, []))
+        hosts, nets = additions.get(jail_name, ([], []))
+        if removals.get(jail_name) or hosts or nets:
+            _plan_entries(batch, jail, family, removals.get(jail_name, set()), hosts, nets)
     return batch.text()
 
 
-def _plan_entries(batch: Batch, jail: JailLayout, family: Family, remove: set[str], add: list[str]) -> None:
+def _plan_entries(batch: Batch, jail: JailLayout, family: Family, remove: set[str], hosts: list[str],
+                  nets: list[str]) -> None:
     """Ban rules out and in, in time linear in the chain's length: the chain is indexed
-    once; a large removal rebuilds the chain in the same batch, because iptables finds
-    each ``-D`` by walking the chain (100,000 deletions one by one take minutes)."""
+    once. A large change rebuilds the chain in the same batch, flushed and refilled by
+    appends: iptables finds each ``-D`` by walking the chain (100,000 deletions one by one
+    take minutes), and appending is also how a bare restore loads a batch."""
     chain = chain_name(jail.name)
+    add = hosts or nets
     if chain not in batch.table:
         if not add:
             return
@@ -357,16 +386,20 @@ def _plan_entries(batch: Batch, jail: JailLayout, family: Family, remove: set[st
         if address is not None:
             present.setdefault(address, []).append(rule)
     doomed = [rule for address in remove for rule in present.get(address, ())]
-    fresh = [ban_rule(address, jail, family) for address in add if address not in present]
-    if len(doomed) > REBUILD_ABOVE:
+    if present:
+        hosts, nets = [a for a in hosts if a not in present], [a for a in nets if a not in present]
+    fresh = [*map(operator.add, hosts, itertools.repeat(f"/{family.host_bits}")), *nets]  # new rules' sources
+    target = ban_target(jail, family)
+    if len(doomed) > REBUILD_ABOVE or len(fresh) > max(REBUILD_ABOVE, len(rules)):
         gone = set(doomed)
-        keep = [rule for rule in rules if rule not in gone]
+        keep = [rule for rule in rules if rule not in gone] if gone else rules
         batch.flush(chain)
-        batch.append_all(chain, fresh + keep)
+        batch.append_bans(chain, fresh, target)
+        batch.append_all(chain, keep)
         return
     for rule in doomed:
         batch.delete(chain, rule)
-    batch.insert_all(chain, fresh)
+    batch.insert_all(chain, [("-s", source, *target) for source in fresh])
 
 
 def _repair(batch: Batch, jails: Sequence[JailLayout], family: Family) -> None:
@@ -478,27 +511,49 @@ class IptablesFirewall(Runner):
 
     name = "iptables"
 
+    def __init__(self, command_prefix: Sequence[str] = ()) -> None:
+        super().__init__(command_prefix)
+        self._read: dict[int, Table] = {}  # per family: the table the last read saw, for the apply after it
+
     def read(self, jails: Sequence[JailLayout]) -> Actual:
+        self._read = {}
         entries: set[Entry] = set()
         ok = True
+        tables = {}
         for family in FAMILIES:
-            table = self.save(family)
+            table = tables[family.version] = self.save(family)
             entries |= entries_in(table, jails, family)
             ok = ok and layout_ok(table, jails, family)
+        self._read = tables
         return Actual(entries=frozenset(entries), layout_ok=ok)
 
     def apply(self, jails: Sequence[JailLayout], diff: Diff) -> None:
-        changed = {entry_version(address) for _, address in diff.add | diff.remove}
+        """One batch per family, planned on the table the read of this pass saw (saving
+        100,000 rules again takes seconds); should the table have changed since so that the
+        batch fails (a ``-D`` of a rule gone), nothing was changed and it is planned again
+        on a fresh save."""
+        seen, self._read = self._read, {}
+        changed = {version for entries in (diff.add, diff.remove) for kinds in kinds_by_jail(entries).values()
+                   for version in (4, 6) if kinds.hosts(version) or kinds.nets(version)}
         missing: list[str] = []
         for family in FAMILIES:
-            if diff.repair_layout or family.version in changed:
+            if not (diff.repair_layout or family.version in changed):
+                continue
+            table = seen.get(family.version)
+            if table is not None:
+                try:
+                    self.restore(family, plan_apply(table, jails, diff, family))
+                except FirewallError:
+                    table = None  # changed since the read: planned again below
+            if table is None:
                 table = self.save(family)
-                if diff.repair_layout:
-                    missing += missing_chains(table, hooks_by_chain(jails, jump_rules))
                 self.restore(family, plan_apply(table, jails, diff, family))
+            if diff.repair_layout:
+                missing += missing_chains(table, hooks_by_chain(jails, jump_rules))
         if missing:
             raise missing_hook_error(missing)
 
     def remove(self, jails: Sequence[JailLayout]) -> None:
+        self._read = {}
         for family in FAMILIES:
             self.restore(family, plan_remove(self.save(family), jails))

@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from journalban.firewall.base import Actual, Diff, Entry, FirewallError, JailLayout, PortSpec
+from journalban.firewall.base import Actual, Diff, Entry, FirewallError, JailLayout, Kinds, PortSpec, kinds_by_jail
 
 TABLE = "inet journalban"
 HOOK_CHAINS = {"INPUT": "input", "FORWARD": "forward", "DOCKER-USER": "forward"}
@@ -60,6 +60,7 @@ CHUNK = 5000  # elements per add/delete statement
 # big batch: a timeout must never turn a slow, correct transaction into a failure.
 TIMEOUT = 600.0
 
+NO_ENTRIES = Kinds([], [], [], [])  # a jail the diff does not touch
 Span = tuple[int, int]  # first and last address of an element, as integers
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 ChainSpec = tuple[str, str, int, str]  # type, hook, priority, policy
@@ -436,23 +437,18 @@ def entry_span(address: str, family: Family) -> Span | None:
 
 # --- plan --------------------------------------------------------------------------
 
-def _elements(verb: str, name: str, texts: Iterable[str]) -> Iterator[str]:
-    ordered = sorted(texts)
-    for i in range(0, len(ordered), CHUNK):
-        yield f"{verb} element {TABLE} {name} {{ {', '.join(ordered[i:i + CHUNK])} }}"
-
-
-def _by_jail(entries: Iterable[Entry]) -> dict[str, list[str]]:
-    grouped: dict[str, list[str]] = {}
-    for jail, address in entries:
-        grouped.setdefault(jail, []).append(address)
-    return grouped
+def _elements(verb: str, name: str, texts: Iterable[str], ordered: bool = True) -> Iterator[str]:
+    """Statements of ``CHUNK`` elements each; host sets unordered (a hash keeps no order, and
+    sorting 100,000 addresses costs more than nft takes to load them)."""
+    listed = sorted(texts) if ordered else list(texts)
+    for i in range(0, len(listed), CHUNK):
+        yield f"{verb} element {TABLE} {name} {{ {', '.join(listed[i:i + CHUNK])} }}"
 
 
 def plan_apply(snapshot: Snapshot | None, jails: Sequence[JailLayout], diff: Diff) -> str | None:
     """The ``nft -f`` text for one apply: layout repairs (if asked), then element changes."""
     layouts = {jail.name: jail for jail in jails}
-    adds, removes = _by_jail(diff.add), _by_jail(diff.remove)
+    adds, removes = kinds_by_jail(diff.add), kinds_by_jail(diff.remove)
     for jail_name in adds:
         if jail_name not in layouts:
             raise ValueError(f"ban in jail {jail_name!r}, which is not among the jails given")
@@ -496,23 +492,24 @@ def plan_apply(snapshot: Snapshot | None, jails: Sequence[JailLayout], diff: Dif
                           for text in jail_rules(jail)]
     lines = [*drop_rules, *drop_chains, *drop_sets, *add_chains, *add_sets, *add_rules]
     for jail in jails:
+        add, remove = adds.get(jail.name, NO_ENTRIES), removes.get(jail.name, NO_ENTRIES)
         for family in FAMILIES:
-            lines += _plan_hosts(current, jail.name, family, adds.get(jail.name, ()), removes.get(jail.name, ()),
+            lines += _plan_hosts(current, jail.name, family, add.hosts(family.version), remove.hosts(family.version),
                                  emptied)
-            lines += _plan_networks(current, jail.name, family, adds.get(jail.name, ()),
-                                    removes.get(jail.name, ()), emptied)
+            # a host can be in the network set too (a /32 added by hand): removals look there as well
+            lines += _plan_networks(current, jail.name, family, add.nets(family.version),
+                                    [*remove.nets(family.version), *remove.hosts(family.version)], emptied)
     return "\n".join([*lines, ""]) if lines else None
 
 
 def _plan_hosts(snapshot: Snapshot, jail: str, family: Family, add: Sequence[str], remove: Sequence[str],
                 emptied: set[str]) -> list[str]:
-    """Host set changes: add every host entry (adding a present element is no error), delete
-    those the snapshot holds (all that can be there: a set recreated now starts empty)."""
+    """Host set changes: add every host (adding a present element is no error), delete those
+    the snapshot holds (all that can be there: a set recreated now starts empty)."""
     name = set_name(jail, family)
     have = frozenset() if name in emptied else held_hosts(snapshot, jail, family)
-    v6 = family.version == 6
-    return [*_elements("delete", name, (a for a in remove if a in have)),
-            *_elements("add", name, (a for a in add if "/" not in a and (":" in a) == v6))]
+    return [*_elements("delete", name, have.intersection(remove), ordered=False),
+            *_elements("add", name, add, ordered=False)]
 
 
 def _plan_networks(snapshot: Snapshot, jail: str, family: Family, add: Sequence[str], remove: Sequence[str],
@@ -521,11 +518,13 @@ def _plan_networks(snapshot: Snapshot, jail: str, family: Family, add: Sequence[
     enforced_name, covered_name_ = net_name(jail, family), covered_name(jail, family)
     spans = {name: (frozenset() if name in emptied or name not in snapshot.sets else snapshot.sets[name].spans)
              for name in (enforced_name, covered_name_)}
+    if not add and not any(spans.values()) and not {enforced_name, covered_name_} & emptied:
+        return []  # nothing there, nothing coming: the usual case for a jail of hosts
     want = wanted_sets(jail, family)
     view = Snapshot(sets={name: NftSet(want[name].type, want[name].flags, spans[name]) for name in spans})
     held = {entry_text(span, family): span for span in held_spans(view, jail, family)}
-    gone = {held[a] for a in remove if a in held}  # a host can be here too: a /32 added by hand
-    new = {span for a in add if "/" in a and (span := entry_span(a, family))}
+    gone = {held[a] for a in remove if a in held}
+    new = {span for a in add if (span := entry_span(a, family))}
     if not gone and not new and not {enforced_name, covered_name_} & emptied:
         return []
     outer, inner = split_outermost((set(held.values()) - gone) | new)

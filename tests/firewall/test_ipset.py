@@ -249,3 +249,17 @@ def test_a_set_of_ours_with_another_type_is_reported(ns: Namespace, fw: IpsetFir
     with pytest.raises(FirewallError, match="jb-sshd-4 exists with another type"):
         reconcile(fw, [SSHD], ("sshd", "2001:db8::9"))
     assert members(ns, "jb-sshd-6") == {"2001:db8::9"}  # the rest is applied
+
+
+def test_apply_plans_on_the_reads_sets_and_again_if_they_changed_since(ns: Namespace, fw: IpsetFirewall) -> None:
+    """A set destroyed between the read and the apply fails the planned restore; the apply
+    lists the sets afresh and creates it again."""
+    desired = frozenset({("sshd", "203.0.113.9"), ("sshd", "198.51.100.0/24")})
+    reconcile(fw, [SSHD], *desired)
+    change = Diff(add=frozenset({("sshd", "198.51.100.77")}))
+    assert fw.read([SSHD]) == Actual(desired, layout_ok=True)
+    ns.run(["iptables", "-D", "INPUT", "-m", "set", "--match-set", "jb-sshd-4", "src", "-j", "DROP"])
+    ns.run(["ipset", "destroy", "jb-sshd-4"])  # behind the read's back
+    fw.apply([SSHD], change)
+    assert members(ns, "jb-sshd-4") == {"198.51.100.77"}
+    assert fw.read([SSHD]).entries == {("sshd", "198.51.100.77"), ("sshd", "198.51.100.0/24")}

@@ -78,9 +78,8 @@ def test_plan_sets_creates_missing_then_deletes_then_adds() -> None:
     assert plan_sets({"jb-sshd-4", "jb-sshd-6", "other"}, [SSHD], diff, in_net_set) == (
         "create jb-sshd-net4 hash:net family inet hashsize 1024 maxelem 1048576\n"
         "create jb-sshd-net6 hash:net family inet6 hashsize 1024 maxelem 1048576\n"
-        "del jb-sshd-net4 198.51.100.2\ndel jb-sshd-4 198.51.100.2\n"
-        "del jb-sshd-net4 203.0.113.0/24\n"
-        "add jb-sshd-net6 2001:db8:2::/64\nadd jb-sshd-4 203.0.113.10\n")
+        "del jb-sshd-net4 198.51.100.2\ndel jb-sshd-net4 203.0.113.0/24\ndel jb-sshd-4 198.51.100.2\n"
+        "add jb-sshd-4 203.0.113.10\nadd jb-sshd-net6 2001:db8:2::/64\n")
     assert plan_sets(our_names([SSHD]), [SSHD], Diff(repair_layout=True)) is None
     with pytest.raises(ValueError, match="nope"):
         plan_sets(set(), [SSHD], Diff(add=frozenset({("nope", "192.0.2.1")})))

@@ -294,3 +294,27 @@ def test_log_chain_of_the_longest_jail_name(ns: Namespace, fw: IptablesFirewall)
     assert not reconcile(fw, [jail], (jail.name, "203.0.113.9"))
     fw.remove([jail])
     assert "jb" not in ns.run(["iptables-save"]).stdout
+
+
+def test_apply_plans_on_the_reads_table_and_again_if_it_changed_since(ns: Namespace, fw: IptablesFirewall) -> None:
+    """No second save of 100,000 rules per pass; and a rule deleted by hand between the read and
+    the apply (whose ``-D`` then fails the whole batch) only costs a fresh save."""
+    ban(fw, [SSHD], V4_BAN, ("sshd", "203.0.113.10"))
+    desired = frozenset({("sshd", "198.51.100.1")})
+    change = diff(desired, fw.read([SSHD]))
+    assert change.remove == {V4_BAN, ("sshd", "203.0.113.10")}
+    ns.run(["iptables", "-D", "jb-sshd", "-s", "203.0.113.9/32", "-j", "DROP"])  # behind the read's back
+    fw.apply([SSHD], change)
+    assert fw.read([SSHD]) == Actual(desired, layout_ok=True)
+    assert rules(ns, 4, "jb-sshd") == ["-A jb-sshd -s 198.51.100.1/32 -j DROP", "-A jb-sshd -j RETURN"]
+
+
+def test_a_large_batch_is_appended_to_a_rebuilt_chain(ns: Namespace, fw: IptablesFirewall) -> None:
+    """Thousands of new bans go in by appends (as a bare restore loads them), ahead of those there."""
+    ban(fw, [SSHD], V4_BAN)
+    many = frozenset(("sshd", f"10.1.{n // 256}.{n % 256}") for n in range(1000))
+    fw.read([SSHD])
+    fw.apply([SSHD], Diff(add=many))
+    chain = rules(ns, 4, "jb-sshd")
+    assert len(chain) == 1002 and chain[-2:] == ["-A jb-sshd -s 203.0.113.9/32 -j DROP", "-A jb-sshd -j RETURN"]
+    assert fw.read([SSHD]) == Actual(many | {V4_BAN}, layout_ok=True)

@@ -1,12 +1,13 @@
 """The whole daemon on a followed file: throughput, detection latency, start-up, memory.
 
-    .venv/bin/python -m bench.daemon [--lines 1000000] [--latency-bans 200] [--startup-bans 100000]
+    .venv/bin/python -m bench.daemon [--lines 1000000] [--latency-bans 200] [--background-rate 50000]
+                                     [--startup-bans 100000]
                                      [--rss-lines 3000000 --rss-sources 1000000] [--profile-lines 300000]
                                      [--skip throughput,latency,kernel,startup,rss,profile]
 
 Every run is ``journalban run`` as a child process in a temporary directory (removed at
 the end): SQLite ledger and ``[control] socket`` there, ``[sources.files] poll_interval =
-0.05``, ``ignoreself = false``, one jail on a file there; firewall ``dry-run`` unless said.
+0.05`` (1 s for latency), ``ignoreself = false``, one jail on a file there; firewall ``dry-run`` unless said.
 
 1. **Throughput.** Jail ``sshd`` (``applies syslog``: the file is read as syslog), maxretry
    5, findtime 10m. ``corpus.py sshd N --start now --span 60`` is generated first, then
@@ -15,9 +16,12 @@ the end): SQLite ledger and ``[control] socket`` there, ``[sources.files] poll_i
    failures`` equals the corpus's failure count (polled every 0.1 s, bounded), and the
    set of banned addresses must equal the bans of ``journalban replay -g sshd FILE --json
    --maxretry 5 --findtime 600`` on the same file. Target >= 500,000 lines/s.
-2. **Detection latency.** Same jail with maxretry 1; one failure line with a new address
-   is appended, then the ledger is polled (every 1 ms) for its ban row; a random pause
-   (0-50 ms, so the line lands anywhere in the poll cycle) before the next. p50/p99.
+2. **Detection latency.** Same jail with maxretry 1, following a second file too into which
+   a writer process appends ``--background-rate`` (50,000) non-failure sshd lines a second
+   meanwhile; the daemon's safety poll is 1 s (inotify wakes it). One failure line with a
+   new address is appended, then the ledger is polled (every 1 ms) for its ban row; a
+   random pause (0-50 ms) before the next. p50/p99. (The issue asks for the background
+   from a journald namespace instance; this is a file, which the same loop reads.)
    Target p99 <= 50 ms. With ``kernel`` also done with the ``iptables`` backend inside a
    network namespace, polled with ``iptables-save`` in it until the DROP rule shows
    (each poll is a process start, ~5 ms, which the figure includes).
@@ -70,9 +74,12 @@ TARGET_RATE = 500_000
 TARGET_P99_MS = 50.0
 TARGET_STARTUP = 5.0
 TARGET_RSS_MB = 200.0
+POLL = 1.0  # latency runs: the safety poll only; inotify wakes the daemon
 
 
-def config(tmp: Path, log: Path, grammar: str, maxretry: int, findtime: str, firewall: str = "dry-run") -> Path:
+def config(tmp: Path, log: Path, grammar: str, maxretry: int, findtime: str, firewall: str = "dry-run",
+           also: Sequence[Path] = (), poll: float = 0.05) -> Path:
+    files = ", ".join(f'"{f}"' for f in (log, *also))
     path = tmp / "journalban.toml"
     path.write_text(f"""
 [control]
@@ -85,14 +92,14 @@ url = "sqlite:///{tmp}/ledger.db"
 name = "{NODE}"
 
 [sources.files]
-poll_interval = 0.05
+poll_interval = {poll}
 
 [sources.journal]
 enabled = false
 
 [jails.bench]
 grammar = "{grammar}"
-files = ["{log}"]
+files = [{files}]
 maxretry = {maxretry}
 findtime = "{findtime}"
 firewall = "{firewall}"
@@ -237,12 +244,51 @@ def percentile(values: Sequence[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-def latency(tmp: Path, count: int, kernel: bool) -> list[float]:
-    """Seconds from the append of one failure to its ban in the ledger (or in the kernel)."""
+BACKGROUND = """
+import sys, time
+from datetime import UTC, datetime
+path, rate = sys.argv[1], int(sys.argv[2])
+MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+started, written, n = time.monotonic(), 0, 0
+with open(path, "ab", buffering=0) as out:
+    while True:
+        due = int((time.monotonic() - started) * rate) - written
+        if due > 0:
+            now = datetime.now(UTC)
+            stamp = f"{MONTHS[now.month - 1]} {now.day:2d} {now:%H:%M:%S}"
+            out.write("".join(f"{stamp} web1 sshd[{4000 + (n + i) % 5000}]: Accepted publickey for deploy from "
+                              f"192.0.2.{(n + i) % 250 + 1} port {1024 + (n + i) % 60000} ssh2\\n"
+                              for i in range(due)).encode())
+            written, n = written + due, n + due
+        time.sleep(0.005)
+"""
+
+
+@contextlib.contextmanager
+def background(path: Path, rate: int) -> Iterator[None]:
+    """A writer appending ``rate`` non-failure sshd lines a second to ``path`` (in 5 ms steps)."""
+    if rate <= 0:
+        yield
+        return
+    writer = subprocess.Popen([PYTHON, "-c", BACKGROUND, str(path), str(rate)])
+    try:
+        yield
+    finally:
+        writer.terminate()
+        writer.wait(10)
+
+
+def latency(tmp: Path, count: int, kernel: bool, background_rate: int = 0) -> tuple[list[float], float, int]:
+    """Seconds from the append of one failure to its ban in the ledger (or in the kernel), with
+    ``background_rate`` lines/s appended to a second file the same jail follows; and the rate
+    of background lines written meanwhile, and how many bytes of them the daemon had not
+    committed at the end (how far behind it was)."""
     work = tmp / ("latency-kernel" if kernel else "latency")
     work.mkdir()
     log = work / "auth.log"
     log.touch()
+    noise = work / "noise.log"
+    noise.touch()
     rng = random.Random(7)
     out: list[float] = []
     with contextlib.ExitStack() as stack:
@@ -254,8 +300,11 @@ def latency(tmp: Path, count: int, kernel: bool) -> list[float]:
             ns = stack.enter_context(namespace("jb-bench"))
             prefix = ["ip", "netns", "exec", ns.name]
         running = stack.enter_context(daemon(work, config(work, log, "sshd", 1, "10m",
-                                                          "iptables" if kernel else "dry-run"), prefix))
+                                                          "iptables" if kernel else "dry-run", [noise], POLL),
+                                             prefix))
         running.wait_ready()
+        stack.enter_context(background(noise, background_rate))
+        noise_started = time.perf_counter()
         ledger = sqlite3.connect(work / "ledger.db", timeout=10)
         stack.callback(ledger.close)
         fd = os.open(log, os.O_WRONLY | os.O_APPEND)
@@ -273,6 +322,7 @@ def latency(tmp: Path, count: int, kernel: bool) -> list[float]:
                                           capture_output=True, text=True).stdout
                     if f"-s {address}/32" in dump:
                         break
+                    time.sleep(0.002)  # not a core spent spawning iptables-save beside the daemon
                 else:
                     if ledger.execute("SELECT 1 FROM bans WHERE address = ?", (address,)).fetchone():
                         break
@@ -281,7 +331,12 @@ def latency(tmp: Path, count: int, kernel: bool) -> list[float]:
                 raise RuntimeError(f"no ban of {address} after 10 s:\n{running.log_tail()}")
             out.append(time.perf_counter() - started)
             time.sleep(rng.uniform(0, 0.05))
-    return out
+        noise_seconds = time.perf_counter() - noise_started
+        behind = noise.stat().st_size - next((int(str(r[0])) for r in ledger.execute(
+            "SELECT offset FROM source_positions WHERE source = ?", (f"file:{noise}",))), 0)
+    with noise.open("rb") as lines:
+        written = sum(chunk.count(b"\n") for chunk in iter(lambda: lines.read(1 << 20), b""))
+    return out, written / noise_seconds, behind
 
 
 # --- 3. start-up ------------------------------------------------------------------------------------------
@@ -416,7 +471,7 @@ def profile_report(path: Path, lines: int, seconds: float) -> str:
 
 def run(lines: int = 1_000_000, latency_bans: int = 200, startup_bans: int = 100_000, rss_lines: int = 3_000_000,
         rss_sources: int = 1_000_000, profile_lines: int = 300_000, skip: Sequence[str] = (),
-        echo: bool = True) -> tuple[list[Figure], str]:
+        echo: bool = True, background_rate: int = 50_000) -> tuple[list[Figure], str]:
     from bench.run import Figure
 
     figures: list[Figure] = []
@@ -462,7 +517,8 @@ def run(lines: int = 1_000_000, latency_bans: int = 200, startup_bans: int = 100
             count = latency_bans if not kernel else max(latency_bans // 2, 1)
             say(f"latency{' to iptables' if kernel else ''}: {count} bans")
             try:
-                values = [v * 1000 for v in latency(tmp, count, kernel)]
+                seconds, noise_rate, noise_behind = latency(tmp, count, kernel, background_rate)
+                values = [v * 1000 for v in seconds]
             except Exception as exc:  # a missing tool or namespace support: say so, go on
                 figures.append(Figure(f"daemon: detection latency{' to iptables' if kernel else ''}", None, "ms",
                                       f"p99 <= {TARGET_P99_MS:.0f} ms", False, f"{base} --skip throughput,startup,rss",
@@ -475,8 +531,10 @@ def run(lines: int = 1_000_000, latency_bans: int = 200, startup_bans: int = 100
                 f"<= {TARGET_P99_MS:.0f} ms", p99 <= TARGET_P99_MS,
                 f"{base} --latency-bans {latency_bans} --skip throughput,startup,rss"
                 + (",latency" if kernel else ",kernel"),
-                f"p50 {p50:.1f} ms, max {max(values):.1f} ms over {len(values)} bans; poll_interval 50 ms"
-                + ("; each kernel poll is an iptables-save process" if kernel else "")))
+                f"p50 {p50:.1f} ms, max {max(values):.1f} ms over {len(values)} bans; inotify, safety poll "
+                f"{POLL:g} s; background {noise_rate:,.0f} lines/s to a second followed file (daemon "
+                f"{noise_behind:,} bytes behind at the end)"
+                + ("; each kernel poll is an iptables-save process, 2 ms apart" if kernel else "")))
         if "startup" not in skip and startup_bans:
             for firewall in ("dry-run", "ipset"):
                 say(f"start-up: {startup_bans:,} active bans, {firewall}")
@@ -517,12 +575,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rss-lines", type=int, default=3_000_000)
     parser.add_argument("--rss-sources", type=int, default=1_000_000)
     parser.add_argument("--profile-lines", type=int, default=300_000)
+    parser.add_argument("--background-rate", type=int, default=50_000,
+                        help="latency runs: lines/s appended meanwhile to a second followed file")
     parser.add_argument("--skip", default="", help="comma-separated: throughput,latency,kernel,startup,rss,profile")
     args = parser.parse_args(argv)
     from bench.run import print_figures
 
     figures, profile_text = run(args.lines, args.latency_bans, args.startup_bans, args.rss_lines, args.rss_sources,
-                                args.profile_lines, [s for s in args.skip.split(",") if s])
+                                args.profile_lines, [s for s in args.skip.split(",") if s],
+                                background_rate=args.background_rate)
     print_figures(figures)
     if profile_text:
         print("\n" + profile_text)

@@ -7,7 +7,8 @@
 
 Runs ``bench.replay``, ``bench.grammar`` and ``bench.daemon`` in this process (each
 also runs alone: ``python -m bench.replay`` ...), then the other engineers' modules
-that are present and importable (``bench.intake``, ``bench.enforce``, ``bench.report``)
+that are present and importable (``bench.intake``, ``bench.enforce``, ``bench.report``,
+``bench.fleet``)
 as child processes at small sizes, their own output quoted as it is. Every figure is
 printed with its target, whether it is met, the 1-minute load average when it was
 taken (the machine is shared) and the command that reproduces it alone.
@@ -99,6 +100,7 @@ OTHERS = {
     "enforce": ["--sizes", "1000,10000", "--skip-fail2ban", "--flood-seconds", "1", "--flood-rounds", "1",
                 "--no-results-file"],
     "report": ["--failures", "100000", "--bans", "10000"],
+    "fleet": ["--hosts", "20", "--seconds", "5", "--bans", "500"],
 }
 
 
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-bans", type=int, default=200)
     parser.add_argument("--startup-bans", type=int, default=100_000)
     parser.add_argument("--grammars", default="all", help="comma-separated grammar names for bench.grammar, or all")
-    parser.add_argument("--only", default="replay,grammar,daemon,intake,enforce,report")
+    parser.add_argument("--only", default="replay,grammar,daemon,intake,enforce,report,fleet")
     parser.add_argument("--other-timeout", type=float, default=900.0)
     parser.add_argument("--no-results-file", action="store_true")
     args = parser.parse_args(argv)
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         figures += found
         if profile:
             sections.append(("Profile of the daemon's file path", profile))
-    for name in ("intake", "enforce", "report"):
+    for name in ("intake", "enforce", "report", "fleet"):
         if name in only and importlib.util.find_spec(f"bench.{name}") is not None:
             print(f"running bench.{name} ...", file=sys.stderr, flush=True)
             figure, output = run_other(name, args.other_timeout)

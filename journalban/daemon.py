@@ -6,10 +6,12 @@ open, and only then is "ready" announced.
 """
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -24,13 +26,15 @@ from journalban.firewall.iptables import IptablesFirewall
 from journalban.firewall.memory import MemoryFirewall
 from journalban.grammar import Grammar
 from journalban.intake import Intake, matchers
-from journalban.ledger.store import ActiveBan, Ledger
+from journalban.ledger.spool import SpoolingLedger, open_ledger
+from journalban.ledger.store import ActiveBan
 from journalban.loading import LoadError, load
 from journalban.notify import SystemdNotifier
 from journalban.own_addresses import own_addresses
 from journalban.pipeline import Pipeline
 from journalban.reconcile import Enforcement, Reconciler
 from journalban.schedule import ReconcileSchedule
+from journalban.sources.files import FileWatch
 
 if TYPE_CHECKING:
     from journalban.fleet import FleetWatcher  # psycopg: imported only on a shared ledger
@@ -51,6 +55,16 @@ def _backend(kind: str) -> FirewallBackend:
         return NftablesFirewall()
     return MemoryFirewall()
 SWEEP_EVERY = timedelta(seconds=60)
+_LIBC = ctypes.util.find_library("c")
+
+
+def release_free_memory() -> None:
+    """Hand memory freed after a burst back to the system (glibc keeps it otherwise: the 1 MiB
+    read slices raise its mmap threshold, so their successors come from the heap)."""
+    try:
+        ctypes.CDLL(_LIBC).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 STATUS_EVERY = timedelta(seconds=10)
 
 
@@ -70,9 +84,9 @@ def layout(jail: JailConfig) -> JailLayout:
 def restart_needed(running: Config, new: Config) -> list[str]:
     """What a reload cannot change in place, as problems naming the setting."""
     def shape(config: Config) -> object:
-        return (config.ledger_url, config.node_name, config.control_socket, config.journal, config.syslog,
-                {j.name: (j.files, j.journal, j.syslog, layout(j), j.firewall, j.scope)
-                 for j in config.enabled_jails})
+        return (config.ledger_url, config.ledger_spool, config.node_name, config.control_socket, config.journal,
+                config.syslog, {j.name: (j.files, j.journal, j.syslog, layout(j), j.firewall, j.scope)
+                                for j in config.enabled_jails})
 
     if shape(running) == shape(new):
         return []
@@ -87,24 +101,32 @@ def enforcements(jails: list[JailConfig]) -> list[Enforcement]:
             for kind in kinds]
 
 
+class DaemonFailed(Exception):
+    """The daemon stopped because it could not go on (a batch the ledger refused): the CLI
+    turns it into exit status 1. Not a SystemExit: that must not cross ``asyncio.run``."""
+
+
 class Daemon:
     def __init__(self, config: Config, grammars: dict[str, Grammar],
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.config = config
         self.clock = clock
         self.jails = config.enabled_jails
-        self.ledger = Ledger(config.ledger_url, node=config.node_name,
-                             fleet_jails=[j.name for j in self.jails if j.scope == "fleet"],
-                             host_jails=[j.name for j in self.jails if j.scope == "host"])
+        self.ledger = open_ledger(config.ledger_url, config.ledger_spool, node=config.node_name,
+                                  fleet_jails=[j.name for j in self.jails if j.scope == "fleet"],
+                                  host_jails=[j.name for j in self.jails if j.scope == "host"])
         own = own_addresses() if any(j.ignoreself for j in self.jails) else ()
         self.detector = Detector({j.name: policy(j, own) for j in self.jails})
         self.hooks = Hooks({j.name: JailHooks(j.on_ban, j.on_unban) for j in self.jails})
         self.reconciler = Reconciler(self.ledger, enforcements(self.jails), clock, self._expired)
         self.schedule = ReconcileSchedule(self.reconciler, config.reconcile_interval)
+        if isinstance(self.ledger, SpoolingLedger):  # PostgreSQL back: reconcile with what it holds now
+            self.ledger.on_delivered = self.schedule.wake
         self.pipeline = Pipeline(matchers(config, self.jails, grammars), self.detector, self.ledger, self._banned)
         self.intake = Intake(config, self.jails, grammars, self.ledger, self.pipeline, clock, self._fatal)
         self._failure: BaseException | None = None
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()  # a followed file changed, or stop: read now
         self.notifier = SystemdNotifier()
         self.control = ControlServer(config.control_socket, DaemonContext(self, self.hooks, self.reload))
         self._tasks: set[asyncio.Task[object]] = set()
@@ -128,12 +150,13 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     def _fatal(self, exc: BaseException) -> None:
         """Stop with an error: what was read but not recorded is read again after a restart."""
         log.error("stopping: a batch could not be recorded in the ledger: %s", exc)
         self._failure = exc
-        self._stop.set()
+        self.stop()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -169,7 +192,7 @@ class Daemon:
             self.ledger.close()
             log.info("journalban stopped")
         if self._failure is not None:
-            raise SystemExit(f"journalban: {self._failure}")
+            raise DaemonFailed(f"journalban: {self._failure}")
 
     def _purge(self) -> None:
         """Retention: failures older than ``[ledger] keep_failures`` go; bans stay."""
@@ -234,24 +257,51 @@ class Daemon:
     def _restore_state(self) -> None:
         now = self.clock()
         longest = max((j.findtime for j in self.jails), default=0)
-        active = [(b.jail, b.address, b.expires_at) for b in self.ledger.active_bans()]
-        self.detector.prime(self.ledger.open_failures(now - timedelta(seconds=longest)), active,
-                            self.ledger.ban_counts())
+        if isinstance(self.ledger, SpoolingLedger):  # it knows the bans while its server is away
+            active: Iterable[tuple[str, str, datetime]] = (
+                (b.jail, b.address, b.expires_at) for b in self.ledger.active_bans())
+        else:
+            active = self.ledger.ban_expiries()
+        # Previous bans matter only where ban times grow: no jail with bantime_increment, no count.
+        counts = self.ledger.ban_counts() if any(j.bantime_increment for j in self.jails) else {}
+        self.detector.prime(self.ledger.open_failures(now - timedelta(seconds=longest)), active, counts)
 
     async def _follow(self) -> None:
+        """Read followed files when inotify says one changed (at once), when a file was left
+        behind a full slice (soon, after other work), and every ``poll_interval`` anyway."""
         next_sweep = self.clock() + SWEEP_EVERY
         heartbeat = self.notifier.watchdog_interval or STATUS_EVERY.total_seconds()
         next_heartbeat = time.monotonic() + heartbeat
-        while not self._stop.is_set():
-            if self.notifier.enabled and time.monotonic() >= next_heartbeat:
-                self.notifier.send("WATCHDOG=1", f"STATUS={self.status_line()}")
-                next_heartbeat = time.monotonic() + heartbeat
-            self.intake.poll_files()
-            now = self.clock()
-            if now >= next_sweep:
-                self.detector.sweep(now)
-                next_sweep = now + SWEEP_EVERY
-            try:
-                await asyncio.wait_for(self._stop.wait(), self.config.file_poll_interval)
-            except TimeoutError:
-                pass
+        loop = asyncio.get_running_loop()
+        watch = FileWatch([f.follower.path for f in self.intake.files]) if self.intake.files else None
+        if watch is not None and watch.available:
+            loop.add_reader(watch.fileno(), lambda: watch.changed() and self._wake.set())
+        bursting = False
+        try:
+            while not self._stop.is_set():
+                if self.notifier.enabled and time.monotonic() >= next_heartbeat:
+                    self.notifier.send("WATCHDOG=1", f"STATUS={self.status_line()}")
+                    next_heartbeat = time.monotonic() + heartbeat
+                self._wake.clear()
+                self.intake.poll_files()
+                now = self.clock()
+                if now >= next_sweep:
+                    self.detector.sweep(now)
+                    release_free_memory()
+                    next_sweep = now + SWEEP_EVERY
+                if any(f.follower.behind for f in self.intake.files):
+                    bursting = True
+                    await asyncio.sleep(0)  # more to read: let the journal, syslog and control run first
+                    continue
+                if bursting:  # a burst's batches are freed: give their memory back
+                    bursting = False
+                    release_free_memory()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.config.file_poll_interval)
+                except TimeoutError:
+                    pass
+        finally:
+            if watch is not None:
+                if watch.available:
+                    loop.remove_reader(watch.fileno())
+                watch.close()

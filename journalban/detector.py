@@ -6,13 +6,13 @@ primes a new detector from what it recorded.
 """
 
 import ipaddress
-from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 
 from journalban.events import FOREVER, BanDecision, Failure
+from journalban.windows import Times, WindowKey, add, ipv4_int, size, trimmed, unpack, window_key
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
@@ -33,8 +33,26 @@ class JailPolicy:
     subnet_threshold: int = 0  # 0: never aggregate
     subnet_prefix4: int = 24
     subnet_prefix6: int = 64
+    # ignoreip's IPv4 networks as (first, last) integers: tested without parsing the address
+    _ignored4: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
+    _ignores6: bool = field(init=False, repr=False, compare=False)
 
-    def ignores(self, address: str) -> bool:
+    def __post_init__(self) -> None:
+        ranges = tuple((int(n.network_address), int(n.broadcast_address)) for n in self.ignoreip if n.version == 4)
+        object.__setattr__(self, "_ignored4", ranges)
+        object.__setattr__(self, "_ignores6", any(n.version == 6 for n in self.ignoreip))
+
+    def ignores(self, address: str, v4: int | None = None) -> bool:
+        """Loopback, or in ignoreip. ``v4``: the address as an integer, if the caller has it.
+        Addresses are normalised (``ipaddress``), so IPv4 loopback is the ``127.`` prefix."""
+        if v4 is None and ":" not in address:
+            v4 = ipv4_int(address)
+        if v4 is not None:
+            return v4 >> 24 == 127 or any(first <= v4 <= last for first, last in self._ignored4)
+        if address == "::1":
+            return True
+        if not self._ignores6:
+            return False
         ip = ipaddress.ip_address(address)
         return any(ip in net for net in (*LOOPBACK, *self.ignoreip) if net.version == ip.version)
 
@@ -65,14 +83,12 @@ class Verdict(Enum):
 
 
 Key = tuple[str, str]  # (jail, address or network)
-
-
 class Detector:
     """Per (jail, address) sliding windows in event time, and the bans in force."""
 
     def __init__(self, policies: Mapping[str, JailPolicy]) -> None:
         self.policies = dict(policies)
-        self._windows: dict[Key, deque[Failure]] = {}
+        self._windows: dict[str, dict[WindowKey, Times]] = {}  # jail → address → times
         self._banned_until: dict[Key, datetime] = {}
         self._previous_bans: dict[Key, int] = {}
         self._banned_in_subnet: dict[Key, set[str]] = {}  # (jail, subnet) → banned hosts in it
@@ -81,38 +97,48 @@ class Detector:
               ban_counts: Mapping[Key, int] | None = None) -> None:
         """Restore state after a restart: active bans, failures not yet behind a ban,
         and how often each address was banned before."""
+        aggregating = {name for name, policy in self.policies.items() if policy.subnet_threshold}
+        banned_until = self._banned_until
         for jail, address, expiry in active_bans:
-            self._banned_until[(jail, address)] = expiry
-            policy = self.policies.get(jail)
-            if policy is not None and policy.subnet_threshold and "/" not in address:
-                subnet = str(policy.subnet_of(address))
+            banned_until[(jail, address)] = expiry
+            if jail in aggregating and "/" not in address:
+                subnet = str(self.policies[jail].subnet_of(address))
                 self._banned_in_subnet.setdefault((jail, subnet), set()).add(address)
         for failure in open_failures:
             if failure.jail in self.policies:
-                self._windows.setdefault((failure.jail, failure.address), deque()).append(failure)
-        self._previous_bans.update(ban_counts or {})
+                windows = self._windows.setdefault(failure.jail, {})
+                key = window_key(failure.address)
+                windows[key] = add(windows.get(key), failure.time.timestamp(), float("-inf"))
+        growing = {name for name, policy in self.policies.items() if policy.bantime_increment}
+        self._previous_bans.update((key, n) for key, n in (ban_counts or {}).items() if key[0] in growing)
 
     def observe(self, failure: Failure, now: datetime) -> tuple[Verdict, BanDecision | None]:
         policy = self.policies[failure.jail]
-        if policy.ignores(failure.address):
+        address = failure.address
+        v4 = ipv4_int(address) if ":" not in address else None
+        if policy.ignores(address, v4):
             return Verdict.IGNORED, None
         window_start = now - timedelta(seconds=policy.findtime)
         if failure.time < window_start:
             return Verdict.TOO_OLD, None
-        key = (failure.jail, failure.address)
-        subnet = (failure.jail, str(policy.subnet_of(failure.address))) if policy.subnet_threshold else None
+        key = (failure.jail, address)
+        subnet = (failure.jail, str(policy.subnet_of(address))) if policy.subnet_threshold else None
         if self._is_banned(key, now) or (subnet is not None and self._is_banned(subnet, now)):
             return Verdict.ALREADY_BANNED, None
-        window = self._windows.setdefault(key, deque())
-        window.append(failure)
-        while window and window[0].time < window_start:
-            window.popleft()
-        if len(window) < policy.maxretry:
+        windows = self._windows.get(failure.jail)
+        if windows is None:
+            windows = self._windows[failure.jail] = {}
+        wkey: WindowKey = v4 if v4 is not None else address
+        held = add(windows.get(wkey), failure.time.timestamp(), window_start.timestamp())
+        count = size(held)
+        if count < policy.maxretry:
+            windows[wkey] = held
             return Verdict.COUNTED, None
-        del self._windows[key]
-        reason = _reason(len(window), policy.findtime, failure.text)
-        return Verdict.BANNED, (self._subnet_ban(policy, failure.address, tuple(window), reason, now)
-                                or self._ban(policy, failure.address, tuple(window), reason, now))
+        windows.pop(wkey, None)
+        reason = _reason(count, policy.findtime, failure.text)
+        first = min(unpack(held))
+        return Verdict.BANNED, (self._subnet_ban(policy, address, failure, count, first, reason, now)
+                                or self._ban(policy, address, failure, count, first, reason, now))
 
     def _is_banned(self, key: Key, now: datetime) -> bool:
         until = self._banned_until.get(key)
@@ -123,7 +149,7 @@ class Detector:
         del self._banned_until[key]
         return False
 
-    def _ban(self, policy: JailPolicy, address: str, failures: tuple[Failure, ...], reason: str,
+    def _ban(self, policy: JailPolicy, address: str, last: Failure, count: int, first: float, reason: str,
              now: datetime, replaces: tuple[str, ...] = ()) -> BanDecision:
         key = (policy.name, address)
         previous = self._previous_bans.get(key, 0)
@@ -131,12 +157,14 @@ class Detector:
         expiry = FOREVER if seconds is None else now + timedelta(seconds=seconds)
         if previous and seconds != policy.bantime:
             reason += f" (ban {previous + 1} of this address: {seconds}s)"
-        self._previous_bans[key] = previous + 1
+        if policy.bantime_increment:  # counted only where ban times grow: memory stays bounded
+            self._previous_bans[key] = previous + 1
         self._banned_until[key] = expiry
-        return BanDecision(policy.name, address, now, expiry, reason, failures, replaces)
+        return BanDecision(policy.name, address, now, expiry, reason, (last,), replaces, count,
+                           min(datetime.fromtimestamp(first, UTC), last.time))
 
-    def _subnet_ban(self, policy: JailPolicy, address: str, failures: tuple[Failure, ...], reason: str,
-                    now: datetime) -> BanDecision | None:
+    def _subnet_ban(self, policy: JailPolicy, address: str, last: Failure, count: int, first: float,
+                    reason: str, now: datetime) -> BanDecision | None:
         """One subnet ban in place of ``subnet_threshold`` host bans in one subnet, never
         over an ignored, loopback or own address."""
         if not policy.subnet_threshold:
@@ -152,7 +180,7 @@ class Detector:
             self._banned_until.pop((policy.name, host), None)
         hosts.clear()
         reason = f"{len(replaced) + 1} addresses of {subnet} banned; last: {reason}"
-        return self._ban(policy, str(subnet), failures, reason, now, replaced)
+        return self._ban(policy, str(subnet), last, count, first, reason, now, replaced)
 
     def lifted(self, jail: str, address: str) -> None:
         """A ban ended before its time (manual unban): count afresh from now on."""
@@ -162,12 +190,15 @@ class Detector:
         """Forget windows and bans that can no longer matter, so memory stays bounded."""
         for key in [k for k, until in self._banned_until.items() if until <= now]:
             del self._banned_until[key]
-        for key, window in list(self._windows.items()):
-            start = now - timedelta(seconds=self.policies[key[0]].findtime) if key[0] in self.policies else now
-            while window and window[0].time < start:
-                window.popleft()
-            if not window:
-                del self._windows[key]
+        for jail, windows in self._windows.items():
+            policy = self.policies.get(jail)
+            start = (now - timedelta(seconds=policy.findtime) if policy else now).timestamp()
+            for wkey, held in list(windows.items()):
+                kept = trimmed(held, start)
+                if kept is None:
+                    del windows[wkey]
+                elif kept is not held:
+                    windows[wkey] = kept
         for key, hosts in list(self._banned_in_subnet.items()):
             hosts -= {h for h in hosts if (key[0], h) not in self._banned_until}
             if not hosts:
@@ -175,7 +206,8 @@ class Detector:
 
     @property
     def tracked(self) -> int:
-        return len(self._windows)
+        """How many (jail, address) windows are held."""
+        return sum(len(windows) for windows in self._windows.values())
 
 
 def _reason(count: int, findtime: int, text: str) -> str:

@@ -55,8 +55,18 @@ class BanDecision:
     start: datetime
     expiry: datetime
     reason: str
-    failures: tuple[Failure, ...]
+    failures: tuple[Failure, ...]  # the detector's: only the one that tipped it (windows keep times)
     replaces: tuple[str, ...] = ()  # host bans a subnet ban takes over
+    count: int = 0  # failures in the window behind the ban; 0: len(failures)
+    window_start: datetime | None = None  # time of the window's oldest; None: the oldest of failures
+
+    @property
+    def failure_count(self) -> int:
+        return self.count or len(self.failures)
+
+    @property
+    def first_failure_at(self) -> datetime:
+        return self.window_start or min(f.time for f in self.failures)
 
     def __str__(self) -> str:
         until = "forever" if self.expiry >= FOREVER else f"until {self.expiry.isoformat()}"

@@ -17,9 +17,11 @@ from journalban.detector import Detector, Verdict
 from journalban.events import BanDecision, Event, Failure
 from journalban.grammar import Rejected
 from journalban.ledger.store import Ledger
+from journalban.logs import event_fields
 from journalban.match import JailMatcher
 from journalban.sources.files import Position
 from journalban.sources.journal import JournalCursor
+from journalban.sources.ledger_bans import LEDGER, ban_events
 
 log = logging.getLogger(__name__)
 RECORD_ATTEMPTS = 10
@@ -42,30 +44,43 @@ class Pipeline:
         matchers = self.matchers.get(source, ())
         self.counters["events"] += len(events)
         for event in events:
-            message = event.message
-            for matcher in matchers:
-                found = matcher.match(event)
-                if found is None:
-                    continue
-                if isinstance(found, Rejected):
-                    self.counters["rejected"] += 1
-                    log.warning("%s: %s skipped (%s/%s): %r", matcher.jail, found.reason,
-                                matcher.grammar.name, found.rule, message[:200])
-                    continue
-                verdict, decision = self.detector.observe(found, now)
-                self.counters[verdict.value] += 1
-                if verdict is Verdict.TOO_OLD:
-                    log.info("%s: too old to count (%s): %s", found.jail, found.time.isoformat(), found.address)
-                if verdict not in (Verdict.IGNORED, Verdict.TOO_OLD):
-                    failures.append(found)
-                if decision is not None:
-                    log.info("%s", decision)
-                    bans.append(decision)
+            self._observe(event, matchers, now, failures, bans)
+        self._feed_ledger_readers(bans, now, failures)
         if failures or bans or position is not None:
             self._record(failures, bans, {source: position} if position else {}, now)
         if bans:
             self.on_ban(bans)
         return bans
+
+    def _observe(self, event: Event, matchers: Sequence[JailMatcher], now: datetime,
+                 failures: list[Failure], bans: list[BanDecision]) -> None:
+        """One event through every jail that reads its source; adds what it produces."""
+        for matcher in matchers:
+            found = matcher.match(event)
+            if found is None:
+                continue
+            if isinstance(found, Rejected):
+                self.counters["rejected"] += 1
+                log.warning("%s: %s skipped (%s/%s): %r", matcher.jail, found.reason,
+                            matcher.grammar.name, found.rule, event.message[:200])
+                continue
+            verdict, decision = self.detector.observe(found, now)
+            self.counters[verdict.value] += 1
+            if verdict is Verdict.TOO_OLD:
+                log.info("%s: too old to count (%s): %s", found.jail, found.time.isoformat(), found.address)
+            if verdict not in (Verdict.IGNORED, Verdict.TOO_OLD):
+                failures.append(found)
+            if decision is not None:
+                log.info("%s", decision, extra=event_fields("ban", decision.jail, decision.address))
+                bans.append(decision)
+
+    def _feed_ledger_readers(self, bans: list[BanDecision], now: datetime, failures: list[Failure]) -> None:
+        """The batch's bans, as events, to the jails that read the ledger's bans (recidive):
+        matched here so they are recorded in the same transaction as the bans."""
+        readers = self.matchers.get(LEDGER, ())
+        if bans and readers:
+            for event in ban_events(list(bans), {m.jail for m in readers}):
+                self._observe(event, readers, now, failures, bans)
 
     def observe_fleet(self, failures: Sequence[Failure], now: datetime) -> list[BanDecision]:
         """Failures other hosts of the fleet read and recorded: counted in this host's windows,
@@ -78,10 +93,13 @@ class Pipeline:
             verdict, decision = self.detector.observe(failure, now)
             if decision is not None:
                 self.counters[verdict.value] += 1
-                log.info("%s (counting the fleet's failures)", decision)
+                log.info("%s (counting the fleet's failures)", decision,
+                         extra=event_fields("ban", decision.jail, decision.address))
                 bans.append(decision)
+        recidive: list[Failure] = []
+        self._feed_ledger_readers(bans, now, recidive)
         if bans:
-            self._record([], bans, {}, now)
+            self._record(recidive, bans, {}, now)
             self.on_ban(bans)
         return bans
 

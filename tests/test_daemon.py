@@ -2,13 +2,15 @@
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from journalban import pipeline as pipeline_module
-from journalban.daemon import Daemon
+from journalban.daemon import Daemon, DaemonFailed
 from journalban.events import BanDecision, Failure
 from journalban.firewall.memory import MemoryFirewall
 from journalban.loading import Loaded, load
@@ -164,6 +166,30 @@ def test_a_journal_batch_the_ledger_refuses_stops_the_daemon(tmp_path: Path, mon
     db.execute("CREATE TRIGGER refuse BEFORE INSERT ON failures BEGIN SELECT RAISE(ABORT, 'disk full'); END")
     db.commit()
     db.close()
-    with pytest.raises(SystemExit, match="disk full"):
+    with pytest.raises(DaemonFailed, match="disk full"):
         asyncio.run(asyncio.wait_for(daemon.run(), 30))
     assert daemon.ledger.cursor("journal") is None  # nothing committed: the entry is read again at restart
+    # The CLI turns it into exit status 1 with the reason, not a traceback.
+    done = subprocess.run([sys.executable, "-m", "journalban", "run", "-c", str(config)], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert any(line.startswith("journalban: ") and "disk full" in line for line in done.stderr.splitlines())
+
+
+def test_a_written_line_is_read_at_once_not_at_the_next_poll(tmp_path: Path) -> None:
+    """inotify wakes the daemon: with the safety poll at a minute, the ban still comes at once."""
+    config = tmp_path / "journalban.toml"
+    config.write_text(loaded_text(tmp_path, maxretry=1).replace("poll_interval = 0.02", "poll_interval = 60"))
+    (tmp_path / "wp.log").touch()
+
+    async def scenario() -> None:
+        daemon, task, firewall = await started(load(config))
+        await asyncio.sleep(0.5)  # the first poll is behind it: the next is a minute away
+        with (tmp_path / "wp.log").open("a") as f:
+            f.write(LOCKOUT.format("203.0.113.9"))
+        await until(lambda: ("wplogin", "203.0.113.9") in firewall.entries, timeout=30)
+        daemon.stop()
+        await task
+
+    asyncio.run(scenario())

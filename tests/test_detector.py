@@ -1,3 +1,4 @@
+import gc
 import ipaddress
 from datetime import UTC, datetime, timedelta
 
@@ -31,7 +32,8 @@ def test_bans_at_maxretry_within_findtime() -> None:
     assert verdict is Verdict.BANNED and ban is not None
     assert (ban.start, ban.expiry) == (now, now + timedelta(seconds=3600))
     assert ban.reason == "3 failures in 600s: fail from 203.0.113.9"
-    assert len(ban.failures) == 3
+    assert (ban.failure_count, ban.first_failure_at) == (3, T0)
+    assert [f.address for f in ban.failures] == ["203.0.113.9"]  # only the last is kept: windows hold times
 
 
 def test_failures_outside_the_window_do_not_add_up() -> None:
@@ -140,3 +142,50 @@ def test_subnet_aggregation_v6_uses_its_own_prefix() -> None:
     d.observe(failure("2001:db8:1:2::1", T0), T0)
     _, subnet = d.observe(failure("2001:db8:1:2::ff", T0), T0)
     assert subnet is not None and subnet.address == "2001:db8:1:2::/64"
+
+
+def test_windows_keep_times_not_the_failures_themselves() -> None:
+    """The botnet case: a million addresses in windows must not hold a million Failure records."""
+    d = detector(maxretry=1_000_000)
+    gc.collect()
+    before = sum(isinstance(o, Failure) for o in gc.get_objects())
+    for i in range(1000):
+        d.observe(failure(f"198.18.{i // 250}.{i % 250 + 1}", T0), T0)
+        d.observe(failure(f"2001:db8:1::{i:x}", T0, "ssh"), T0)
+    gc.collect()
+    assert sum(isinstance(o, Failure) for o in gc.get_objects()) == before
+    assert d.tracked == 1000  # the 2001:db8::/32 ones are ignored
+    d2 = detector(maxretry=1_000_000, ignoreip=())
+    for i in range(1000):
+        d2.observe(failure(f"2001:db8:1::{i:x}", T0), T0)
+    assert d2.tracked == 1000
+
+
+def test_a_long_window_counts_and_drops_its_old_entries() -> None:
+    """Past a few entries a window is appended in place; old entries still leave it."""
+    d = detector(maxretry=40, findtime=100)
+    for second in range(30):  # 30 failures in 30 s
+        at = T0 + timedelta(seconds=second)
+        assert d.observe(failure("203.0.113.9", at), at)[0] is Verdict.COUNTED
+    later = T0 + timedelta(seconds=125)  # the first 25 are out of the window now
+    for _ in range(34):  # 5 old + 34 new: still below 40
+        assert d.observe(failure("203.0.113.9", later), later)[0] is Verdict.COUNTED
+    verdict, ban = d.observe(failure("203.0.113.9", later), later)
+    assert verdict is Verdict.BANNED and ban is not None
+    assert (ban.failure_count, ban.first_failure_at) == (40, T0 + timedelta(seconds=25))
+
+
+@pytest.mark.parametrize("count", [2, 5, 20])
+def test_sweep_drops_the_old_head_of_a_window_and_keeps_the_rest(count: int) -> None:
+    d = detector(maxretry=count + 1)
+    for second in range(count):
+        at = T0 + timedelta(seconds=second * 10)
+        d.observe(failure("203.0.113.9", at), at)
+    d.sweep(T0 + timedelta(seconds=605))  # drops only the entry at T0
+    assert d.tracked == 1
+    last = T0 + timedelta(seconds=count * 10)
+    assert d.observe(failure("203.0.113.9", last), last)[0] is Verdict.COUNTED  # count - 1 + 1 in the window
+    last += timedelta(seconds=1)
+    _, ban = d.observe(failure("203.0.113.9", last), last)
+    assert ban is not None
+    assert (ban.failure_count, ban.first_failure_at) == (count + 1, T0 + timedelta(seconds=10))

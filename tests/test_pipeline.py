@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from journalban import paths
 from journalban.detector import Detector, JailPolicy
@@ -70,3 +71,21 @@ def test_trusted_stamps_older_than_findtime_are_too_old(ledger: Ledger) -> None:
     assert [b.address for b in banned] == ["203.0.113.9"]
     (failure,) = banned[0].failures
     assert failure.time == datetime(2026, 4, 3, 13, 10, tzinfo=UTC)  # the stamp, not the read time
+
+
+def test_every_failure_of_a_window_is_linked_to_its_ban_within_and_across_batches(ledger: Ledger) -> None:
+    """The detector keeps only times: the ledger still links each failure behind a ban to it,
+    whether it came in the banning batch or an earlier one."""
+    banned: list[BanDecision] = []
+    p = pipeline(ledger, "wp-limit-login", 4, banned)
+    line = "Apr 3 01:11:12 IP locked out by wp-limit-login: {}"
+    p.process(SOURCE, events(line.format("203.0.113.9")), Position(7, 100), NOW)
+    p.process(SOURCE, events(line.format("203.0.113.9"), line.format("198.51.100.7"), line.format("203.0.113.9"),
+                             line.format("203.0.113.9"), line.format("203.0.113.9")), Position(7, 200), NOW)
+    assert [(b.address, b.failure_count) for b in banned] == [("203.0.113.9", 4)]
+    with ledger.engine.connect() as db:
+        rows = db.execute(text("SELECT address, ban_id IS NOT NULL FROM failures ORDER BY id")).all()
+    # the fifth came after the ban: recorded, already banned, behind no ban
+    assert [tuple(r) for r in rows] == [("203.0.113.9", 1), ("203.0.113.9", 1), ("198.51.100.7", 0),
+                                        ("203.0.113.9", 1), ("203.0.113.9", 1), ("203.0.113.9", 0)]
+    assert [f.address for f in ledger.open_failures(NOW - timedelta(hours=1))] == ["198.51.100.7", "203.0.113.9"]

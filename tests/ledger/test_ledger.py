@@ -218,3 +218,16 @@ def test_retention_purges_old_failures_and_keeps_bans(ledger: Ledger) -> None:
     assert ledger.purge_failures(T0 - timedelta(days=30)) == 1
     assert [b.address for b in ledger.active_bans()] == ["203.0.113.9"]
     assert ledger.purge_failures(T0 - timedelta(days=30)) == 0
+
+
+def test_ban_expiries_are_the_active_bans_with_aware_expiries(ledger: Ledger) -> None:
+    """What a starting detector reads, fast, must say what active_bans says."""
+    for address, seconds in (("203.0.113.9", 600), ("198.51.100.7", 60), ("2001:db8::1", 3600)):
+        failures, bans = failure_and_ban(address, seconds)
+        ledger.record(failures, bans, {}, T0)
+    ledger.expire_bans(T0 + timedelta(seconds=61))  # 198.51.100.7's is over
+    expected = sorted((b.jail, b.address, b.expires_at) for b in ledger.active_bans())
+    found = sorted(ledger.ban_expiries())
+    assert found == expected
+    assert [a for _, a, _ in found] == ["2001:db8::1", "203.0.113.9"]
+    assert all(expiry.tzinfo is UTC for _, _, expiry in found)

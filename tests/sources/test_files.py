@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from journalban.sources.files import Chunk, FileFollower, Position
+from journalban.sources.files import Chunk, FileFollower, FileWatch, Position
 
 
 def append(path: Path, data: str | bytes) -> None:
@@ -330,3 +330,99 @@ def test_rotation_drains_a_long_old_file_before_switching(tmp_path: Path) -> Non
         append(log, "new\n")
         got = drain(f, polls=20)
     assert got == [f"old {i:03d}" for i in range(20)] + ["new"]
+
+
+def test_behind_says_a_poll_stopped_before_the_end(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.touch()
+    with follow(log, read_size=64) as f:
+        append(log, "".join(f"line {i:04d}\n" for i in range(20)))  # 200 bytes: four slices
+        f.poll()
+        assert f.behind
+        polls = 1
+        while f.behind and polls < 10:
+            f.poll()
+            polls += 1
+        assert (f.behind, polls) == (False, 4)
+
+
+@contextmanager
+def watching(*paths: Path) -> Iterator[FileWatch]:
+    watch = FileWatch([str(p) for p in paths])
+    try:
+        assert watch.available
+        yield watch
+    finally:
+        watch.close()
+
+
+def test_watch_wakes_for_a_write_a_creation_and_a_rotation_of_a_followed_file(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    with watching(log) as watch:
+        assert not watch.changed()
+        append(log, "created\n")
+        assert watch.changed()
+        assert not watch.changed()  # drained
+        append(log, "written\n")
+        assert watch.changed()
+        log.rename(tmp_path / "x.log.1")
+        assert watch.changed()
+        append(tmp_path / "other.log", "not ours\n")
+        (tmp_path / "x.log.1").unlink()
+        assert not watch.changed()
+
+
+def test_watch_sees_the_target_of_a_symlink(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "x.log"
+    target.touch()
+    link = tmp_path / "x.log"
+    link.symlink_to(target)
+    with watching(link) as watch:
+        append(target, "through the link\n")
+        assert watch.changed()
+
+
+def test_watch_of_a_missing_directory_leaves_the_poll(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    watch = FileWatch([str(tmp_path / "nowhere" / "x.log")])
+    try:
+        assert not watch.available
+        assert "polled only" in caplog.text
+    finally:
+        watch.close()
+
+
+def test_the_default_limit_is_64_kib_and_a_longer_line_is_cut_and_counted(tmp_path: Path) -> None:
+    """The shipped default configuration says 64 KiB; the follower built with it cuts a
+    100,000-byte line there, counts it, and reads on with the next line."""
+    from journalban.config import parse_config
+
+    shipped = Path(__file__).resolve().parents[2] / "packaging" / "journalban.toml"
+    limit = parse_config(shipped.read_text(), shipped).file_max_line
+    assert limit == 65536
+    log = tmp_path / "x.log"
+    log.touch()
+    with follow(log, max_line=limit) as f:
+        append(log, "A" * 100_000 + "\nafter\n")
+        assert drain(f) == ["A" * limit, "after"]
+        assert f.dropped_lines == 1
+
+
+def test_a_file_growing_without_newline_over_many_polls_stays_bounded(tmp_path: Path) -> None:
+    """Writes and polls interleaved (as a logging process would): the held back part
+    never exceeds the limit, however long the unterminated line grows."""
+    log = tmp_path / "x.log"
+    log.touch()
+    with follow(log, max_line=4096, read_size=1 << 14) as f:
+        tracemalloc.start()
+        try:
+            for _ in range(200):  # 200 × 10,000 bytes, no newline
+                append(log, b"Q" * 10_000)
+                assert f.poll() == []
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 256 << 10  # 2 MB written; held: the line's head and one read
+        append(log, "\nnext\n")
+        assert drain(f) == ["Q" * 4096, "next"]
+        assert f.dropped_lines == 1

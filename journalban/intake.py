@@ -16,10 +16,12 @@ from journalban.config import Config, JailConfig
 from journalban.events import Event
 from journalban.grammar import Grammar
 from journalban.ledger.store import Ledger
-from journalban.match import JailMatcher, prefilter
+from journalban.match import JailMatcher, prefilter, prefilter_bytes, syslog_keep
 from journalban.pipeline import Pipeline
 from journalban.sources.files import FileFollower
-from journalban.sources.journal import JournalError, JournalSource
+from journalban.sources.journal import JournalCursor, JournalError, JournalSource
+from journalban.sources.journal_follow import JournalFollower
+from journalban.sources.ledger_bans import LEDGER
 from journalban.sources.lines import line_event
 from journalban.sources.syslog import SyslogListener
 
@@ -45,6 +47,7 @@ def matchers(config: Config, jails: Sequence[JailConfig], grammars: dict[str, Gr
         names = [file_source(p) for p in jail.files]
         names += [JOURNAL] if jail.journal else []
         names += [syslog_source(url) for url in config.syslog.listen] if jail.syslog else []
+        names += [LEDGER] if jail.ledger_bans else []
         for name in names:
             out.setdefault(name, []).append(matcher)
     return out
@@ -91,6 +94,7 @@ class Intake:
         self.clock = clock
         self.files: list[FollowedFile] = []
         self.journal: JournalSource | None = None
+        self.journal_follower: JournalFollower | None = None
         self.syslog: SyslogListener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retry: asyncio.TimerHandle | None = None
@@ -106,9 +110,9 @@ class Intake:
             self._retry.cancel()
         if self.syslog is not None:
             await self.syslog.stop()  # stops accepting, drains what was received into the pipeline
+        if self.journal_follower is not None:
+            self.journal_follower.stop()
         if self.journal is not None:
-            if self._loop is not None:
-                self._loop.remove_reader(self.journal.fileno())
             self.journal.close()
         for followed in self.files:
             followed.follower.close()
@@ -159,7 +163,8 @@ class Intake:
         cursor = self.ledger.cursor(JOURNAL)
         settings = self.config.journal
         source = JournalSource(groups, directory=settings.directory or None, files=settings.files,
-                               cursor=cursor, since=settings.since)
+                               cursor=cursor, since=settings.since,
+                               may_match=prefilter_bytes(self.grammars[jail.grammar] for jail in readers))
         try:
             source.open()
         except JournalError as exc:
@@ -169,25 +174,16 @@ class Intake:
             return
         self.journal = source
         assert self._loop is not None
-        self._loop.add_reader(source.fileno(), self._read_journal)
-        log.info("reading journald with %d match group(s)%s", len(groups),
-                 f" after cursor {cursor.cursor[:40]}…" if cursor else f", since {settings.since}")
-        self._read_journal()
+        log.info("reading journald with %d match group(s)%s%s", len(groups),
+                 f" after cursor {cursor.cursor[:40]}…" if cursor else f", since {settings.since}",
+                 f", polling every {source.poll_interval}s" if source.poll_interval else "")
+        # A batch that cannot be recorded stops the daemon: the reader has moved past
+        # its entries, and only a restart, resuming at the committed cursor, keeps them.
+        self.journal_follower = JournalFollower(source, self._journal_batch, self.on_fatal)
+        self.journal_follower.start(self._loop)
 
-    def _read_journal(self) -> None:
-        assert self.journal is not None and self._loop is not None
-        try:
-            events, cursor = self.journal.read()
-            if events or cursor is not None:
-                self.pipeline.process(JOURNAL, events, cursor, self.clock())
-        except Exception as exc:
-            # The reader has moved past entries whose failures were not recorded: only a
-            # restart, which resumes after the last committed cursor, keeps them.
-            self._loop.remove_reader(self.journal.fileno())
-            self.on_fatal(exc)
-            return
-        if self.journal.more_pending:  # let other work run between large batches
-            self._loop.call_soon(self._read_journal)
+    def _journal_batch(self, events: list[Event], cursor: JournalCursor | None) -> None:
+        self.pipeline.process(JOURNAL, events, cursor, self.clock())
 
     # --- syslog
 
@@ -198,7 +194,8 @@ class Intake:
         listener = SyslogListener(
             settings.listen, self._syslog_batch, allow=settings.allow, max_message=settings.max_message,
             max_connections=settings.max_connections, idle_timeout=float(settings.idle_timeout),
-            cert=settings.cert or None, key=settings.key or None, ca=settings.ca or None)
+            cert=settings.cert or None, key=settings.key or None, ca=settings.ca or None,
+            keep=syslog_keep(self.grammars[jail.grammar] for jail in self.jails if jail.syslog))
         await listener.start()
         self.syslog = listener
         log.info("syslog listening on %s", ", ".join(listener.addresses.values()))

@@ -2,9 +2,12 @@
 
 import re
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from journalban.events import Event, Failure
 from journalban.grammar import Grammar, Match, Rejected
+
+T = TypeVar("T", str, bytes)
 
 
 class JailMatcher:
@@ -43,3 +46,63 @@ def prefilter(grammars: Iterable[Grammar]) -> Callable[[str], bool]:
         return lambda line: True
     search = re.compile("|".join(map(re.escape, literals))).search  # one C-level scan per line
     return lambda line: search(line) is not None
+
+
+def _needs(grammars: Iterable[Grammar]) -> list[tuple[str, ...]] | None:
+    """Per fail rule, the literals a match must contain, longest (rarest) first; None
+    when some fail rule has no case-sensitive literal, so nothing can be ruled out."""
+    rules = [rule for grammar in grammars for rule in grammar.rules if rule.action == "fail"]
+    if not rules or any(not rule.required for rule in rules):
+        return None
+    return list(dict.fromkeys(tuple(sorted(set(rule.required), key=len, reverse=True)) for rule in rules))
+
+
+def _two_stage(needs: list[tuple[T, ...]], search: Callable[[T], object]) -> Callable[[T], bool]:
+    """One C-level scan for any rule's longest literal rules out most messages; what
+    passes must then hold every literal of one rule."""
+    def may_match(message: T) -> bool:
+        if not search(message):
+            return False
+        for literals in needs:
+            for literal in literals:
+                if literal not in message:  # type: ignore[operator]
+                    break
+            else:
+                return True
+        return False
+
+    return may_match
+
+
+def prefilter_text(grammars: Iterable[Grammar]) -> Callable[[str], bool] | None:
+    """A test on a decoded message, False only when no fail rule of these grammars can
+    match it (it lacks some literal of every fail rule); None when nothing can be ruled
+    out. Lets a source skip building an ``Event`` for it."""
+    needs = _needs(grammars)
+    if needs is None:
+        return None
+    search = re.compile("|".join(re.escape(literals[0]) for literals in needs)).search
+    return _two_stage(needs, search)
+
+
+def prefilter_bytes(grammars: Iterable[Grammar]) -> Callable[[bytes], bool] | None:
+    """``prefilter_text`` on raw UTF-8 bytes, so a source can drop a message before even
+    decoding it. (Undecodable bytes become U+FFFD when decoded, which no literal holds
+    here, so a literal found in the decoded text is in the bytes too.)"""
+    needs = _needs(grammars)
+    if needs is None or any("\ufffd" in text for literals in needs for text in literals):
+        return None
+    encoded = [tuple(text.encode() for text in literals) for literals in needs]
+    search = re.compile(b"|".join(re.escape(literals[0]) for literals in encoded)).search
+    return _two_stage(encoded, search)
+
+
+def syslog_keep(grammars: Iterable[Grammar]) -> Callable[[str | None, str], bool]:
+    """Whether a syslog message (app name, text) can be a failure for one of these
+    grammars: an app some grammar reads, and the literals of one of their fail rules."""
+    grammars = list(grammars)
+    apps = frozenset(app for grammar in grammars for app in grammar.syslog_apps)
+    may_match = prefilter_text(grammars)
+    if may_match is None:
+        return lambda app, message: app in apps
+    return lambda app, message: app in apps and may_match(message)

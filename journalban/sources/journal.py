@@ -1,10 +1,11 @@
 """Read systemd's journal: entries selected inside libsystemd, delivered as ``Event``.
 
 The source only moves entries: libsystemd filters them by the grammars' ``applies
-journal`` matches, the source fetches the few fields a grammar can use and returns
-them with the cursor of the last one. The daemon stores that cursor in the ledger in
-the same transaction as the failures the entries produced and hands it back at
-restart, so a crash neither loses nor double-counts an entry.
+journal`` matches, the source fetches each entry's MESSAGE as bytes, drops those no
+fail rule can match (the grammars' literal prefilter), converts the rest into events
+and returns them with the cursor of the last entry read. The daemon stores that
+cursor in the ledger in the same transaction as the failures the entries produced and
+hands it back at restart, so a crash neither loses nor double-counts an entry.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Self
 
 from systemd import journal
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 SINCE_KEYWORDS = ("now", "boot", "all")
 SOURCE_NAME = "journal"
+POLL_INTERVAL = 0.25  # seconds; libsystemd's own advice (sd_journal_get_timeout) without reliable inotify
 
 # Copied into Event.fields when present, with every field the matches name: what
 # grammars select on. The trusted ones (_SYSTEMD_*, _EXE, _UID) are set by journald
@@ -52,29 +54,23 @@ class JournalCursor:
         return self.cursor
 
 
-def _decode(raw: bytes | list[bytes]) -> str:
+def _text(raw: bytes | list[bytes]) -> str:
     if isinstance(raw, list):  # a field an entry holds more than once: the first value
         raw = raw[0]
     return raw.decode("utf-8", errors="replace")
 
 
-_Entry = dict[str, bytes | list[bytes]]
+# Below this many microseconds since the epoch (the year 2106) a double holds the stamp to
+# within half a microsecond, so the fast float conversion rounds to the exact value.
+_FLOAT_EXACT_USEC = 2**32 * 1_000_000
+_MAX_USEC = 253402300799999999  # 9999-12-31T23:59:59.999999Z, the last moment a datetime holds
 
 
-def _event(entry: _Entry, message: bytes | list[bytes], usec: int, keep: Sequence[str]) -> Event:
-    """Build an ``Event`` from the raw fields of one entry."""
-    fields = {name: _decode(entry[name]) for name in keep if name in entry}
-    host = entry.get("_HOSTNAME")
-    pid = entry.get("_PID")
-    return Event(
-        _EPOCH + timedelta(microseconds=usec),
-        SOURCE_NAME,
-        _decode(message),
-        _decode(host) if host is not None else None,
-        fields.get("SYSLOG_IDENTIFIER", fields.get("_COMM")),
-        _pid(pid),
-        fields,
-    )
+def _time(usec: int) -> datetime:
+    """The entry's realtime stamp; a corrupt one outside datetime's range counts as the epoch."""
+    if 0 <= usec < _FLOAT_EXACT_USEC:
+        return datetime.fromtimestamp(usec / 1e6, UTC)
+    return _EPOCH + timedelta(microseconds=usec) if 0 <= usec <= _MAX_USEC else _EPOCH
 
 
 def _pid(raw: bytes | list[bytes] | None) -> int | None:
@@ -82,6 +78,47 @@ def _pid(raw: bytes | list[bytes] | None) -> int | None:
         return int(raw[0] if isinstance(raw, list) else raw) if raw is not None else None
     except ValueError:
         return None
+
+
+_Entry = dict[str, bytes | list[bytes]]
+_Origin = tuple[Mapping[str, str], str | None, str | None]  # fields, app, host
+
+
+class _EventMaker:
+    """Events from raw entries; what a run of entries from one sender shares is decoded once.
+
+    The kept fields, app and host of an entry repeat for every entry of the same
+    service, so they are decoded once per distinct set of raw values and the
+    read-only mapping is shared. The memo is bounded: cleared past ``MEMO``.
+    """
+
+    MEMO = 1024
+
+    def __init__(self, keep: Sequence[str]) -> None:
+        self.keep = tuple(keep)
+        self.key_fields = (*self.keep, "_HOSTNAME")
+        self._memo: dict[tuple[object, ...], _Origin] = {}
+
+    def __call__(self, entry: _Entry, message: bytes, usec: int) -> Event:
+        get = entry.get
+        key = tuple([get(name) for name in self.key_fields])
+        try:
+            fields, app, host = self._memo[key]
+        except KeyError:
+            fields, app, host = origin = self._origin(entry)
+            if len(self._memo) >= self.MEMO:
+                self._memo.clear()
+            self._memo[key] = origin
+        except TypeError:  # a field the entry holds more than once (a list): not memoised
+            fields, app, host = self._origin(entry)
+        return Event(_time(usec), SOURCE_NAME, message.decode("utf-8", errors="replace"), host, app,
+                     _pid(get("_PID")), fields)
+
+    def _origin(self, entry: _Entry) -> _Origin:
+        fields = {name: _text(entry[name]) for name in self.keep if name in entry}
+        host = entry.get("_HOSTNAME")
+        return (MappingProxyType(fields), fields.get("SYSLOG_IDENTIFIER", fields.get("_COMM")),
+                _text(host) if host is not None else None)
 
 
 def check_matches(matches: Sequence[Sequence[tuple[str, str]]]) -> tuple[tuple[tuple[str, str], ...], ...]:
@@ -98,6 +135,27 @@ def check_matches(matches: Sequence[Sequence[tuple[str, str]]]) -> tuple[tuple[t
             # libsystemd ORs matches on the same field, so an AND group could not say it.
             raise ValueError(f"journal match group names a field twice: {group!r}")
     return groups
+
+
+def merge_groups(groups: Sequence[Sequence[tuple[str, str]]]) -> list[tuple[tuple[str, tuple[str, ...]], ...]]:
+    """The same selection in fewer groups, for libsystemd: groups naming the same fields
+    that differ in one field's value become one group with those values (libsystemd ORs
+    matches on one field inside a group). ``(A and x=1) or (A and x=2)`` is
+    ``A and x in (1, 2)``; walking fewer groups makes each ``_next`` cheaper."""
+    merged: list[dict[str, tuple[str, ...]]] = []
+    for group in groups:
+        current = {name: (value,) for name, value in group}
+        for other in merged:
+            if other.keys() != current.keys():
+                continue
+            differ = [name for name in current if set(other[name]) != set(current[name])]
+            if len(differ) <= 1:
+                for name in differ:
+                    other[name] = tuple(dict.fromkeys(other[name] + current[name]))
+                break
+        else:
+            merged.append(current)
+    return [tuple(group.items()) for group in merged]
 
 
 def check_since(since: str) -> str:
@@ -118,7 +176,13 @@ class JournalSource:
     and again at once while ``more_pending`` is true (a batch stopped at
     ``max_batch``: the descriptor does not become readable again for entries
     already written). ``read()`` calls ``process()`` itself, so a descriptor that
-    signalled rotation or vacuuming (INVALIDATE) is handled by reading on.
+    signalled rotation or vacuuming (INVALIDATE) is handled by reading on. When
+    ``poll_interval`` is not None the descriptor may miss changes (a journal on a
+    network file system) and the caller calls ``read()`` on that timer too.
+
+    ``may_match(message_bytes)`` is the grammars' literal prefilter: entries it
+    rules out are read past without building an ``Event``. ``poll`` forces (True)
+    or forbids (False) the timer; None asks ``Reader.reliable_fd()``.
 
     Where reading starts:
 
@@ -140,6 +204,8 @@ class JournalSource:
         cursor: JournalCursor | None = None,
         since: str = "now",
         max_batch: int = 10000,
+        may_match: Callable[[bytes], bool] | None = None,
+        poll: bool | None = None,
     ) -> None:
         if directory is not None and files:
             raise ValueError("give a journal directory or journal files, not both")
@@ -148,15 +214,19 @@ class JournalSource:
         self._groups = check_matches(matches)
         # Every field a match names travels too, so the matcher can re-check the grammar's selector.
         self._keep = tuple(dict.fromkeys([*SELECTOR_FIELDS, *(name for group in self._groups for name, _ in group)]))
+        self._make_event = _EventMaker(self._keep)
         self._since = check_since(since)
         self._directory = directory
         self._files = tuple(files)
         self._cursor = cursor
         self._max_batch = max_batch
+        self._may_match = may_match
+        self._poll = poll
         self._reader: journal.Reader | None = None
         self._more_pending = False
         self._on_unread = False  # the reader stands on an entry not yet delivered
-        self.counters: dict[str, int] = {"read": 0, "converted": 0, "skipped_no_message": 0, "invalidated": 0}
+        self.counters: dict[str, int] = {"read": 0, "converted": 0, "ruled_out": 0, "skipped_no_message": 0,
+                                         "unreadable": 0, "invalidated": 0}
 
     @property
     def more_pending(self) -> bool:
@@ -189,9 +259,11 @@ class JournalSource:
             ):
                 raise JournalError(f"{self}: no journal files found or readable in /var/log/journal or "
                                    "/run/log/journal (reading needs root or the systemd-journal group)")
-            if not reader.reliable_fd():
-                log.warning("%s: journal change notification is unreliable here (network file system?); "
-                            "new entries may be seen late", self)
+            if self._poll is None:
+                self._poll = not reader.reliable_fd()
+                if self._poll:
+                    log.warning("%s: journal change notification is unreliable here (network file system?); "
+                                "polling every %.2fs as well", self, POLL_INTERVAL)
             resume = self._cursor is not None and self._cursor_exists(reader, self._cursor.cursor)
             self._add_matches(reader)
             if resume:
@@ -231,11 +303,12 @@ class JournalSource:
         return found
 
     def _add_matches(self, reader: journal.Reader) -> None:
-        for number, group in enumerate(self._groups):
+        for number, group in enumerate(merge_groups(self._groups)):
             if number:
                 reader.add_disjunction()
-            for name, value in group:
-                reader.add_match(f"{name}={value}")
+            for name, values in group:
+                for value in values:
+                    reader.add_match(f"{name}={value}")
         if self._cursor is None and self._since == "boot":
             reader.add_conjunction()  # (group OR group ...) AND this boot
             reader.this_boot()
@@ -262,28 +335,52 @@ class JournalSource:
         """The descriptor that becomes readable when the journal changes."""
         return int(self._open_reader().fileno())
 
+    @property
+    def poll_interval(self) -> float | None:
+        """Seconds between reads the caller must also schedule, because the descriptor may
+        miss changes (``Reader.reliable_fd()`` false, or ``poll=True``); None when it is reliable."""
+        return POLL_INTERVAL if self._poll else None
+
     def read(self) -> tuple[list[Event], JournalCursor | None]:
-        """Drain up to ``max_batch`` entries; the cursor is the last entry's (``None`` if none)."""
+        """Drain up to ``max_batch`` entries; the cursor is the last entry's (``None`` if none).
+
+        Every entry costs one ``MESSAGE`` fetch as bytes; one that ``may_match`` rules
+        out ends there (it is read all the same: the cursor moves past it). Only an
+        entry that becomes an event has its other fields fetched and decoded.
+        """
         reader = self._open_reader()
         if reader.process() == journal.INVALIDATE:
             self.counters["invalidated"] += 1  # files rotated or vacuumed: libsystemd has re-scanned
         events: list[Event] = []
-        fetch = reader._get_all  # one pass over the entry's fields, unlike one _get per field
-        advance = reader._next
-        realtime = reader._get_realtime
-        count = 0
-        while count < self._max_batch and (self._on_unread or advance()):
-            self._on_unread = False
+        advance, get, fetch, realtime = reader._next, reader._get, reader._get_all, reader._get_realtime
+        may_match, make, limit = self._may_match, self._make_event, self._max_batch
+        unread, self._on_unread = self._on_unread, False
+        count = no_message = unreadable = ruled_out = 0
+        while count < limit and (unread or advance()):
+            unread = False
             count += 1
-            entry = fetch()
-            message = entry.get("MESSAGE")
-            if message is None:
-                self.counters["skipped_no_message"] += 1
+            try:
+                message = get("MESSAGE")
+            except KeyError:
+                no_message += 1
                 continue
-            events.append(_event(entry, message, realtime(), self._keep))
-        self._more_pending = count == self._max_batch
-        self.counters["read"] += count
-        self.counters["converted"] += len(events)
+            except OSError:  # a corrupt or unsupported (compression) data object: skip the entry
+                unreadable += 1
+                continue
+            if may_match is not None and not may_match(message):
+                ruled_out += 1
+                continue
+            try:
+                events.append(make(fetch(), message, realtime()))
+            except OSError:
+                unreadable += 1
+        self._more_pending = count == limit
+        counters = self.counters
+        counters["read"] += count
+        counters["converted"] += len(events)
+        counters["ruled_out"] += ruled_out
+        counters["skipped_no_message"] += no_message
+        counters["unreadable"] += unreadable
         cursor = JournalCursor(reader._get_cursor()) if count else None
         return events, cursor
 

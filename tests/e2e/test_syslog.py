@@ -1,9 +1,10 @@
 """The real daemon fed by a real rsyslogd through the shipped snippets.
 
 Local path: rsyslog's imuxsock reads the sender's credentials and forwards only
-root's messages over a unix socket to journalban. Remote path: omfwd over TCP with
-a disk-assisted queue, so what is sent while journalban is down arrives once it is
-back, and nothing arrives twice. The ledger (SQLite in tmp) is the evidence.
+root's messages over a unix socket to journalban. Remote path: omfwd over TCP, and
+over TLS with client certificates, with a disk-assisted queue, so what is sent while
+journalban is down arrives once it is back, and nothing arrives twice. The ledger
+(SQLite in tmp) is the evidence.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.daemon import HOST, DaemonProcess, count, free_port, query, wait_for
-from tests.sources.syslog.test_rsyslog import local_config, logger, remote_config, rsyslogd
+from tests.sources.syslog.pki import make_pki
+from tests.sources.syslog.test_rsyslog import local_config, logger, remote_config, remote_tls_config, rsyslogd
 
 ATTACKER = "203.0.113.9"
 ATTACK = f"Failed password for root from {ATTACKER} port 22 ssh2"
@@ -44,7 +46,7 @@ def shared_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def daemon(tmp: Path, listen: str, maxretry: int) -> DaemonProcess:
+def daemon(tmp: Path, listen: str, maxretry: int, tls: str = "") -> DaemonProcess:
     config = tmp / "journalban.toml"
     config.write_text(f"""
 [control]
@@ -55,6 +57,7 @@ url = "sqlite:///{tmp / 'ledger.db'}"
 
 [sources.syslog]
 listen = ["{listen}"]
+{tls}
 
 [defaults]
 firewall = "dry-run"
@@ -93,12 +96,21 @@ def test_local_rsyslog_root_line_bans_and_nobody_line_does_not(shared_dir: Path,
         assert process.stop() == 0
 
 
-def test_remote_rsyslog_delivers_what_was_sent_while_the_daemon_was_down_once(shared_dir: Path,
-                                                                              tmp_path: Path) -> None:
+@pytest.mark.parametrize("scheme", ["tcp", "tls"])
+def test_remote_rsyslog_delivers_what_was_sent_while_the_daemon_was_down_once(shared_dir: Path, tmp_path: Path,
+                                                                              scheme: str) -> None:
+    """The remote snippet over TCP, and as shipped over TLS: rsyslog checks the daemon's
+    certificate name, the daemon checks rsyslog's client certificate against its ``ca``."""
     input_socket = shared_dir / "rsyslog.sock"
     ledger = tmp_path / "ledger.db"
     port = free_port()
-    process = daemon(tmp_path, f"tcp://127.0.0.1:{port}", maxretry=1000)
+    if scheme == "tls":
+        pki = make_pki(shared_dir / "pki")
+        tls = f'cert = "{pki["server.pem"]}"\nkey = "{pki["server.key"]}"\nca = "{pki["ca.pem"]}"'
+        sender = remote_tls_config(input_socket, port, pki["ca.pem"], pki["client.pem"], pki["client.key"])
+    else:
+        tls, sender = "", remote_config(input_socket, port)
+    process = daemon(tmp_path, f"{scheme}://127.0.0.1:{port}", maxretry=1000, tls=tls)
     addresses = [f"198.51.100.{n}" for n in range(1, 31)]
 
     def failures() -> int:
@@ -106,7 +118,7 @@ def test_remote_rsyslog_delivers_what_was_sent_while_the_daemon_was_down_once(sh
 
     process.start()
     try:
-        with rsyslogd(shared_dir, remote_config(input_socket, port), input_socket):
+        with rsyslogd(shared_dir, sender, input_socket):
             for address in addresses[:10]:
                 logger(input_socket, failed(address))
             wait_for("the first 10 failures", lambda: failures() >= 10, timeout=15)
@@ -117,10 +129,20 @@ def test_remote_rsyslog_delivers_what_was_sent_while_the_daemon_was_down_once(sh
             process.start()
             for address in addresses[20:]:
                 logger(input_socket, failed(address))
-            wait_for("all 30 failures", lambda: failures() >= 30, timeout=30)
+            wait_for("all 30 failures", lambda: failures() >= (29 if scheme == "tls" else 30), timeout=30)
             time.sleep(1.0)  # a duplicate would show up now
-        rows = query(ledger, "SELECT address FROM failures")
-        assert sorted(str(r[0]) for r in rows) == sorted(addresses)
+        rows = query(ledger, "SELECT address, source FROM failures")
+        got = sorted(str(r[0]) for r in rows)
+        assert len(got) == len(set(got))  # nothing twice
+        if scheme == "tls":
+            # rsyslog 8.2302's gtls driver does not notice that the daemon closed the
+            # connection and writes the first message after the stop into it: that one
+            # is lost (docs/sources/syslog.md). Everything else arrives, once.
+            assert sorted(set(addresses) - set(got)) in ([], [addresses[10]])
+            assert set(got) <= set(addresses)
+        else:
+            assert got == sorted(addresses)
+        assert {r[1] for r in rows} == {f"syslog:{scheme}://127.0.0.1:{port}"}
     finally:
         if process.running:
             assert process.stop() == 0

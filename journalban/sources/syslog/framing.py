@@ -18,6 +18,7 @@ bytes whatever it sends:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from enum import Enum, auto
 
@@ -29,6 +30,7 @@ _MAX_DIGITS = 10
 _LF, _SP = 0x0A, 0x20
 _BETWEEN = b"\n\r\x00"
 _DIGITS = b"0123456789"
+_OCTET_COUNT = re.compile(rb"([0-9]{1,%d}) " % _MAX_DIGITS)
 
 Frame = bytes | Malformed
 
@@ -69,10 +71,43 @@ class StreamDecoder:
     def feed(self, data: bytes) -> list[Frame]:
         """Frames completed by ``data``, in order."""
         out: list[Frame] = []
-        pos = 0
-        while pos < len(data):  # every handler consumes at least one byte or changes state
+        pos, size = 0, len(data)
+        while pos < size:  # every handler consumes at least one byte or changes state
+            if self._state is _State.START:
+                pos = self._whole_frames(data, pos, out)
+                if pos >= size:
+                    break
             pos = self._handlers[self._state](data, pos, out)
         return out
+
+    def _whole_frames(self, data: bytes, pos: int, out: list[Frame]) -> int:
+        """The fast path: frames that lie whole inside ``data``, cut out with one slice each.
+
+        Stops at the first thing that is not a well-formed frame ending inside ``data``
+        (a partial frame, a bad or oversized length, an overlong line); the state
+        machine takes over from there, so both paths give the same frames."""
+        size, limit = len(data), self.max_message
+        while pos < size:
+            byte = data[pos]
+            if byte in _BETWEEN:
+                pos += 1
+            elif byte in _DIGITS:
+                found = _OCTET_COUNT.match(data, pos)
+                if found is None:
+                    return pos
+                start = found.end()
+                length = int(found[1])
+                if length == 0 or length > limit or start + length > size:
+                    return pos
+                out.append(data[start : start + length])
+                pos = start + length
+            else:
+                newline = data.find(b"\n", pos, pos + limit + 1)
+                if newline < 0:
+                    return pos
+                out.append(data[pos:newline])
+                pos = newline + 1
+        return pos
 
     def finish(self, *, eof: bool) -> list[Frame]:
         """Flush at close: at the peer's clean EOF an unterminated line is a frame; else it is cut."""

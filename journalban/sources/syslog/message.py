@@ -7,8 +7,11 @@ listener can count refusals by kind without keeping the peer's bytes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
+from types import MappingProxyType
 
 from journalban.events import Event
 
@@ -79,19 +82,18 @@ class SyslogMessage:
         return f"{pri}{self.time.isoformat()} {self.host or '-'} {self.app or '-'}{pid}: {self.message!r}"
 
     def to_event(self, source: str) -> Event:
-        fields: dict[str, str] = {}
-        if self.msgid is not None:
-            fields["msgid"] = self.msgid
-        if self.facility is not None:
-            fields["facility"] = FACILITIES[self.facility]
-        if self.severity is not None:
-            fields["severity"] = SEVERITIES[self.severity]
-        return Event(
-            time=self.time,
-            source=source,
-            message=self.message,
-            host=self.host,
-            app=self.app,
-            pid=self.pid,
-            fields=fields,
-        )
+        return Event(self.time, source, self.message, self.host, self.app, self.pid,
+                     _fields(self.msgid, self.facility, self.severity))
+
+
+@lru_cache(maxsize=1024)
+def _fields(msgid: str | None, facility: int | None, severity: int | None) -> Mapping[str, str]:
+    """An event's extra fields; few distinct ones, so one read-only mapping each is shared."""
+    fields: dict[str, str] = {}
+    if msgid is not None:
+        fields["msgid"] = msgid
+    if facility is not None:
+        fields["facility"] = FACILITIES[facility]
+    if severity is not None:
+        fields["severity"] = SEVERITIES[severity]
+    return MappingProxyType(fields)

@@ -10,7 +10,7 @@ from datetime import datetime, tzinfo
 
 from journalban.sources.syslog.message import DEFAULT_MAX_MESSAGE, Malformed, SyslogMessage
 from journalban.sources.syslog.rfc3164 import parse_3164
-from journalban.sources.syslog.rfc5424 import FieldError, is_rfc5424, parse_5424, parse_pri
+from journalban.sources.syslog.rfc5424 import FieldError, is_rfc5424, parse_5424, parse_common_5424, parse_pri
 
 __all__ = ["DEFAULT_MAX_MESSAGE", "parse_message"]
 
@@ -33,6 +33,9 @@ def parse_message(
     data = bytes(data).rstrip(_TRAILER)
     if not data:
         return Malformed("empty")
+    common = parse_common_5424(data, received)  # one regex for the usual frame
+    if common is not None:
+        return common
     try:
         pri, pos = parse_pri(data)
         if is_rfc5424(data, pos):

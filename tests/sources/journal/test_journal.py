@@ -126,7 +126,8 @@ def test_remote_journal_files_keep_unit_time_and_fields(tmp_path: Path) -> None:
         assert (first.host, first.app, first.pid, first.source) == ("web1", "ssh", 1001, "journal")
         assert dict(first.fields) == {"_SYSTEMD_UNIT": "ssh.service", "_EXE": "/usr/sbin/ssh", "_UID": "0",
                                       "_COMM": "ssh", "SYSLOG_IDENTIFIER": "ssh"}
-        assert source.counters == {"read": 3, "converted": 2, "skipped_no_message": 1, "invalidated": 0}
+        assert source.counters == {"read": 3, "converted": 2, "ruled_out": 0, "skipped_no_message": 1,
+                                   "unreadable": 0, "invalidated": 0}
         assert cursor is not None and source.read() == ([], None)
 
 

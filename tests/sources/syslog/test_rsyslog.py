@@ -16,6 +16,7 @@ import pytest
 
 from journalban.sources.syslog import SyslogListener
 from tests.sources.syslog.conftest import Recorder, wait_for
+from tests.sources.syslog.pki import make_pki
 
 PACKAGING = Path(__file__).parents[3] / "packaging" / "rsyslog"
 ATTACK = "Failed password for root from 203.0.113.9 port 22 ssh2"
@@ -81,7 +82,7 @@ def local_config(input_socket: Path, journalban_socket: Path) -> str:
 
 
 def remote_config(input_socket: Path, port: int) -> str:
-    """The shipped remote snippet over plain TCP (no gtls driver here), retrying every second."""
+    """The shipped remote snippet over plain TCP (its TLS lines taken out), retrying every second."""
     snippet = (PACKAGING / "61-journalban-remote.conf").read_text()
     snippet = re.sub(r"global\([^)]*\)", "", snippet)
     snippet = "\n".join(line for line in snippet.splitlines() if "StreamDriver" not in line)
@@ -89,6 +90,20 @@ def remote_config(input_socket: Path, port: int) -> str:
     snippet = snippet.replace('port="6514"', f'port="{port}"')
     snippet = snippet.replace('action.resumeInterval="10"', 'action.resumeInterval="1"')
     assert 'target="127.0.0.1"' in snippet and f'port="{port}"' in snippet
+    return f'module(load="imuxsock" SysSock.Use="off")\ninput(type="imuxsock" Socket="{input_socket}")\n{snippet}\n'
+
+
+def remote_tls_config(input_socket: Path, port: int, ca: Path, cert: Path, key: Path) -> str:
+    """The shipped remote snippet as it is, over TLS, with the test's files, address and port."""
+    snippet = (PACKAGING / "61-journalban-remote.conf").read_text()
+    replacements = {"/etc/rsyslog.d/journalban/ca.pem": str(ca), "/etc/rsyslog.d/journalban/client.pem": str(cert),
+                    "/etc/rsyslog.d/journalban/client.key": str(key), 'target="journalban.example.net"':
+                    'target="127.0.0.1"', 'port="6514"': f'port="{port}"',
+                    'action.resumeInterval="10"': 'action.resumeInterval="1"'}
+    for old, new in replacements.items():
+        assert old in snippet, old
+        snippet = snippet.replace(old, new)
+    assert 'StreamDriver="gtls"' in snippet and 'StreamDriverPermittedPeers="journalban.example.net"' in snippet
     return f'module(load="imuxsock" SysSock.Use="off")\ninput(type="imuxsock" Socket="{input_socket}")\n{snippet}\n'
 
 
@@ -151,10 +166,47 @@ def test_remote_snippet_delivers_what_was_sent_while_down_exactly_once(shared_di
 
 
 def test_snippets_pass_rsyslog_syntax_check(shared_dir: Path) -> None:
-    """rsyslogd -N1 accepts the local snippet as shipped (the remote one needs rsyslog-gnutls)."""
+    """rsyslogd -N1 accepts the local snippet as shipped (the remote one names certificate
+    files that must exist: the TLS test below checks it with its own)."""
     conf = shared_dir / "check.conf"
     conf.write_text(f'global(workDirectory="{shared_dir}")\n' + (PACKAGING / "60-journalban.conf").read_text())
     result = subprocess.run(
         ["rsyslogd", "-N1", "-f", str(conf)], check=False, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_remote_snippet_over_tls_reaches_a_listener_that_checks_client_certificates(shared_dir: Path) -> None:
+    """TLS both ways: rsyslog checks the listener's name against the snippet's permitted
+    peer, the listener checks rsyslog's client certificate against its ``ca``. A sender
+    whose certificate another CA signed gets nothing through."""
+    pki = make_pki(shared_dir / "pki")
+
+    async def body() -> tuple[Recorder, Recorder]:
+        sinks: list[Recorder] = []
+        for client in ("client", "rogue"):
+            input_socket = shared_dir / f"{client}.sock"
+            sink = Recorder()
+            sinks.append(sink)
+            listener = SyslogListener(["tls://127.0.0.1:0"], sink, cert=pki["server.pem"], key=pki["server.key"],
+                                      ca=pki["ca.pem"])
+            await listener.start()
+            port = int(listener.addresses["tls://127.0.0.1:0"].rsplit(":", 1)[1])
+            config = remote_tls_config(input_socket, port, pki["ca.pem"], pki[f"{client}.pem"], pki[f"{client}.key"])
+            try:
+                with rsyslogd(shared_dir, config, input_socket):
+                    for i in range(3):
+                        logger(input_socket, f"{ATTACK} #{i}")
+                    if client == "client":
+                        await wait_for(lambda: len(sink.events) == 3, timeout=15)
+                    else:
+                        await asyncio.sleep(3)  # rsyslog retries every second; each handshake is refused
+                    await asyncio.sleep(0.3)  # a duplicate would show up now
+            finally:
+                await listener.stop()
+        return sinks[0], sinks[1]
+
+    trusted, rogue = asyncio.run(asyncio.wait_for(body(), 60))
+    assert trusted.messages == [f"{ATTACK} #{i}" for i in range(3)]
+    assert {event.source for event in trusted.events} == {"syslog:tls://127.0.0.1:0"}
+    assert rogue.messages == []

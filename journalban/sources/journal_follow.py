@@ -1,0 +1,90 @@
+"""When to read the journal: on its descriptor, on a timer where that is unreliable, and
+again at once while a batch was cut short.
+
+``JournalSource`` knows how to read; this knows when, inside an asyncio loop. A
+journal on a network file system (``Reader.reliable_fd()`` false) may change
+without the descriptor ever becoming readable, so there the source asks for a
+timer too (``poll_interval``) and reading never depends on the descriptor alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from journalban.events import Event
+from journalban.sources.journal import JournalCursor, JournalSource
+
+__all__ = ["JournalFollower"]
+
+Deliver = Callable[[list[Event], JournalCursor | None], None]
+
+
+class JournalFollower:
+    """Read ``source`` whenever it may hold news and hand each batch to ``deliver``.
+
+    ``deliver`` must commit the batch with its cursor before returning. If it (or
+    the read) raises, the follower stops for good and calls ``on_error``: the reader
+    has already moved past entries whose failures were not recorded, and only a
+    restart, which resumes after the last committed cursor, can get them back.
+    """
+
+    def __init__(self, source: JournalSource, deliver: Deliver, on_error: Callable[[BaseException], None]) -> None:
+        self.source = source
+        self.deliver = deliver
+        self.on_error = on_error
+        self.counters = {"reads": 0, "polls": 0}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd: int | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._again: asyncio.Handle | None = None
+
+    @property
+    def polling(self) -> bool:
+        return self.source.poll_interval is not None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Watch the descriptor (and arm the timer when needed), then read what is there now."""
+        self._loop = loop
+        self._fd = self.source.fileno()
+        loop.add_reader(self._fd, self.read)
+        self._arm()
+        self.read()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._fd is not None:
+            self._loop.remove_reader(self._fd)
+        for handle in (self._timer, self._again):
+            if handle is not None:
+                handle.cancel()
+        self._fd = self._timer = self._again = None
+        self._loop = None
+
+    def read(self) -> None:
+        """One batch from the source into ``deliver``; schedules the next at once if it was cut."""
+        if self._loop is None:
+            return
+        if self._again is not None:  # a read is due anyway: this one is it
+            self._again.cancel()
+            self._again = None
+        self.counters["reads"] += 1
+        try:
+            events, cursor = self.source.read()
+            if events or cursor is not None:
+                self.deliver(events, cursor)
+        except Exception as exc:
+            self.stop()
+            self.on_error(exc)
+            return
+        if self.source.more_pending and self._again is None:  # let other work run between large batches
+            self._again = self._loop.call_soon(self.read)
+
+    def _arm(self) -> None:
+        interval = self.source.poll_interval
+        if self._loop is not None and interval is not None:
+            self._timer = self._loop.call_later(interval, self._poll)
+
+    def _poll(self) -> None:
+        self.counters["polls"] += 1
+        self.read()
+        self._arm()

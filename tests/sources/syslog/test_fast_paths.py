@@ -1,0 +1,164 @@
+"""The syslog fast paths give what the careful paths give: the one-regex RFC 5424 parser
+against the field-by-field one, whole-frame slicing against the byte state machine; and
+the UDP reader takes a burst in a few batches, and ``keep`` drops what no grammar uses."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from journalban.grammar import load_grammar
+from journalban.match import syslog_keep
+from journalban.sources.syslog import Malformed, StreamDecoder, SyslogListener
+from journalban.sources.syslog.rfc5424 import FieldError, parse_common_5424, parse_fields
+from tests.sources.syslog.conftest import Recorder, wait_for
+
+RECEIVED = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parents[3]
+FAILED = b"Failed password for root from 203.0.113.9 port 22 ssh2"
+
+STAMPS = [b"-", b"2003-10-11T22:14:15.003Z", b"2026-11-25T18:54:50.431840+00:00", b"1985-04-12T23:20:50.52-04:00",
+          b"2016-12-31T23:59:60Z", b"2026-02-30T10:00:00Z", b"2026-11-25T10:00:00+24:00", b"2026-11-25T10:00:00+05:99",
+          b"0001-01-01T00:00:00+01:00", b"9999-12-31T23:59:59-01:00", b"2026-11-25T10:00:00.1234567890Z",
+          b"2026-11-25T24:00:00Z", b"2026-11-25 10:00:00Z", b"2026-11-25T10:00:00"]
+TOKENS = [b"-", b"web", b"sshd", b"811", b"ID47", b"a" * 48, b"a" * 49, b"9" * 128, b"x" * 256, b"\xff", b"tab\there",
+          b"", b"0123"]
+SDS = [b"-", b"[id@1 a=\"1\"]", b"[a b=\"\\]\\\"\"][c]", b"[bad", b"-x", b"[x=\"\xff\"]", b""]
+MESSAGES = [b"", b" " + FAILED, FAILED, b"\xef\xbb\xbfutf8 \xc3\xa9", b"\xef\xbb\xbf\xff bad", b"\xffraw", b" two  spaces"]
+
+
+@st.composite
+def rfc5424_frames(draw: st.DrawFn) -> bytes:
+    pri = draw(st.sampled_from([b"0", b"13", b"191", b"192", b"999", b"013", b"x"]))
+    version = draw(st.sampled_from([b"1", b"2", b"11"]))
+    parts = [b"<" + pri + b">" + version, draw(st.sampled_from(STAMPS))]
+    parts += [draw(st.sampled_from(TOKENS)) for _ in range(4)]
+    parts.append(draw(st.sampled_from(SDS)))
+    frame = b" ".join(parts)
+    message = draw(st.sampled_from(MESSAGES))
+    if message or draw(st.booleans()):
+        frame += b" " + message
+    return frame
+
+
+@settings(max_examples=2000, deadline=None)
+@given(rfc5424_frames())
+def test_the_one_regex_parser_agrees_with_the_field_parser(frame: bytes) -> None:
+    fast = parse_common_5424(frame, RECEIVED)
+    try:
+        careful = parse_fields(frame, RECEIVED)
+    except FieldError:
+        assert fast is None  # the fast path never accepts what the grammar refuses
+        return
+    assert fast is None or fast == careful
+
+
+def test_the_one_regex_parser_takes_the_common_frames() -> None:
+    for frame in [b"<38>1 2026-11-25T10:11:12.5+01:00 web sshd 811 - - " + FAILED,
+                  b"<13>1 - - - - - -", b'<165>1 2003-10-11T22:14:15.003Z h app - ID47 [a@1 b="c"] m']:
+        fast = parse_common_5424(frame, RECEIVED)
+        assert fast is not None and fast == parse_fields(frame, RECEIVED)
+
+
+FRAME_PIECES = [b"5 hello", b"<13>Nov 25 10:00:00 web a: lf\n", b"\n", b"\r\n", b"\x00", b"0 x\n", b"12345678901 x\n",
+                b"3 ab", b"70 " + b"y" * 70, b"71 " + b"z" * 71, b"q" * 80 + b"\n", b"2x\n", b"007 abcdefg"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(FRAME_PIECES) | st.binary(max_size=12), max_size=25), st.integers(1, 40))
+def test_whole_frame_slicing_gives_the_state_machines_frames(pieces: list[bytes], chunk: int) -> None:
+    stream = b"".join(pieces)
+    whole, bytewise, chunked = StreamDecoder(70), StreamDecoder(70), StreamDecoder(70)
+    expected = [f for at in range(len(stream)) for f in bytewise.feed(stream[at:at + 1])]
+    expected += bytewise.finish(eof=True)
+    got = whole.feed(stream) + whole.finish(eof=True)
+    cut = [f for at in range(0, len(stream), chunk) for f in chunked.feed(stream[at:at + chunk])]
+    cut += chunked.finish(eof=True)
+    assert shape(got) == shape(expected) and shape(cut) == shape(expected)
+
+
+def shape(frames: list[bytes | Malformed]) -> list[object]:
+    """Frames, and refusals by reason (their excerpt shows what the last read held)."""
+    return [f.reason if isinstance(f, Malformed) else f for f in frames]
+
+
+def test_a_udp_burst_is_read_in_a_few_batches_without_loss() -> None:
+    async def body() -> tuple[int, int, dict[str, object]]:
+        sink = Recorder()
+        listener = SyslogListener(["udp://127.0.0.1:0"], sink)
+        await listener.start()
+        try:
+            host, port = listener.addresses["udp://127.0.0.1:0"].removeprefix("udp://").rsplit(":", 1)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                for n in range(3000):  # all sent before the loop runs the reader once
+                    client.sendto(b"<38>1 - web sshd %d - - message %d" % (n, n), (host, int(port)))
+            await wait_for(lambda: listener.counters["received"] == 3000)
+        finally:
+            await listener.stop()
+        return len(sink.batches), len(sink.events), listener.counters
+
+    batches, events, counters = asyncio.run(asyncio.wait_for(body(), 20))
+    assert events == 3000 and counters["parsed"] == 3000
+    assert batches <= 4  # 2,048 datagrams per readiness event at most, then the rest
+
+
+def test_udp_buffer_asked_for_is_granted_to_root() -> None:
+    async def body() -> int:
+        listener = SyslogListener(["udp://127.0.0.1:0"], Recorder())
+        await listener.start()
+        try:
+            return listener._datagrams[0].sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        finally:
+            await listener.stop()
+
+    assert asyncio.run(body()) >= 8 << 20  # beyond the 212,992-byte default rmem_max
+
+
+def test_keep_drops_what_no_grammar_can_use_and_counts_it() -> None:
+    grammar = load_grammar(ROOT / "grammars" / "sshd.grammar")
+
+    async def body() -> tuple[Recorder, dict[str, object]]:
+        sink = Recorder()
+        listener = SyslogListener(["tcp://127.0.0.1:0"], sink, keep=syslog_keep([grammar]))
+        await listener.start()
+        try:
+            host, port = listener.addresses["tcp://127.0.0.1:0"].removeprefix("tcp://").rsplit(":", 1)
+            _, writer = await asyncio.open_connection(host, int(port))
+            for line in [b"<38>1 - web sshd 1 - - " + FAILED, b"<38>1 - web cron 2 - - " + FAILED,
+                         b"<38>1 - web sshd 3 - - Accepted password for deploy from 10.0.0.5 port 22 ssh2",
+                         b"<38>1 - web sshd 4 - - Received disconnect from 10.0.0.5 port 51514:11: bye",
+                         b"<999>1 - web sshd 5 - - " + FAILED]:
+                writer.write(line + b"\n")
+            await writer.drain()
+            await wait_for(lambda: listener.counters["received"] == 5)
+            writer.close()
+        finally:
+            await listener.stop()
+        return sink, listener.counters
+
+    sink, counters = asyncio.run(asyncio.wait_for(body(), 20))
+    assert sink.messages == [FAILED.decode()]
+    assert counters["parsed"] == 4 and counters["ruled_out"] == 3 and counters["malformed"] == {"pri": 1}
+
+
+def test_fuzzed_frames_never_make_the_fast_parser_disagree() -> None:
+    generator = random.Random(7)
+    seeds = [b"<38>1 2026-11-25T10:11:12.5+01:00 web sshd 811 - - " + FAILED,
+             b'<165>1 2003-10-11T22:14:15.003Z h app - ID47 [a@1 b="c"][d] m', b"<13>1 - - - - - -"]
+    checked = 0
+    for _ in range(20_000):
+        frame = bytearray(generator.choice(seeds))
+        for _ in range(generator.randint(1, 3)):
+            at = generator.randrange(len(frame))
+            frame[at:at + generator.randint(0, 2)] = bytes([generator.randrange(256)]) * generator.randint(0, 2)
+        fast = parse_common_5424(bytes(frame), RECEIVED)
+        if fast is not None:
+            assert fast == parse_fields(bytes(frame), RECEIVED)
+            checked += 1
+    assert checked > 1000

@@ -242,6 +242,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
                    "SQLAlchemy URL of the ledger database; SQLite runs in WAL mode."),
         "keep_failures": Key(parse_duration, "duration", "30d",
                              "Failures older than this are purged (hourly); bans are kept."),
+        "spool": Key(_absolute_path, "path", "/var/lib/journalban/spool.db",
+                     "PostgreSQL ledger only: the local SQLite file that keeps what this host records "
+                     "while the server is away, until it is delivered."),
     },
     "node": {
         "name": Key(_node_name, "string", "", "This host's name in the ledger, on every failure, ban and source "
@@ -256,7 +259,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                            "Searched for `NAME.grammar` before the grammars that ship with journalban."),
     },
     "sources.files": {
-        "poll_interval": Key(_seconds, "seconds (number)", 0.2, "How often followed files are checked for new lines."),
+        "poll_interval": Key(_seconds, "seconds (number)", 0.2, "How often followed files are checked anyway (inotify reads new lines at once)."),
         "max_line": Key(_int_range(256, 16 << 20), "integer", 65536, "Longer lines are cut and counted."),
     },
     "sources.journal": {
@@ -283,6 +286,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "journal": Key(_auto_bool, 'boolean or "auto"', "auto",
                        "Read journald: `auto` does when the grammar applies to the journal and the jail has no files."),
         "syslog": Key(_bool, "boolean", False, "Read what the syslog listener receives."),
+        "ledger_bans": Key(_bool, "boolean", False,
+                           "Read every ban the ledger records in other jails (recidive); needs `applies ledger`."),
         **_JAIL_DEFAULTS,
     },
 }
@@ -296,6 +301,7 @@ class JailConfig:
     files: tuple[str, ...]
     journal: bool | None  # None: "auto", settled once the grammar is loaded
     syslog: bool
+    ledger_bans: bool  # one event per ban recorded in another jail (journalban.sources.ledger_bans)
     bantime: int | None  # None: forever
     bantime_increment: bool
     bantime_factor: float
@@ -344,6 +350,7 @@ class Config:
     control_socket: str
     ledger_url: str
     keep_failures: int  # seconds
+    ledger_spool: str  # [ledger] spool: kept while a PostgreSQL ledger is away (journalban.ledger.spool)
     node_name: str  # [node] name: this host in a shared ledger
     reconcile_interval: int
     grammar_dirs: tuple[Path, ...]  # the operator's, then the shipped ones
@@ -445,6 +452,7 @@ class _Validator:
             control_socket=control["socket"],
             ledger_url=ledger["url"],
             keep_failures=ledger["keep_failures"],
+            ledger_spool=ledger["spool"],
             node_name=node["name"],
             reconcile_interval=reconcile["interval"],
             grammar_dirs=(*map(Path, grammars["directories"]), paths.SHIPPED_GRAMMARS),

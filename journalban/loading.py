@@ -66,7 +66,7 @@ def load(path: Path | None = None) -> Loaded:
 
 def _settle_sources(jail: JailConfig, grammar: Grammar) -> JailConfig:
     if jail.journal is None:
-        auto = bool(grammar.journal_matches) and not jail.files and not jail.syslog
+        auto = bool(grammar.journal_matches) and not jail.files and not jail.syslog and not jail.ledger_bans
         return dataclasses.replace(jail, journal=auto)
     return jail
 
@@ -86,7 +86,10 @@ def _source_problems(config: Config, jail: JailConfig, grammar: Grammar) -> list
     if jail.syslog and not config.syslog.listen:
         problems.append(problem_at(config, where, "syslog", "syslog = true, but [sources.syslog] listen "
                                                            "names no address to listen on"))
-    if not (jail.files or jail.journal or jail.syslog):
+    if jail.ledger_bans and not grammar.reads_ledger:
+        problems.append(problem_at(config, where, "ledger_bans", f"grammar '{grammar.name}' has no "
+                                                                "'applies ledger' line: it cannot read bans"))
+    if not (jail.files or jail.journal or jail.syslog or jail.ledger_bans):
         problems.append(problem_at(config, where, None, f"jail '{jail.name}' reads nothing: give it files, "
-                                                        "journal = true or syslog = true"))
+                                                        "journal = true, syslog = true or ledger_bans = true"))
     return [str(p) for p in problems]

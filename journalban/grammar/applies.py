@@ -25,31 +25,38 @@ TRUSTED_FIELDS = frozenset({"_SYSTEMD_UNIT", "_EXE", "_UID", "_SYSTEMD_USER_UNIT
 FORGEABLE_NAMES = frozenset({"SYSLOG_IDENTIFIER", "_COMM"})
 _JOURNAL_FIELD = re.compile(r"[A-Z_][A-Z0-9_]*")
 _APP_NAME = re.compile(r"[^\s\[\]:]+")
+LEDGER_SOURCE = "ledger"  # Event.source of a ban fed from the ledger
+KINDS = ("file", "syslog", "journal", "ledger")
 
 
 @dataclass(frozen=True, slots=True)
 class Selector:
     """What the ``applies`` lines of one grammar select, ready for ``selects``.
 
-    ``source_kind`` is "file" (raw file lines), "syslog", "journal" or
-    "syslog+journal"; ``file_format`` is "raw", "syslog" (file lines whose
-    syslog header the file source strips) or "none" (no file feeds this grammar).
+    ``source_kind`` names the kinds joined by ``+`` in the order file, syslog,
+    journal, ledger ("file", "syslog+journal", "file+syslog", "ledger", ...);
+    ``file_format`` is "raw", "syslog" (file lines whose syslog header the file
+    source strips) or "none" (no file feeds this grammar).
     """
 
     source_kind: str
     file_format: str
     journal_matches: JournalMatches = ()
     syslog_apps: frozenset[str] = frozenset()
+    reads_ledger: bool = False  # the bans the ledger records (journalban.sources.ledger_bans)
 
     def selects(self, source: str, app: str | None, fields: Mapping[str, str]) -> bool:
-        """Journal events only through a journal group; others by app name or file origin."""
+        """Journal events only through a journal group, ledger bans only through
+        ``applies ledger``; others by file origin (raw) or app name."""
         if source == "journal":
             return any(
                 all(fields.get(name) == value for name, value in group)
                 for group in self.journal_matches
             )
-        if self.file_format == "raw":
-            return source.startswith("file:")
+        if source == LEDGER_SOURCE:
+            return self.reads_ledger
+        if self.file_format == "raw" and source.startswith("file:"):
+            return True
         return app is not None and app in self.syslog_apps
 
 
@@ -122,21 +129,19 @@ def build_selector(settings: Sequence[Setting], fail: Fail) -> Selector:
     apps: frozenset[str] = frozenset()
     for setting in settings:
         source = setting.values[0]
-        if source.text not in ("file", "syslog", "journal"):
-            raise fail(source.offset, f"unknown source {source.text!r}; expected file, syslog or journal")
-        if source.text in ("file", "syslog") and source.text in kinds:
+        if source.text not in KINDS:
+            raise fail(source.offset, f"unknown source {source.text!r}; expected {', '.join(KINDS)}")
+        if source.text != "journal" and source.text in kinds:
             raise fail(setting.keyword.offset, f"a second 'applies {source.text}' line")
         if source.text == "file":
             _file(setting, fail)
         elif source.text == "syslog":
             apps = _syslog(setting, fail)
-        else:
+        elif source.text == "journal":
             groups.append(_journal(setting, fail))
+        elif setting.options:
+            raise fail(setting.options[0][0].offset, "'applies ledger' takes no options")
         kinds.setdefault(source.text, setting)
-    if "file" in kinds and len(kinds) > 1:
-        later = settings[1] if settings[0] is kinds["file"] else kinds["file"]
-        raise fail(later.keyword.offset, "'applies file' cannot be combined with syslog or journal")
-    if "file" in kinds:
-        return Selector("file", "raw")
-    kind = "+".join(name for name in ("syslog", "journal") if name in kinds)
-    return Selector(kind, "syslog" if apps else "none", tuple(groups), apps)
+    kind = "+".join(name for name in KINDS if name in kinds)
+    file_format = "raw" if "file" in kinds else "syslog" if apps else "none"
+    return Selector(kind, file_format, tuple(groups), apps, "ledger" in kinds)

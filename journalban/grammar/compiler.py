@@ -8,8 +8,10 @@ it may appear relative to the address.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, ClassVar
 
 from . import stamps
@@ -17,23 +19,35 @@ from .model import Alternatives, Element, Literal, OptionalGroup, Placeholder, R
 
 _OCTETS = r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}"
 _HEX = r"[0-9A-Fa-f]"
-# IPv6 with a dotted tail first, then plain IPv6, then IPv4; ipaddress has the last word.
+# IPv6 with a dotted tail first, then plain IPv6 (never ending in a lone ':' or in
+# ':::', so "2001:db8::1: msg" leaves ": msg"), then IPv4; ipaddress has the last word.
 ADDRESS = (
     rf"(?>(?:{_HEX}{{0,4}}:){{2,6}}{_OCTETS}(?![0-9])"
-    rf"|(?:{_HEX}{{1,4}}|:)(?::{_HEX}{{0,4}}){{1,7}}"
+    rf"|(?:{_HEX}{{1,4}}|:)(?::{_HEX}{{0,4}}){{1,7}}(?<![^:]:)(?<!:::)"
     rf"|{_OCTETS}(?![0-9]))"
+)
+# ADDR:PORT with the port required. Bracketed IPv6, or an address run split at its
+# last ':' followed by digits and then no address character: with a port always
+# there, the last ':'-group is the port, never part of the address.
+ENDPOINT = (
+    r"(?>\[(?P<{a}>[0-9A-Fa-f:.]++)\]:(?P<{p}>[0-9]++)"
+    r"|(?P<{a2}>[0-9A-Fa-f:.]*?):(?P<{p2}>[0-9]++)(?![0-9A-Fa-f:.]))"
 )
 
 TOKENS: dict[str, str] = {
     "address": ADDRESS,
     "word": r"\S++",
+    "hostname": r"[^\s\[\]]++",
+    "endpoint": ENDPOINT,
     "int": r"[0-9]++",
     "any": r".*?",
     "quoted": r'[^"\\]*+(?:\\.[^"\\]*+)*+',
     **{f"stamp:{name}": f"(?>{pattern})" for name, pattern in stamps.PATTERNS.items()},
 }
+REST_OF_LINE = r".*+"  # an <any> at the end of a rule: possessive, nothing after it to give back to
 FREE_TEXT = frozenset({"any"})  # placeholders whose extent attacker text can stretch
 RESERVED_NAMES = frozenset({"address", "stamp"})
+SPECIAL = frozenset({"address", "endpoint"})  # the address, captured under its own name
 
 
 class RuleError(Exception):
@@ -57,6 +71,7 @@ class CompiledRule:
     has_address: bool
     stamp_format: str | None
     backtracking: bool = False  # a /regex/ uses look-arounds, back-references or conditionals
+    required: tuple[str, ...] = ()  # every literal a match must contain (top level, case-sensitive)
 
     def search(self, message: str) -> re.Match[str] | None:
         """The regex match for the whole message, after the cheap literal test."""
@@ -169,7 +184,7 @@ def _free_text(elements: tuple[Element, ...]) -> Iterator[tuple[int, str]]:
 
 def _is_address(element: Element) -> bool:
     if isinstance(element, Placeholder):
-        return element.kind == "address"
+        return element.kind in SPECIAL
     return isinstance(element, RawRegex) and "(?P<address>" in element.text
 
 
@@ -188,7 +203,7 @@ def _check_placeholders(rule: RuleSpec) -> None:
                     f"unknown placeholder type {kind!r}; expected one of {known}, stamp:FORMAT"
                 )
             raise RuleError(placeholder.kind_offset, message)
-        is_special = kind == "address" or kind.startswith("stamp:")
+        is_special = kind in SPECIAL or kind.startswith("stamp:")
         if is_special and nested:
             raise RuleError(placeholder.offset, f"<{kind}> must not be inside [ ] or ( )")
         if is_special and placeholder.name is not None and placeholder.name != "address":
@@ -197,12 +212,13 @@ def _check_placeholders(rule: RuleSpec) -> None:
             raise RuleError(placeholder.offset, f"the name {placeholder.name!r} is reserved")
         name = _capture_name(placeholder)
         if name == "address" and addresses:
-            raise RuleError(placeholder.offset, "a rule has exactly one <address>")
-        if name is not None:
-            if name in names:
-                raise RuleError(placeholder.offset, f"capture {name!r} appears twice in the rule")
-            names.add(name)
-        addresses += kind == "address"
+            raise RuleError(placeholder.offset, "a rule has exactly one <address> or <endpoint>")
+        for captured in (name, "port") if kind == "endpoint" else (name,):
+            if captured is not None:
+                if captured in names:
+                    raise RuleError(placeholder.offset, f"capture {captured!r} appears twice in the rule")
+                names.add(captured)
+        addresses += kind in SPECIAL
     for fragment, element, nested in _fragments(rule.elements):
         for name in fragment.groups:
             if name == "stamp":
@@ -239,8 +255,111 @@ def _check_injection(rule: RuleSpec) -> None:
                 )
 
 
+def _tail_anys(elements: tuple[Element, ...]) -> Iterator[Placeholder]:
+    """``<any>`` placeholders nothing can follow: the last element of the rule, or of the
+    last optional group or alternative branch at its end. They take the rest of the line."""
+    if not elements:
+        return
+    last = elements[-1]
+    if isinstance(last, Placeholder) and last.kind == "any":
+        yield last
+    elif isinstance(last, OptionalGroup):
+        yield from _tail_anys(last.elements)
+    elif isinstance(last, Alternatives):
+        for branch in last.branches:
+            yield from _tail_anys(branch)
+
+
+def _rest_of_line_anys(rule: RuleSpec) -> frozenset[int]:
+    """id() of the <any>s compiled as "the rest of the line". Not when a /regex/ holds the
+    address: the guard after the rule, that its address group took part, could then fail
+    after the last <any> and send the match back into an earlier one."""
+    if any("address" in fragment.groups for fragment, _, _ in _fragments(rule.elements)):
+        return frozenset()
+    return frozenset(id(p) for p in _tail_anys(rule.elements))
+
+
+def _check_free_text_slots(rule: RuleSpec, tails: frozenset[int]) -> None:
+    """Refuse a second free-text slot: two can make a crafted line cost quadratic time.
+
+    The slot at the end of the rule does not count: compiled possessive (``.*+``), it
+    takes the rest of the line once and never gives any of it back."""
+    slots = [(p.offset, f"<{p.kind}>") for p, _ in _walk(rule.elements)
+             if p.kind in FREE_TEXT and id(p) not in tails]
+    slots += [(element.offset, "a /regex/ with .* or .+") for fragment, element, _ in _fragments(rule.elements)
+              if fragment.free_text]
+    slots.sort()
+    if len(slots) > 1:
+        (_, first_what), (offset, what) = slots[:2]
+        raise RuleError(
+            offset,
+            f"{what} is a second free-text slot in this rule (after an earlier {first_what}): a crafted line "
+            "would take time quadratic in its length; make one of them a <word>, <int>, <quoted>, "
+            "<hostname> or fixed text, or put it at the end of the rule",
+        )
+
+
+def _starts_with_colon(element: Element) -> Iterator[int]:
+    """Offsets where ``element`` may begin with ':' and a hex digit (or end there)."""
+    if isinstance(element, Literal):
+        if element.text[:1] == ":" and (len(element.text) == 1 or element.text[1] in string.hexdigits):
+            yield element.offset
+    elif isinstance(element, OptionalGroup) and element.elements:
+        yield from _starts_with_colon(element.elements[0])
+    elif isinstance(element, Alternatives):
+        for branch in element.branches:
+            if branch:
+                yield from _starts_with_colon(branch[0])
+
+
+def _check_address_port(rule: RuleSpec) -> None:
+    """Refuse ``<address> ":" <port>``: "2001:db8::1:22" is an IPv6 address by itself, or
+    2001:db8::1 and port 22; only <endpoint>, whose port is required, can tell."""
+    for element, following in pairwise(rule.elements):
+        if isinstance(element, Placeholder) and element.kind == "address":
+            for offset in _starts_with_colon(following):
+                raise RuleError(
+                    offset,
+                    "':' after <address> is ambiguous for IPv6 (2001:db8::1:22 is an address, "
+                    "or 2001:db8::1 and port 22): write <endpoint> for ADDR:PORT with the port always there",
+                )
+
+
+def _first_elements(element: Element) -> Iterator[Element]:
+    """The elements a match of ``element`` can begin with (through [ ] and ( | ))."""
+    if isinstance(element, OptionalGroup):
+        if element.elements:
+            yield from _first_elements(element.elements[0])
+    elif isinstance(element, Alternatives):
+        for branch in element.branches:
+            if branch:
+                yield from _first_elements(branch[0])
+    else:
+        yield element
+
+
+def _check_text_after_any(elements: tuple[Element, ...]) -> None:
+    """Refuse an <any> directly followed by a token: for each place the <any> could stop,
+    the token would scan on (``<any> <int>`` on a line of digits is quadratic)."""
+    for element, following in pairwise(elements):
+        if isinstance(element, Placeholder) and element.kind in FREE_TEXT:
+            for first in _first_elements(following):
+                if not isinstance(first, Literal):
+                    raise RuleError(
+                        first.offset,
+                        f"<{element.kind}> must be followed by literal text, not a token: for each place "
+                        "it could stop, the token would scan on, and a crafted line would take quadratic time",
+                    )
+    for element in elements:
+        if isinstance(element, OptionalGroup):
+            _check_text_after_any(element.elements)
+        elif isinstance(element, Alternatives):
+            for branch in element.branches:
+                _check_text_after_any(branch)
+
+
 def _capture_name(placeholder: Placeholder) -> str | None:
-    if placeholder.kind == "address":
+    if placeholder.kind in SPECIAL:
         return "address"
     if placeholder.kind.startswith("stamp:"):
         return "stamp"
@@ -250,8 +369,11 @@ def _capture_name(placeholder: Placeholder) -> str | None:
 class _Builder:
     """Accumulates regex text and the group names it hands out."""
 
-    def __init__(self) -> None:
-        self.captures: list[tuple[str, str]] = []
+    captures: list[tuple[str, str]]
+
+    def __init__(self, tails: frozenset[int] = frozenset()) -> None:
+        self.captures = []
+        self.tails = tails  # id() of the <any> placeholders at the end of the rule
 
     def sequence(self, elements: tuple[Element, ...]) -> str:
         return "".join(self.element(element) for element in elements)
@@ -260,10 +382,21 @@ class _Builder:
         return self._HANDLERS[type(element)](self, element)
 
     def literal(self, element: Literal) -> str:
-        return re.escape(element.text)
+        text = re.escape(element.text)
+        return f"(?i:{text})" if element.nocase else text
+
+    def endpoint(self) -> str:
+        """ADDR:PORT: two groups each for the address and the port, one per form."""
+        groups: dict[str, str] = {}
+        for key, name in (("a", "address"), ("p", "port"), ("a2", "address"), ("p2", "port")):
+            groups[key] = f"g{len(self.captures)}"
+            self.captures.append((groups[key], name))
+        return ENDPOINT.format(**groups)
 
     def placeholder(self, element: Placeholder) -> str:
-        token = TOKENS[element.kind]
+        if element.kind == "endpoint":
+            return self.endpoint()
+        token = REST_OF_LINE if id(element) in self.tails else TOKENS[element.kind]
         name = _capture_name(element)
         if name is None:
             return f"(?:{token})"
@@ -310,8 +443,12 @@ def compile_rule(rule: RuleSpec) -> CompiledRule:
     """Check a rule and compile it; raises RuleError at the offending token."""
     _check_placeholders(rule)
     _check_injection(rule)
+    tails = _rest_of_line_anys(rule)
+    _check_free_text_slots(rule, tails)
+    _check_text_after_any(rule.elements)
+    _check_address_port(rule)
     fragments = list(_fragments(rule.elements))
-    builder = _Builder()
+    builder = _Builder(tails)
     body = builder.sequence(rule.elements)
     addresses = [group for group, name in builder.captures if name == "address"]
     if fragments and addresses:  # a /regex/ group may sit in an alternative not taken
@@ -320,7 +457,7 @@ def compile_rule(rule: RuleSpec) -> CompiledRule:
             if name == "address":
                 guard = f"(?({group})|{guard})"
         body += guard
-    literals = [element.text for element in rule.elements if isinstance(element, Literal)]
+    literals = [e.text for e in rule.elements if isinstance(e, Literal) and not e.nocase]
     stamp_formats = [p.kind[6:] for p, _ in _walk(rule.elements) if p.kind.startswith("stamp:")]
     return CompiledRule(
         action=rule.action.text,
@@ -331,6 +468,7 @@ def compile_rule(rule: RuleSpec) -> CompiledRule:
         has_address=any(name == "address" for _, name in builder.captures),
         stamp_format=stamp_formats[0] if stamp_formats else None,
         backtracking=any(fragment.backtracking for fragment, _, _ in fragments),
+        required=tuple(literals),
     )
 
 

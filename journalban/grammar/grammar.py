@@ -7,6 +7,7 @@ the same answer and tests need nothing but strings.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +21,9 @@ from .compiler import CompiledRule
 from .model import Example
 
 MAX_MESSAGE = 16384  # characters a rule is ever run against
+# A dotted quad already in canonical form: each octet 0-255 without a leading zero.
+_CANONICAL_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+                             r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,8 @@ class Rejected:
 
 def normalise_address(text: str) -> str | None:
     """Canonical text of an address (IPv4-mapped IPv6 folded to IPv4), None if invalid."""
+    if _CANONICAL_IPV4.fullmatch(text):
+        return text  # the common case, without building an ipaddress object
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -91,6 +97,11 @@ class Grammar:
     def syslog_apps(self) -> frozenset[str]:
         """App names (syslog tag without ``[pid]``) whose messages this grammar reads."""
         return self.selector.syslog_apps
+
+    @property
+    def reads_ledger(self) -> bool:
+        """Whether it has ``applies ledger``: it reads the bans the ledger records."""
+        return self.selector.reads_ledger
 
     def applies_to(self, event: Event) -> bool:
         """Whether the event comes from where this grammar's ``applies`` lines point; pure."""

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Literal:
-    """Text that must appear verbatim."""
+    """Text that must appear verbatim (``i"..."``: in any letter case)."""
 
     text: str
     offset: int
+    nocase: bool = False
 
 
 @dataclass(frozen=True, slots=True)

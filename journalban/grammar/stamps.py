@@ -25,7 +25,11 @@ PATTERNS: dict[str, str] = {
     "clf": r"[0-9]{2}/[A-Z][a-z]{2}/[0-9]{4}:[0-9]{2}:[0-9]{2}:[0-9]{2} [+-][0-9]{4}",
     "iso8601": (
         r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}"
-        r"(?:[.,][0-9]{1,9})?(?:Z|[+-][0-9]{2}:?[0-9]{2})?"
+        r"(?:[.,][0-9]{1,9})?(?:Z|[+-][0-9]{2}:?[0-9]{2}| [+-][0-9]{4}(?![0-9]))?"
+    ),
+    "nginx": r"[0-9]{4}/[0-9]{2}/[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}",
+    "apache": (
+        r"[A-Z][a-z]{2} [A-Z][a-z]{2} [0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})? [0-9]{4}"
     ),
 }
 
@@ -85,8 +89,46 @@ def parse_clf(text: str, reference: datetime, zone: tzinfo | None = None) -> dat
     return moment.astimezone(UTC)
 
 
+_NGINX = re.compile(r"([0-9]{4})/([0-9]{2})/([0-9]{2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})")
+_APACHE = re.compile(
+    r"[A-Z][a-z]{2} ([A-Z][a-z]{2}) ([0-9]{2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,6}))? ([0-9]{4})"
+)
+
+
+def _wall_clock(year: int, month: int, day: int, clock: tuple[int, int, int, int],
+                zone: tzinfo | None) -> datetime | None:
+    """A host-local (or ``zone``) wall-clock time as UTC; None for an impossible one."""
+    try:
+        return _local(datetime(year, month, day, *clock), zone)
+    except ValueError:  # 2024/02/30, 25:00:00
+        return None
+
+
+def parse_nginx(text: str, reference: datetime, zone: tzinfo | None = None) -> datetime | None:
+    """``2024/01/02 03:04:05`` (nginx error log): host local time."""
+    found = _NGINX.fullmatch(text)
+    if found is None:
+        return None
+    year, month, day, hour, minute, second = (int(part) for part in found.groups())
+    return _wall_clock(year, month, day, (hour, minute, second, 0), zone)
+
+
+def parse_apache(text: str, reference: datetime, zone: tzinfo | None = None) -> datetime | None:
+    """``Sat Jul 20 21:37:32.266605 2013`` (Apache 2.4 error log; 2.2 has no fraction):
+    host local time. The weekday is not checked: the date says it all."""
+    found = _APACHE.fullmatch(text)
+    if found is None or found[1] not in MONTHS:
+        return None
+    month, day, hour, minute, second, fraction, year = found.groups()
+    micro = int((fraction or "0").ljust(6, "0"))
+    return _wall_clock(int(year), MONTHS[month], int(day), (int(hour), int(minute), int(second), micro), zone)
+
+
 def parse_iso8601(text: str, reference: datetime, zone: tzinfo | None = None) -> datetime | None:
-    """``2024-01-02T03:04:05.6+01:00``; without an offset it is host local time."""
+    """``2024-01-02T03:04:05.6+01:00``, exim's ``2013-06-02 09:05:48 +0200``; without an
+    offset it is host local time."""
+    if text[-6:-5] == " ":  # " +0200": the offset as exim's log_timezone writes it
+        text = text[:-6] + text[-5:]
     try:
         moment = datetime.fromisoformat(text.replace(",", "."))
     except ValueError:
@@ -100,6 +142,8 @@ PARSERS: dict[str, Callable[[str, datetime, tzinfo | None], datetime | None]] = 
     "syslog": parse_syslog,
     "clf": parse_clf,
     "iso8601": parse_iso8601,
+    "nginx": parse_nginx,
+    "apache": parse_apache,
 }
 
 

@@ -124,8 +124,18 @@ _UNTERMINATED_REGEX = pp.Regex(r"/").add_parse_action(
     lambda s, loc, toks: _raise(s, loc, "unterminated or empty /regex/")
 )
 _literal = _TEXT.copy().add_parse_action(lambda toks: Literal(toks[0].text, toks[0].offset))
-_element <<= _literal | _regex | _UNTERMINATED_REGEX | _placeholder_expr | _optional | _alternatives
-_element.set_name("element (string, /regex/, <type>, [ or ()")
+
+
+def _nocase_literal(s: str, loc: int, toks: pp.ParseResults) -> Literal:
+    word = _string(s, loc + 1, pp.ParseResults([toks[0][1:]]))
+    return Literal(word.text, loc, nocase=True)
+
+
+_nocase = _named("i-string", pp.Regex(r'i(?:"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\')')).add_parse_action(
+    _nocase_literal
+)
+_element <<= _nocase | _literal | _regex | _UNTERMINATED_REGEX | _placeholder_expr | _optional | _alternatives
+_element.set_name("element (string, i\"string\", /regex/, <type>, [ or ()")
 
 
 def _setting(toks: pp.ParseResults) -> Setting:

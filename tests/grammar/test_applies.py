@@ -55,6 +55,33 @@ def test_syslog_and_journal_combined() -> None:
     assert grammar.stamp_format == "syslog"
 
 
+def test_raw_files_and_syslog_combined() -> None:
+    """nginx writing error.log on one host and to the syslog listener on another: one grammar."""
+    grammar = _grammar("applies file format=raw\napplies syslog app=nginx\n")
+    assert (grammar.source_kind, grammar.file_format) == ("file+syslog", "raw")
+    assert grammar.applies_to(Event(NOW, "file:/var/log/nginx/error.log", "x 203.0.113.9"))
+    assert grammar.applies_to(Event(NOW, "syslog:udp://127.0.0.1:514", "x 203.0.113.9", app="nginx"))
+    assert not grammar.applies_to(Event(NOW, "syslog:udp://127.0.0.1:514", "x 203.0.113.9", app="sshd"))
+    assert not grammar.applies_to(_journal(_SYSTEMD_UNIT="nginx.service", SYSLOG_IDENTIFIER="nginx"))
+
+
+def test_raw_files_and_journal_combined() -> None:
+    grammar = _grammar("applies journal _SYSTEMD_UNIT=nginx.service\napplies file format=raw\n")
+    assert (grammar.source_kind, grammar.file_format) == ("file+journal", "raw")
+    assert grammar.applies_to(_journal(_SYSTEMD_UNIT="nginx.service"))
+    assert grammar.applies_to(Event(NOW, "file:/var/log/nginx/error.log", "x 203.0.113.9"))
+    assert not grammar.applies_to(Event(NOW, "syslog:udp://127.0.0.1:514", "x 203.0.113.9", app="nginx"))
+
+
+def test_ledger_alone_takes_only_ledger_events() -> None:
+    grammar = _grammar("applies ledger\n")
+    assert (grammar.source_kind, grammar.file_format) == ("ledger", "none")
+    assert grammar.applies_to(Event(NOW, "ledger", "x 203.0.113.9"))
+    assert not grammar.applies_to(Event(NOW, "file:/var/log/x", "x 203.0.113.9"))
+    assert not grammar.applies_to(Event(NOW, "syslog:udp://127.0.0.1:514", "x 203.0.113.9", app="ledger"))
+    assert not _grammar("applies syslog app=ledger\n").applies_to(Event(NOW, "ledger", "x 203.0.113.9"))
+
+
 def test_syslog_alone() -> None:
     grammar = _grammar("applies syslog app=sshd\n")
     assert (grammar.source_kind, grammar.file_format) == ("syslog", "syslog")
@@ -86,12 +113,8 @@ ERRORS = [
     pytest.param(
         "applies file format=raw\napplies file format=raw\n", 3, 1, "a second 'applies file'", id="file-twice"
     ),
-    pytest.param(
-        "applies file format=raw\napplies syslog app=a\n", 3, 1, "cannot be combined", id="file-syslog"
-    ),
-    pytest.param(
-        "applies journal _UID=0\napplies file format=raw\n", 3, 1, "cannot be combined", id="journal-file"
-    ),
+    pytest.param("applies ledger\napplies ledger\n", 3, 1, "a second 'applies ledger'", id="ledger-twice"),
+    pytest.param("applies ledger jail=sshd\n", 2, 16, "'applies ledger' takes no options", id="ledger-option"),
     pytest.param(
         "applies file format=syslog\n", 2, 21, "replaced by 'applies syslog app=NAME'", id="old-syslog"
     ),

@@ -122,7 +122,8 @@ CASES: list[tuple[str, str, Builder, bool]] = [
     ("apache-auth", "user, uri (unknown user)",
      lambda v: f"{APACHE_ERR}[client {REAL}:51234] AH01618: user {v} not found: /{v}", True),
     ("apache-auth", "user, uri, referer (mismatch)",
-     lambda v: f'{APACHE_ERR}[client {REAL}:51234] AH01617: user {v}: authentication failure '
+     # a Basic user name holds no ':' (the credentials are USER:PASSWORD)
+     lambda v: f'{APACHE_ERR}[client {REAL}:51234] AH01617: user {v.replace(":", "")}: authentication failure '
      f'for "/{v}": Password Mismatch, referer: {v}', True),
     ("apache-badbots", "request, referer, user",
      lambda v: f'{REAL} - {apache_escape(v)} {CLF} "GET /{apache_escape(v)} HTTP/1.1" 200 5 '

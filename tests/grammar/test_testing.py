@@ -58,7 +58,7 @@ def test_no_targets_runs_every_grammar_and_reports_load_errors(tmp_path: Path) -
     code, lines = _run([], [tmp_path])
     assert code == 1
     assert lines[0] == f"{broken}:3:10: unknown placeholder type 'nope'; expected one of address, " + (
-        "any, int, quoted, word, stamp:FORMAT"
+        "any, endpoint, hostname, int, quoted, word, stamp:FORMAT"
     )
     assert lines[-1] == "5 examples, 2 failed in 2 grammars; 1 grammar not loaded"
 

@@ -82,8 +82,13 @@ def _journal_lines(value: str, warnings: list[str], where: str) -> list[str]:
     return out
 
 
-def import_filter(path: Path, mode: str | None = None, options: dict[str, str] | None = None) -> ImportedGrammar:
-    """Import one fail2ban filter file; raises ImportError_ naming the file and key."""
+def import_filter(path: Path, mode: str | None = None, options: dict[str, str] | None = None, *,
+                  name: str | None = None, reads: str = "auto") -> ImportedGrammar:
+    """Import one fail2ban filter file; raises ImportError_ naming the file and key.
+
+    ``reads``: ``"auto"`` (journal when the journalmatch gives a trusted selector,
+    else file lines), or ``"file"`` / ``"journal"`` as a jail's backend demands.
+    """
     given = dict(options or {})
     if mode is not None:
         given[MODE_KEY] = mode
@@ -116,7 +121,7 @@ def import_filter(path: Path, mode: str | None = None, options: dict[str, str] |
         maxlines = (option("maxlines") or "1").strip()
     except ConfigError as error:
         raise ImportError_(str(error)) from None
-    name = _name(path, mode)
+    name = name or _name(path, mode)
     where = str(path)
     imported = ImportedGrammar(name, "", [], datepattern)
     warnings = imported.warnings
@@ -217,8 +222,11 @@ def import_filter(path: Path, mode: str | None = None, options: dict[str, str] |
             multiline=imported.multiline_filter,
         )
 
-    applies = _journal_lines(journalmatch, warnings, where) if journalmatch else []
-    if journalmatch and not applies:
+    applies = _journal_lines(journalmatch, warnings, where) if journalmatch and reads != "file" else []
+    if reads == "journal" and not applies:
+        raise ImportError_(f"{path}: [Definition] journalmatch {journalmatch!r} gives no trusted journal "
+                           "selector (a field journald sets itself, such as _SYSTEMD_UNIT)")
+    if journalmatch and not applies and reads != "file":
         warnings.append(f"{where}: no trusted journalmatch; the grammar reads raw file lines")
     header = [
         f"grammar {name}",

@@ -14,6 +14,7 @@ options, resolved until nothing changes. Tags that name no option (``<HOST>``,
 
 from __future__ import annotations
 
+import ast
 import configparser
 import re
 from collections.abc import Mapping
@@ -54,14 +55,31 @@ class Config:
 
 
 def _parser(path: Path) -> configparser.RawConfigParser:
-    # DEFAULT read as a plain section: Config.merge keeps it apart, per file
-    parser = configparser.RawConfigParser(strict=False, interpolation=None, default_section="\0no default")
+    # DEFAULT read as a plain section: Config.merge keeps it apart, per file;
+    # ';' starts a comment after a value too, as in fail2ban's own parser
+    parser = configparser.RawConfigParser(strict=False, interpolation=None, default_section="\0no default",
+                                          inline_comment_prefixes=(";",))
     try:
         with path.open(encoding="utf-8") as handle:
             parser.read_file(handle)
+    except configparser.MissingSectionHeaderError as error:
+        raise ConfigError(f"{path}:{error.lineno}:1: expected a [section] header before {error.line.strip()!r}") \
+            from None
+    except configparser.ParsingError as error:
+        lines = "\n".join(f"{path}:{number}:1: cannot parse {_source_line(text)!r}: expected a [section], "
+                           "NAME = VALUE, or an indented continuation line" for number, text in error.errors)
+        raise ConfigError(lines) from None
     except (OSError, UnicodeDecodeError, configparser.Error) as error:
         raise ConfigError(f"{path}: cannot read: {error}") from None
     return parser
+
+
+def _source_line(quoted: str) -> str:
+    """configparser keeps a bad line as its repr; the line itself, for the message."""
+    try:
+        return str(ast.literal_eval(quoted)).strip()
+    except (ValueError, SyntaxError):
+        return quoted
 
 
 def _with_local(path: Path) -> list[Path]:
@@ -115,6 +133,8 @@ class Resolver:
     def raw(self, section: str, name: str) -> tuple[str, str] | None:
         """The uninterpolated value of ``name`` seen from ``section``, and its own section."""
         name = name.lower()
+        if name == "__name__":  # fail2ban: the section's own name
+            return section, section
         if "/" in name:
             where, _, option = name.rpartition("/")
             value: str | None

@@ -30,10 +30,10 @@ import itertools
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bench.run import Figure
@@ -44,6 +44,7 @@ if str(ROOT) not in sys.path:
 
 from journalban.grammar import Grammar, load_grammar  # noqa: E402
 from journalban.grammar.model import Alternatives, Element, Literal, OptionalGroup, Placeholder, RawRegex, RuleSpec  # noqa: E402
+from journalban.grammar.scan import build_scanner  # noqa: E402
 from journalban.grammar.syntax import parse_statements  # noqa: E402
 from journalban.paths import SHIPPED_GRAMMARS  # noqa: E402
 
@@ -153,7 +154,11 @@ def attacks(rule: RuleSpec) -> list[Attack]:
 
 def timed(grammar: Grammar, line: str, budget: float = 0.002, best_of: int = 3) -> float:
     """Seconds per ``Grammar.match`` call: repeated to fill ``budget``, best of ``best_of``."""
-    match = grammar.match
+    return timed_call(grammar.match, line, budget, best_of)
+
+
+def timed_call(match: Callable[[Any], object], line: Any, budget: float = 0.002, best_of: int = 3) -> float:
+    """Seconds per ``match(line)`` call: repeated to fill ``budget``, best of ``best_of``."""
     started = time.perf_counter()
     match(line)
     once = time.perf_counter() - started
@@ -189,6 +194,9 @@ class GrammarResult:
     growth: float = 0.0  # time(big) / time(big / 4) on the worst line: linear ~4, quadratic ~16
     slow_rule: str = "-"
     notes: list[str] = field(default_factory=list)
+    # per scanner engine: the largest time(big) / time(small) of a buffer holding one crafted
+    # line, with the times, the growth from big / 4 to big, and the line's shape
+    scan_ratios: dict[str, tuple[float, float, float, float, str]] = field(default_factory=dict)
 
     @property
     def above(self) -> bool:
@@ -229,7 +237,23 @@ def bench_grammar(path: Path, small: int, mid: int, big: int, keep: int, cap: fl
             result.estimated, result.growth = estimated, growth
     if result.worst is not None:
         result.slow_rule = slowest_rule(grammar, result.worst.line(big // 4 if result.estimated else big))
+    bench_scanners(grammar, result, [shape for _, _, _, shape in candidates.values()], small, big)
     return result
+
+
+def bench_scanners(grammar: Grammar, result: GrammarResult, shapes: list[Attack], small: int, big: int) -> None:
+    """The buffer scanners ``replay`` runs before any per-line regex, on the same worst
+    lines: each must stay linear too (the per-line path never sees a line over 16 KiB)."""
+    for engine in ("hyperscan", "literal"):
+        scanner = build_scanner(grammar, engine, warn=lambda _: None)
+        if scanner.engine != engine:
+            continue
+        for shape in shapes:
+            t_small = timed_call(scanner.flagged, shape.line(small).encode(), budget=0.01, best_of=5)
+            t_quarter = timed_call(scanner.flagged, shape.line(big // 4).encode(), budget=0.02, best_of=3)
+            t_big = timed_call(scanner.flagged, shape.line(big).encode(), budget=0.05, best_of=3)
+            if t_big / t_small > result.scan_ratios.get(engine, (0.0,))[0]:
+                result.scan_ratios[engine] = (t_big / t_small, t_small, t_big, t_big / t_quarter, shape.label)
 
 
 def shipped(names: list[str] | None) -> list[Path]:
@@ -265,6 +289,16 @@ def run(names: list[str] | None = None, small: int = 1024, big: int = 1 << 20, k
             result.ratio, "x", f"<= {SUPER_LINEAR:,.0f} (linear ~1000)", not result.super_linear,
             f".venv/bin/python -m bench.grammar --grammars {result.grammar}",
             note + ("  SUPER-LINEAR" if result.super_linear else "")))
+        for engine, (ratio, t_small, t_big, growth, label) in result.scan_ratios.items():
+            linear = ratio <= SUPER_LINEAR or growth <= GROWTH_LIMIT
+            figures.append(Figure(
+                f"grammar {result.grammar}: replay's {engine} scan 1 MB / 1 KB line", ratio, "x",
+                f"<= {SUPER_LINEAR:,.0f} (linear ~1000)", linear,
+                f".venv/bin/python -m bench.grammar --grammars {result.grammar}",
+                f"worst: {label}; {t_small * 1e6:,.1f} us at {small:,} B, {t_big * 1e3:,.2f} ms at {big:,} B "
+                f"(a buffer holding that one line); growth per 4x size {growth:.1f}x"
+                + ("" if ratio <= SUPER_LINEAR else "  (above 2000 but growing linearly: not super-linear)"
+                   if linear else "  SUPER-LINEAR")))
     return results, figures
 
 

@@ -11,18 +11,23 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 from journalban.detector import Detector, JailPolicy, Verdict
 from journalban.events import BanDecision, Event, Failure
 from journalban.grammar import Grammar, Match, Rejected
+from journalban.grammar.scan import AllLines, BufferScanner, build_scanner
 from journalban.ledger.store import Ledger
 from journalban.match import prefilter
+from journalban.replay_fail2ban import datepattern_of, fail2ban_event
 from journalban.sources.journal import JournalSource
-from journalban.sources.lines import line_event
+from journalban.sources.lines import BLOCK, FlaggedLines, line_event, read_whole_lines
 
 JAIL = "replay"
+FAIL2BAN = "fail2ban"  # the file format that reads lines as fail2ban does (see replay_fail2ban)
 LEDGER_BATCH = 10_000
+STAMP_MEMORY = 100_000  # stamp texts whose time is remembered, then forgotten all at once
+_UNREAD = datetime.min  # not yet in the stamp memory (None there means "unreadable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +69,7 @@ class ReplaySummary:
             "matched_per_rule": dict(self.matched), "ignored": sum(self.ignored.values()),
             "ignored_per_rule": dict(self.ignored), "rejected": self.rejected, "missed": self.missed,
             "maxretry": self.maxretry, "findtime": self.findtime,
-            "bans": [{"address": b.address, "start": b.start.isoformat(), "failures": len(b.failures)}
+            "bans": [{"address": b.address, "start": b.start.isoformat(), "failures": b.failure_count}
                      for b in self.bans],
             "banned_addresses": len({b.address for b in self.bans}),
             "seconds": round(self.seconds, 3), "lines_per_second": round(self.lines_per_second),
@@ -79,73 +84,138 @@ class ReplayOptions:
     show_missed: int = 0
     on_match: Callable[[MatchedLine], None] | None = None
     ledger: Ledger | None = None  # where failures and would-be bans are written, if anywhere
+    read_time: datetime | None = None  # the time of lines without a readable stamp (default: now)
 
 
 def replay_lines(lines: Iterable[str], grammar: Grammar, file_format: str, source: str,
                  options: ReplayOptions) -> ReplaySummary:
     """Replay a log file's lines, read in ``file_format``."""
-    read_time = datetime.now(UTC)
+    return replay(_events(enumerate(lines, start=1), grammar, file_format, source, options.read_time),
+                  grammar, options)
+
+
+def replay_file(stream: BinaryIO, grammar: Grammar, file_format: str, source: str, options: ReplayOptions,
+                scanner: BufferScanner | None = None, block: int = BLOCK) -> ReplaySummary:
+    """Replay a log file read a block at a time: only the lines the grammar's scanner
+    flags (see ``journalban.grammar.scan``) reach the per-line path, the rest are missed.
+    ``fail2ban`` format cuts each line's date out first, so every line takes that path."""
+    if file_format == FAIL2BAN:
+        scanner = AllLines()
+    elif scanner is None:
+        scanner = build_scanner(grammar)
+    flagged = FlaggedLines(read_whole_lines(stream, block), scanner.flagged, options.show_missed)
+    return replay(_events(flagged, grammar, file_format, source, options.read_time), grammar, options,
+                  lambda: flagged.lines, every_source=file_format == FAIL2BAN)
+
+
+def _events(lines: Iterable[tuple[int, str]], grammar: Grammar, file_format: str, source: str,
+            read_time: datetime | None) -> Iterator[tuple[int, str, Event | None]]:
+    """Each line with its event, or None where no rule's literal is in it."""
+    read_time = read_time or datetime.now(UTC)
     may_match = prefilter([grammar])
-    return replay(((line, line_event(source, line, file_format, read_time) if may_match(line) else None)
-                   for line in lines), grammar, options)
+    if file_format == FAIL2BAN:
+        datepattern = datepattern_of(grammar)
+        for number, line in lines:
+            event = fail2ban_event(source, line, datepattern, read_time)
+            yield number, line, event if may_match(event.message) else None
+        return
+    for number, line in lines:
+        yield number, line, line_event(source, line, file_format, read_time) if may_match(line) else None
 
 
-def journal_events(directory: str, grammar: Grammar) -> Iterator[tuple[str, Event]]:
-    """Every entry of a journal directory that the grammar's ``applies journal`` lines select."""
+def journal_events(directory: str, grammar: Grammar) -> Iterator[tuple[int, str, Event]]:
+    """Every entry of a journal directory that the grammar's ``applies journal`` lines select, numbered."""
+    number = 0
     with JournalSource(grammar.journal_matches, directory=directory, since="all") as source:
         source.open()
         while True:
             events, _ = source.read()
-            yield from ((event.message, event) for event in events)
+            for event in events:
+                number += 1
+                yield number, event.message, event
             if not source.more_pending:
                 return
 
 
-def replay(records: Iterable[tuple[str, Event | None]], grammar: Grammar, options: ReplayOptions) -> ReplaySummary:
-    """``records`` pair each line's text with its event, or None for a line that cannot
-    be a failure (no rule's literal in it, or no syslog prefix): counted as missed."""
+def replay(records: Iterable[tuple[int, str, Event | None]], grammar: Grammar, options: ReplayOptions,
+           lines: Callable[[], int] | None = None, every_source: bool = False) -> ReplaySummary:
+    """``records`` give each line's number and text with its event, or None for a line
+    that cannot be a failure (no rule's literal in it, or no syslog prefix): counted as
+    missed. ``lines``, if given, counts the lines read once ``records`` is exhausted:
+    those not in ``records`` are missed too. ``every_source``: the grammar's ``applies``
+    lines are not asked (fail2ban-regex applies a filter to every line it is given)."""
     summary = ReplaySummary(grammar.name, options.maxretry, options.findtime)
     detector = Detector({JAIL: JailPolicy(JAIL, options.maxretry, options.findtime, options.bantime)})
     on_match, ledger, show_missed = options.on_match, options.ledger, options.show_missed
-    pending_failures: list[Failure] = []
+    failure_of = _Failures(grammar)
+    decide, applies_to, observe = grammar.decide, grammar.applies_to, detector.observe
+    matched, ignored, missed_lines = summary.matched, summary.ignored, summary.missed_lines
+    pending_failures: list[Failure] = []  # for the ledger, if any
     pending_bans: list[BanDecision] = []
+    seen = 0
     started = time.perf_counter()
-    for number, (text, event) in enumerate(records, start=1):
-        summary.lines += 1
-        applies = event is not None and grammar.applies_to(event)
-        rule, found = grammar.decide(event.message) if applies and event is not None else (None, None)
+    for number, text, event in records:
+        seen += 1
+        if event is None or not (every_source or applies_to(event)):
+            rule, found = None, None
+        else:
+            rule, found = decide(event.message)
         if isinstance(found, Match):
             assert event is not None
-            failure = _failure(grammar, found, event)
-            summary.matched[found.rule] += 1
+            failure = failure_of(found, event)
+            matched[found.rule] += 1
             if on_match is not None:
                 on_match(MatchedLine(number, found.rule, found.address, dict(found.captures), failure.time))
-            verdict, decision = detector.observe(failure, failure.time)
-            if verdict is not Verdict.IGNORED:
-                pending_failures.append(failure)
+            verdict, decision = observe(failure, failure.time)
             if decision is not None:
                 summary.bans.append(decision)
-                pending_bans.append(decision)
-            if ledger is not None and len(pending_failures) >= LEDGER_BATCH:
-                ledger.record(pending_failures, pending_bans, {}, datetime.now(UTC))
-                pending_failures, pending_bans = [], []
+            if ledger is not None:
+                if verdict is not Verdict.IGNORED:
+                    pending_failures.append(failure)
+                if decision is not None:
+                    pending_bans.append(decision)
+                if len(pending_failures) >= LEDGER_BATCH:
+                    ledger.record(pending_failures, pending_bans, {}, datetime.now(UTC))
+                    pending_failures, pending_bans = [], []
         elif isinstance(found, Rejected):
             summary.rejected += 1
         elif rule is not None:
-            summary.ignored[rule] += 1
+            ignored[rule] += 1
         else:
             summary.missed += 1
-            if len(summary.missed_lines) < show_missed:
-                summary.missed_lines.append((number, text))
+            if len(missed_lines) < show_missed:
+                missed_lines.append((number, text))
+    summary.lines = seen
+    if lines is not None:
+        summary.missed += lines() - seen
+        summary.lines = lines()
     if ledger is not None and (pending_failures or pending_bans):
         ledger.record(pending_failures, pending_bans, {}, datetime.now(UTC))
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _failure(grammar: Grammar, found: Match, event: Event) -> Failure:
-    when = event.time
-    if found.stamp is not None:
-        when = grammar.stamp_time(found.stamp, event.time) or when
-    return Failure(jail=JAIL, address=found.address, time=when, rule=f"{grammar.name}/{found.rule}",
-                   text=event.message, source=event.source, captures=found.captures)
+class _Failures:
+    """A match and its event as the replay jail's failure. The time of a stamp the rule
+    captured is remembered per stamp text: a log repeats its stamps many times over."""
+
+    def __init__(self, grammar: Grammar) -> None:
+        self._grammar = grammar
+        self._rules: dict[str, str] = {}
+        self._stamps: dict[tuple[str, datetime], datetime | None] = {}
+
+    def __call__(self, found: Match, event: Event) -> Failure:
+        when = event.time
+        if found.stamp is not None:
+            key = (found.stamp, event.time)
+            stamped = self._stamps.get(key, _UNREAD)
+            if stamped is _UNREAD:
+                if len(self._stamps) >= STAMP_MEMORY:
+                    self._stamps.clear()
+                stamped = self._stamps[key] = self._grammar.stamp_time(found.stamp, event.time)
+            when = stamped or when
+        rule = self._rules.get(found.rule)
+        if rule is None:
+            rule = self._rules[found.rule] = f"{self._grammar.name}/{found.rule}"
+        return Failure(jail=JAIL, address=found.address, time=when, rule=rule, text=event.message,
+                       source=event.source, captures=found.captures)

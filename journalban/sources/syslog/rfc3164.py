@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, tzinfo
+from functools import lru_cache
 
 from journalban.sources.syslog.message import SyslogMessage
 
@@ -40,16 +41,39 @@ def parse_traditional_stamp(
     found = _TRADITIONAL.match(text, pos)
     if found is None or found[1] not in MONTHS:
         return None
-    day, hour, minute, second = (int(part) for part in found.groups()[1:])
-    latest = reference.astimezone(UTC) + timedelta(days=1)
-    for year in range(latest.year + 1, latest.year - 8, -1):  # -8: Feb 29 needs a leap year
-        try:
-            moment = _local(datetime(year, MONTHS[found[1]], day, hour, minute, second), zone)
-        except (ValueError, OverflowError):
-            continue
+    second = int(found[5])
+    if second > 59:
+        return None  # no year makes a datetime of it
+    latest = _latest(reference)
+    for start in _minute_starts(found.group(1, 2, 3, 4), latest.year, zone):  # latest year first
+        moment = start + _SECONDS[second]
         if moment <= latest:
             return moment, found.end()
     return None
+
+
+_SECONDS = tuple(timedelta(seconds=second) for second in range(60))
+
+
+@lru_cache(maxsize=4)
+def _latest(reference: datetime) -> datetime:
+    """A stamp's latest possible time: a day after the reference (a replay keeps one)."""
+    return reference.astimezone(UTC) + timedelta(days=1)
+
+
+@lru_cache(maxsize=8192)
+def _minute_starts(minute: tuple[str, str, str, str], latest_year: int, zone: tzinfo | None) -> tuple[datetime, ...]:
+    """UTC start of a local minute (month, day, hour, minute as written) in each candidate
+    year that has it, latest first. Cached: a log has many lines a minute, and the
+    local-time conversion is the costly part of a stamp."""
+    month, day, hour, at = MONTHS[minute[0]], int(minute[1]), int(minute[2]), int(minute[3])
+    starts = []
+    for year in range(latest_year + 1, latest_year - 8, -1):  # -8: Feb 29 needs a leap year
+        try:
+            starts.append(_local(datetime(year, month, day, hour, at), zone))
+        except (ValueError, OverflowError):
+            continue
+    return tuple(starts)
 
 
 def parse_rfc3339(text: str, pos: int) -> tuple[datetime, int] | None:

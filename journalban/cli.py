@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 import click
 
-from journalban import __version__
+from journalban import __version__, logs
 from journalban.config import ConfigError, load_config
 from journalban.durations import parse_duration
 from journalban.grammar import Grammar, GrammarError, load_grammar, load_grammars
 from journalban.loading import Loaded, LoadError, load
+from journalban.logs import JOURNAL_SOCKET
 
 if TYPE_CHECKING:
     from journalban.ledger.store import Ledger
@@ -32,16 +33,22 @@ def main() -> None:
 @main.command()
 @CONFIG_OPTION
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages too.")
-def run(config_path: Path | None, verbose: bool) -> None:
-    """Run the daemon in the foreground, logging to stderr."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+@click.option("--log-to", "log_to", type=click.Choice(["auto", "journal", "stderr"]), default="auto",
+              show_default=True, help="auto: the journal, with JOURNALBAN_* fields, when systemd connected "
+                                      "stderr to it (JOURNAL_STREAM); stderr otherwise.")
+@click.option("--journal-socket", type=click.Path(path_type=Path, dir_okay=False), default=JOURNAL_SOCKET,
+              show_default=True, help="journald's native socket (a journal namespace's, say).")
+def run(config_path: Path | None, verbose: bool, log_to: str, journal_socket: Path) -> None:
+    """Run the daemon in the foreground, logging to the journal under systemd, else to stderr."""
+    logs.setup(verbose, log_to, journal_socket)
     loaded = _load_or_exit(config_path)
-    from journalban.daemon import Daemon  # the daemon's imports are not needed by `check`
+    from journalban.daemon import Daemon, DaemonFailed  # the daemon's imports are not needed by `check`
 
     logging.getLogger(__name__).info("journalban %s starting with %s", __version__, loaded.config.path)
-    asyncio.run(Daemon(loaded.config, loaded.grammars).run())
+    try:
+        asyncio.run(Daemon(loaded.config, loaded.grammars).run())
+    except DaemonFailed as exc:  # exit status 1 with the reason, not a traceback
+        raise SystemExit(str(exc)) from None
 
 
 @main.command()
@@ -61,8 +68,9 @@ def check(config_path: Path | None) -> None:
 @click.option("--journal", "journal_dir", type=click.Path(exists=True, file_okay=False),
               help="Replay a journal directory instead of a log file.")
 @CONFIG_OPTION
-@click.option("--format", "file_format", type=click.Choice(["raw", "syslog"]),
-              help="How lines are read (default: what the grammar expects).")
+@click.option("--format", "file_format", type=click.Choice(["raw", "syslog", "fail2ban"]),
+              help="How lines are read (default: what the grammar expects); fail2ban: its date cut out "
+                   "first, as fail2ban does for the filters import-fail2ban converts.")
 @click.option("--maxretry", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--findtime", default="10m", show_default=True, help="Duration, e.g. 600, 10m, 1h.")
 @click.option("--bantime", default="10m", show_default=True, help="Duration of the bans written with --ledger.")
@@ -74,7 +82,7 @@ def replay(grammar_name: str, log: BinaryIO | None, journal_dir: str | None, con
            file_format: str | None, maxretry: int, findtime: str, bantime: str, show_missed: int, as_json: bool,
            matches: bool, ledger_url: str | None) -> None:
     """Replay LOG (a file, or - for stdin) through a grammar, as fail2ban-regex does."""
-    from journalban.replay import ReplayOptions, journal_events, replay_lines
+    from journalban.replay import ReplayOptions, journal_events, replay_file
     from journalban.replay import replay as replay_events
     from journalban.replay_output import print_summary
 
@@ -82,9 +90,9 @@ def replay(grammar_name: str, log: BinaryIO | None, journal_dir: str | None, con
     if (log is None) == (journal_dir is None):
         _fail(["replay: give a LOG file (or -), or --journal DIR"])
     file_format = file_format or grammar.file_format
-    if log is not None and file_format not in ("raw", "syslog"):
+    if log is not None and file_format not in ("raw", "syslog", "fail2ban"):
         _fail([f"replay: grammar '{grammar.name}' reads only journal events: use --journal DIR, "
-               "or --format raw|syslog to read a file anyway"])
+               "or --format raw|syslog|fail2ban to read a file anyway"])
     try:
         windows = parse_duration(findtime), parse_duration(bantime)
     except ValueError as exc:
@@ -94,8 +102,7 @@ def replay(grammar_name: str, log: BinaryIO | None, journal_dir: str | None, con
                             (lambda m: click.echo(json.dumps(m.as_json()))) if matches else None, ledger)
     try:
         if log is not None:
-            lines = (raw.decode("utf-8", "replace").rstrip("\r\n") for raw in log)
-            summary = replay_lines(lines, grammar, file_format, f"file:{getattr(log, 'name', '-')}", options)
+            summary = replay_file(log, grammar, file_format, f"file:{getattr(log, 'name', '-')}", options)
         else:
             assert journal_dir is not None
             summary = replay_events(journal_events(journal_dir, grammar), grammar, options)
@@ -128,13 +135,27 @@ def grammar_test(targets: tuple[str, ...], config_path: Path | None) -> None:
 
 
 @grammar.command("import-fail2ban")
-@click.argument("filter_path", metavar="FILTER.conf", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("filter_path", metavar="[FILTER.conf]", required=False,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--mode", help="The filter's mode (e.g. sshd's normal, ddos, extra, aggressive).")
-@click.option("-o", "--output", default="-", show_default=True, help="Grammar file to write, or - for stdout.")
-def grammar_import_fail2ban(filter_path: Path, mode: str | None, output: str) -> None:
-    """Convert a fail2ban filter into a grammar (warnings go to stderr)."""
-    from journalban.grammar.fail2ban import main_import
+@click.option("--tree", "tree", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A whole fail2ban directory (e.g. /etc/fail2ban): its enabled jails to -o DIR.")
+@click.option("-o", "--output", default="-", show_default=True,
+              help="Grammar file to write, or - for stdout; with --tree the directory to write into.")
+def grammar_import_fail2ban(filter_path: Path | None, mode: str | None, tree: Path | None, output: str) -> None:
+    """Convert a fail2ban filter into a grammar, or with --tree a fail2ban directory into a config.
 
+    Warnings and what was not carried over go to stderr."""
+    from journalban.grammar.fail2ban import main_import, main_import_tree
+
+    if (filter_path is None) == (tree is None):
+        _fail(["import-fail2ban: give a FILTER.conf, or --tree DIR"])
+    if tree is not None:
+        if output == "-" or mode is not None:
+            _fail(["import-fail2ban --tree: give -o DIR (the config and grammars/ are written there); "
+                   "modes come from the jails"])
+        raise SystemExit(main_import_tree(tree, output))
+    assert filter_path is not None
     raise SystemExit(main_import(filter_path, mode, output))
 
 

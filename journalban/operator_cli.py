@@ -3,6 +3,8 @@
 They speak to the control socket. ``list`` and ``history`` also work with the daemon
 stopped, by reading the ledger itself read-only, and say so. Exit codes: 0 ok,
 1 refused or failed (the daemon's error is printed), 2 usage, 3 daemon not running.
+On a terminal the tables are drawn by rich; piped, they are plain aligned text; ``--json``
+is for scripts.
 """
 
 import json
@@ -16,6 +18,7 @@ from click.shell_completion import CompletionItem
 
 from journalban.config import Config, ConfigError, load_config
 from journalban.control import render
+from journalban.control.tables import on_terminal
 from journalban.control.client import DaemonNotRunning, request
 from journalban.control.protocol import DEFAULT_SOCKET, parse_target
 from journalban.durations import parse_duration
@@ -51,7 +54,8 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 
 def _common(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = click.option("--socket", "socket_path", type=click.Path(dir_okay=False, path_type=Path),
+    # readable=False: a 0600 socket is not "readable" to a non-root user, who must still reach it to be refused
+    command = click.option("--socket", "socket_path", type=click.Path(dir_okay=False, readable=False, path_type=Path),
                            help="Control socket (default: [control] socket of the config, "
                                 f"else {DEFAULT_SOCKET}).")(command)
     return click.option("-c", "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
@@ -61,6 +65,7 @@ def _common(command: Callable[..., Any]) -> Callable[..., Any]:
 
 JAIL_OPTION = click.option("--jail", "-j", shell_complete=_jail_names, help="Jail name.")
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+HOST_OPTION = click.option("--host", help="Only what this host ([node] name) read and decided.")
 
 
 def _fail(message: str, code: int = EXIT_ERROR, problems: list[str] | None = None) -> NoReturn:
@@ -125,16 +130,27 @@ def _ask_or_read(socket_path: Path, config_path: Path | None, message: dict[str,
     return {**reply, "from": "daemon"}
 
 
-def _emit(reply: dict[str, Any], as_json: bool, text: Callable[[dict[str, Any]], str]) -> None:
-    click.echo(json.dumps(reply, ensure_ascii=False) if as_json else text(reply))
+def _emit(reply: dict[str, Any], as_json: bool, text: Callable[[dict[str, Any], bool], str]) -> None:
+    """JSON, or ``text(reply, rich)``: rich's tables when stdout is a terminal."""
+    if as_json:
+        click.echo(json.dumps(reply, ensure_ascii=False))
+        return
+    rich = on_terminal()
+    click.echo(text(reply, rich), color=True if rich else None)
+
+
+def _with(**fields: str | None) -> dict[str, str]:
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 @click.command()
 @_common
 @JSON_OPTION
-def status(config_path: Path | None, socket_path: Path | None, as_json: bool) -> None:
-    """Jails, what the sources read, and the last reconcile (the daemon must run)."""
-    _emit(_ask(_socket(socket_path, config_path), {"command": "status"}), as_json, render.status)
+@HOST_OPTION
+def status(config_path: Path | None, socket_path: Path | None, as_json: bool, host: str | None) -> None:
+    """Jails, hosts, what the sources read, and the last reconcile (the daemon must run)."""
+    _emit(_ask(_socket(socket_path, config_path), {"command": "status", **_with(host=host)}), as_json,
+          render.status)
 
 
 @click.command()
@@ -177,33 +193,37 @@ def unban(address: str, jail: str | None, config_path: Path | None, socket_path:
 
 @click.command("list")
 @JAIL_OPTION
+@HOST_OPTION
 @JSON_OPTION
 @_common
-def list_bans(jail: str | None, as_json: bool, config_path: Path | None, socket_path: Path | None) -> None:
-    """The bans in force; with the daemon stopped, read from the ledger."""
+def list_bans(jail: str | None, host: str | None, as_json: bool, config_path: Path | None,
+              socket_path: Path | None) -> None:
+    """The bans in force, with the host that decided each; with the daemon stopped, read from the ledger."""
     from journalban.ledger import queries
 
     def read(ledger: "Ledger", now: datetime) -> dict[str, Any]:
-        return {"bans": [b.as_json() for b in queries.active_bans(ledger, now, jail)]}
+        return {"bans": [b.as_json() for b in queries.active_bans(ledger, now, jail, host)]}
 
-    message = {"command": "list", **({"jail": jail} if jail else {})}
+    message = {"command": "list", **_with(jail=jail, host=host)}
     reply = _ask_or_read(_socket(socket_path, config_path), config_path, message, read)
-    _emit(reply, as_json, lambda r: render.bans(r["bans"]))
+    _emit(reply, as_json, lambda r, rich: render.bans(r["bans"], rich))
 
 
 @click.command()
 @click.argument("address", callback=_target)
+@HOST_OPTION
 @JSON_OPTION
 @_common
-def history(address: str, as_json: bool, config_path: Path | None, socket_path: Path | None) -> None:
-    """Every failure and ban of ADDRESS, with reasons and how each ban ended."""
+def history(address: str, host: str | None, as_json: bool, config_path: Path | None,
+            socket_path: Path | None) -> None:
+    """Every failure and ban of ADDRESS, with reasons, the host that saw each, and how each ban ended."""
     from journalban.ledger import queries
 
     def read(ledger: "Ledger", now: datetime) -> dict[str, Any]:
-        return queries.history(ledger, address).as_json()
+        return queries.history(ledger, address, host=host).as_json()
 
     reply = _ask_or_read(_socket(socket_path, config_path), config_path,
-                         {"command": "history", "address": address}, read)
+                         {"command": "history", "address": address, **_with(host=host)}, read)
     _emit(reply, as_json, render.history)
 
 
@@ -211,6 +231,12 @@ def history(address: str, as_json: bool, config_path: Path | None, socket_path: 
 @_common
 def reload(config_path: Path | None, socket_path: Path | None) -> None:
     """Make the daemon load its config again; on problems it keeps the running one."""
+    if socket_path is None:
+        try:
+            load_config(config_path)  # to find the socket; a broken config is refused here already
+        except ConfigError as exc:
+            _fail("the new config has problems; the running one stays (the daemon was not asked):",
+                  problems=[str(p) for p in exc.problems])
     _ask(_socket(socket_path, config_path), {"command": "reload"})
     click.echo("reloaded")
 

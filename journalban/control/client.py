@@ -23,7 +23,10 @@ def request(path: str | Path, message: dict[str, Any], timeout: float = TIMEOUT)
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise DaemonNotRunning(f"journalban is not running (nothing listens at {path}: {exc.strerror})") from None
-        sock.sendall(encode(message))
+        try:
+            sock.sendall(encode(message))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused on sight (not root): the daemon's reply is already waiting to be read
         received = bytearray()
         while not received.endswith(b"\n"):
             chunk = sock.recv(1 << 16)

@@ -19,7 +19,9 @@ from journalban.detector import JailPolicy
 from journalban.durations import parse_duration
 from journalban.events import FOREVER
 from journalban.ledger import queries
+from journalban.ledger.spool import ledger_health
 from journalban.ledger.store import Ledger
+from journalban.logs import event_fields
 from journalban.reconcile import ReconcileResult
 
 log = logging.getLogger(__name__)
@@ -128,8 +130,17 @@ def _ban_seconds(request: Request, policy: JailPolicy) -> int | None:
 async def status(ctx: ControlContext, request: Request) -> dict[str, Any]:
     now = ctx.now()
     since = {name: now - timedelta(seconds=p.findtime) for name, p in ctx.policies.items()}
-    in_window = queries.failures_in_window(ctx.ledger, since)
-    active = queries.active_bans(ctx.ledger, now)
+    host = _text(request, "host")
+    health = ledger_health(ctx.ledger)
+    hosts: list[dict[str, Any]] | None = None
+    if health["state"] == "unreachable":  # what the spool knows: the bans enforced; no counts
+        in_window: Mapping[str, int | None] = dict.fromkeys(ctx.policies)
+        active: Sequence[Any] = ctx.ledger.active_bans()
+    else:
+        by_host = queries.failures_in_window_by_host(ctx.ledger, since, host)
+        in_window = {jail: sum(counts.values()) for jail, counts in by_host.items()}
+        active = queries.active_bans(ctx.ledger, now, host=host)
+        hosts = _hosts(by_host, active)
     jails = [{"name": name, "failures_in_window": in_window[name],
               "active_bans": sum(1 for b in active if b.jail == name)} for name in ctx.policies]
     snap = ctx.snapshot()
@@ -140,8 +151,20 @@ async def status(ctx: ControlContext, request: Request) -> dict[str, Any]:
         "healed": [{"restored": sorted(f"{j}:{a}" for j, a in h.restored),
                     "removed": sorted(f"{j}:{a}" for j, a in h.removed), "layout": h.layout} for h in last.healed],
         "failed": last.failed, "next_expiry": last.next_expiry.isoformat() if last.next_expiry else None}
-    return {"jails": jails, "sources": dict(snap.sources), "counters": dict(snap.counters),
-            "last_reconcile": reconcile}
+    return {"jails": jails, "hosts": hosts, "sources": dict(snap.sources), "counters": dict(snap.counters),
+            "last_reconcile": reconcile, "ledger": health}
+
+
+def _hosts(in_window: Mapping[str, Mapping[str, int]], active: Sequence[queries.BanRecord]) -> list[dict[str, Any]]:
+    """Per host ([node] name): the failures it read that are in a window, the bans in force it decided."""
+    hosts: dict[str, list[int]] = {}
+    for counts in in_window.values():
+        for node, count in counts.items():
+            hosts.setdefault(node, [0, 0])[0] += count
+    for ban in active:
+        hosts.setdefault(ban.node or "-", [0, 0])[1] += 1
+    return [{"host": node, "failures_in_window": failures, "active_bans": bans}
+            for node, (failures, bans) in sorted(hosts.items())]
 
 
 async def ban(ctx: ControlContext, request: Request) -> dict[str, Any]:
@@ -158,7 +181,8 @@ async def ban(ctx: ControlContext, request: Request) -> dict[str, Any]:
     now = ctx.now()
     expiry = FOREVER if seconds is None else now + timedelta(seconds=seconds)
     record, replaced = queries.manual_ban(ctx.ledger, jail, target, now, expiry, reason)
-    log.info("%s (by hand)%s", record, f", replacing ban #{replaced.id}" if replaced else "")
+    log.info("%s (by hand)%s", record, f", replacing ban #{replaced.id}" if replaced else "",
+             extra=event_fields("ban", jail, target))
     ctx.banned(jail, target, expiry, reason)
     ctx.reconcile_now()
     return {"ban": record.as_json(), "replaced": replaced.as_json() if replaced else None}
@@ -170,7 +194,8 @@ async def unban(ctx: ControlContext, request: Request) -> dict[str, Any]:
     now = ctx.now()
     ended = queries.unban(ctx.ledger, target, None if jail is None else [jail], now)
     for record in ended:
-        log.info("unbanned by hand: %s in %s (%s)", record.address, record.jail, record.reason)
+        log.info("unbanned by hand: %s in %s (%s)", record.address, record.jail, record.reason,
+                 extra=event_fields("unban", record.jail, record.address))
         ctx.lifted(record.jail, record.address, record.reason)
     if ended:
         ctx.reconcile_now()
@@ -180,12 +205,12 @@ async def unban(ctx: ControlContext, request: Request) -> dict[str, Any]:
 
 
 async def list_bans(ctx: ControlContext, request: Request) -> dict[str, Any]:
-    jail = _text(request, "jail")
-    return {"bans": [b.as_json() for b in queries.active_bans(ctx.ledger, ctx.now(), jail)]}
+    jail, host = _text(request, "jail"), _text(request, "host")
+    return {"bans": [b.as_json() for b in queries.active_bans(ctx.ledger, ctx.now(), jail, host)]}
 
 
 async def history(ctx: ControlContext, request: Request) -> dict[str, Any]:
-    return queries.history(ctx.ledger, _target(request)).as_json()
+    return queries.history(ctx.ledger, _target(request), host=_text(request, "host")).as_json()
 
 
 async def reload(ctx: ControlContext, request: Request) -> dict[str, Any]:
@@ -199,8 +224,9 @@ HANDLERS: dict[str, Handler] = {
     "status": status, "ban": ban, "unban": unban, "list": list_bans, "history": history, "reload": reload,
 }
 FIELDS: dict[str, frozenset[str]] = {
-    "status": frozenset(), "ban": frozenset({"address", "jail", "for", "forever", "reason", "force"}),
-    "unban": frozenset({"address", "jail"}), "list": frozenset({"jail"}), "history": frozenset({"address"}),
+    "status": frozenset({"host"}), "ban": frozenset({"address", "jail", "for", "forever", "reason", "force"}),
+    "unban": frozenset({"address", "jail"}), "list": frozenset({"jail", "host"}),
+    "history": frozenset({"address", "host"}),
     "reload": frozenset(),
 }
 

@@ -37,16 +37,17 @@ class BanRecord:
     reason: str
     ended_at: datetime | None
     end_reason: str | None  # expired | unbanned | aggregated | replaced; None while active
+    node: str | None = None  # the host that decided it ([node] name)
 
     @classmethod
     def of(cls, row: Ban) -> "BanRecord":
         return cls(row.id, row.jail, row.address, row.started_at, row.expires_at, row.reason,
-                   row.ended_at, row.end_reason)
+                   row.ended_at, row.end_reason, row.node)
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "jail": self.jail, "address": self.address, "started_at": _iso(self.started_at),
                 "expires_at": _iso(self.expires_at), "forever": self.expires_at >= FOREVER, "reason": self.reason,
-                "ended_at": _iso(self.ended_at), "end_reason": self.end_reason}
+                "ended_at": _iso(self.ended_at), "end_reason": self.end_reason, "node": self.node}
 
     def __str__(self) -> str:
         until = "forever" if self.expires_at >= FOREVER else f"until {self.expires_at.isoformat()}"
@@ -63,14 +64,17 @@ class FailureRecord:
     text: str
     source: str
     ban_id: int | None  # the ban it helped open
+    node: str | None = None  # the host that read it ([node] name)
 
     @classmethod
     def of(cls, row: Failure) -> "FailureRecord":
-        return cls(row.id, row.occurred_at, row.jail, row.address, row.rule, row.text, row.source, row.ban_id)
+        return cls(row.id, row.occurred_at, row.jail, row.address, row.rule, row.text, row.source, row.ban_id,
+                   row.node)
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "occurred_at": _iso(self.occurred_at), "jail": self.jail, "address": self.address,
-                "rule": self.rule, "text": self.text, "source": self.source, "ban_id": self.ban_id}
+                "rule": self.rule, "text": self.text, "source": self.source, "ban_id": self.ban_id,
+                "node": self.node}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,22 +89,35 @@ class History:
                 "failures_total": self.failures_total, "bans": [b.as_json() for b in self.bans]}
 
 
-def active_bans(ledger: Ledger, now: datetime, jail: str | None = None) -> list[BanRecord]:
-    """Bans in force at ``now`` (one past its time but not yet lifted by a reconcile is left out)."""
+def active_bans(ledger: Ledger, now: datetime, jail: str | None = None, host: str | None = None) -> list[BanRecord]:
+    """Bans in force at ``now`` (one past its time but not yet lifted by a reconcile is left out),
+    of one jail and of the bans one host decided when given."""
     query = select(Ban).where(Ban.ended_at.is_(None), Ban.expires_at > now).order_by(Ban.jail, Ban.id)
     if jail is not None:
         query = query.where(Ban.jail == jail)
+    if host is not None:
+        query = query.where(Ban.node == host)
     with ledger.transaction() as session:
         return [BanRecord.of(row) for row in session.scalars(query)]
 
 
-def failures_in_window(ledger: Ledger, since: Mapping[str, datetime]) -> dict[str, int]:
-    """Per jail, failures since its window opened that no ban has consumed yet."""
-    out = dict.fromkeys(since, 0)
+def failures_in_window(ledger: Ledger, since: Mapping[str, datetime], host: str | None = None) -> dict[str, int]:
+    """Per jail, failures since its window opened that no ban has consumed yet (read by ``host`` if given)."""
+    return {jail: sum(counts.values()) for jail, counts in
+            failures_in_window_by_host(ledger, since, host).items()}
+
+
+def failures_in_window_by_host(ledger: Ledger, since: Mapping[str, datetime],
+                               host: str | None = None) -> dict[str, dict[str, int]]:
+    """Per jail and per host that read them, failures in the jail's window no ban has consumed yet."""
+    out: dict[str, dict[str, int]] = {jail: {} for jail in since}
     with ledger.transaction() as session:
         for jail, start in since.items():
-            out[jail] = session.scalar(select(func.count()).select_from(Failure).where(
-                Failure.jail == jail, Failure.ban_id.is_(None), Failure.occurred_at >= start)) or 0
+            query = select(Failure.node, func.count()).where(
+                Failure.jail == jail, Failure.ban_id.is_(None), Failure.occurred_at >= start).group_by(Failure.node)
+            if host is not None:
+                query = query.where(Failure.node == host)
+            out[jail] = {node: count for node, count in session.execute(query)}
     return out
 
 
@@ -121,9 +138,10 @@ def covering_bans(ledger: Ledger, address: str, now: datetime) -> list[BanRecord
         return [BanRecord.of(r) for r in rows if _covers(r.address, address)]
 
 
-def history(ledger: Ledger, address: str, limit: int = HISTORY_FAILURES) -> History:
-    """Every failure and ban of ``address``. A host's bans include network bans covering it;
-    a network's failures are those behind its own bans (hosts are not scanned by range)."""
+def history(ledger: Ledger, address: str, limit: int = HISTORY_FAILURES, host: str | None = None) -> History:
+    """Every failure and ban of ``address`` (those one host read and decided, when given). A host's
+    bans include network bans covering it; a network's failures are those behind its own bans
+    (hosts are not scanned by range)."""
     with ledger.transaction() as session:
         bans = list(session.scalars(select(Ban).where(Ban.address == address)))
         if "/" in address:
@@ -132,6 +150,9 @@ def history(ledger: Ledger, address: str, limit: int = HISTORY_FAILURES) -> Hist
             networks = session.scalars(select(Ban).where(Ban.address.contains("/")))
             bans += [b for b in networks if _covers(b.address, address)]
             where = [Failure.address == address]
+        if host is not None:
+            bans = [b for b in bans if b.node == host]
+            where.append(Failure.node == host)
         total = session.scalar(select(func.count()).select_from(Failure).where(*where)) or 0
         latest = session.scalars(select(Failure).where(*where).order_by(Failure.occurred_at.desc(),
                                                                         Failure.id.desc()).limit(limit))

@@ -1,12 +1,15 @@
 """The data step of ``journalban report``: a handful of grouped queries, then arithmetic.
 
-The database does the counting (one pass over failures per question, grouped by
-hour, address or rule); Python only merges the small results, so a ledger of a
-million failures reports in about a second. The ledger is opened read-only.
+The database does the counting in two passes over failures: one by jail, hour, rule
+and host (read in the order of SQLite's ``ix_failures_report``, migration 0007, so
+nothing is sorted), one by jail and address (in the order of
+``ix_failures_jail_address_occurred``); bans are ten times fewer. Python only merges
+the small results. The ledger is opened read-only.
 """
 
+import heapq
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,13 +20,16 @@ from sqlalchemy import (
     ColumnClause,
     ColumnElement,
     Engine,
+    Integer,
     Select,
     String,
     Table,
     column,
     create_engine,
     func,
+    literal_column,
     select,
+    type_coerce,
 )
 from sqlalchemy.engine import make_url
 
@@ -51,7 +57,10 @@ SECONDS: ColumnClause[int] = column("seconds", BigInteger)
 
 
 def _hour_sqlite(column: ColumnElement[datetime]) -> ColumnElement[str]:
-    return func.substr(column, 1, 13, type_=String)  # stored as text: 'YYYY-MM-DD HH'
+    # stored as text: 'YYYY-MM-DD HH'. Literal numbers, not bound ones: only then does
+    # SQLite see the expression of ix_failures_report (migration 0007) and skip the sort.
+    one, thirteen = literal_column("1", Integer), literal_column("13", Integer)
+    return func.substr(column, one, thirteen, type_=String)
 
 
 def _hour_postgresql(column: ColumnElement[datetime]) -> ColumnElement[str]:
@@ -83,13 +92,19 @@ def collect(ledger: str | Engine, since: datetime, jail: str | None = None, host
     finally:
         if isinstance(ledger, str):
             engine.dispose()
-    f_hours, b_hours, rules, active = (results[name] for name in ("f_hours", "b_hours", "rules", "active"))
+    f_groups, b_groups, active = results["f_groups"], results["b_groups"], results["active"]
+    f_hours = _summed(f_groups, (0, 1))  # (jail, hour, count)
+    b_hours = _summed(b_groups, (0, 1))
+    rules = _summed(f_groups, (2,))
     active_count = results["active_count"][0][0]
     bucket = "hour" if now - since <= HOURLY_UP_TO else "day"
     offenders = _offenders(results["f_addresses"], results["b_addresses"])
+    hosts = _host_table(f_groups, b_groups, results["active_hosts"])
     tables = (
         _active_table(active),
         _timeline(f_hours, b_hours, bucket),
+        hosts,
+        _host_timeline(f_groups, b_groups, bucket),
         _top_addresses(offenders, top),
         _top_networks(offenders, top),
         _repeat_offenders(offenders, top),
@@ -105,8 +120,17 @@ def collect(ledger: str | Engine, since: datetime, jail: str | None = None, host
         ("banned_addresses", sum(1 for o in offenders.values() if o.bans)),
         ("repeat_offenders", sum(1 for o in offenders.values() if o.bans >= 2)),
         ("active_bans", active_count),
+        ("hosts", len(hosts.rows)),
     )
     return ReportData(now, since, now, jail, host, bucket, summary, tables)
+
+
+def _summed(rows: Iterable[Sequence[Any]], keys: tuple[int, ...]) -> list[tuple[Any, ...]]:
+    """The counts (each row's last cell) summed over the cells at ``keys``."""
+    sums: Counter[tuple[Any, ...]] = Counter()
+    for row in rows:
+        sums[tuple(row[k] for k in keys)] += row[-1]
+    return [(*key, count) for key, count in sums.items()]
 
 
 def _queries(hour_of: Callable[[ColumnElement[datetime]], ColumnElement[str]], since: datetime, now: datetime,
@@ -114,24 +138,29 @@ def _queries(hour_of: Callable[[ColumnElement[datetime]], ColumnElement[str]], s
     """Every question the report asks, each one pass over a table."""
     scope, f, b = _Scope(since, now, jail, host), FAILURES.c, BANS.c
     in_force = _Scope(None, None, jail, host)
+    f_hour, b_hour = hour_of(f.occurred_at), hour_of(b.started_at)
     return {
-        "f_hours": scope.failures(select(f.jail, hour_of(f.occurred_at), func.count())
-                                  .group_by(f.jail, hour_of(f.occurred_at))),
-        "b_hours": scope.bans(select(b.jail, hour_of(b.started_at), func.count())
-                              .group_by(b.jail, hour_of(b.started_at))),
-        # by jail and address: the order of ix_failures_jail_address_occurred, so no sort
-        "f_addresses": scope.failures(select(f.address, func.count(), func.min(f.occurred_at), func.max(f.occurred_at))
+        # in the order of ix_failures_report (SQLite): no sort, the table itself never read
+        "f_groups": scope.failures(select(f.jail, f_hour, f.rule, f.node, func.count())
+                                   .group_by(f.jail, f_hour, f.rule, f.node)),
+        # node first: no index leads with it, so SQLite reads the table straight through
+        "b_groups": scope.bans(select(b.jail, b_hour, b.node, func.count()).group_by(b.node, b_hour, b.jail)),
+        # by jail and address: the order of ix_failures_jail_address_occurred, so no sort; the
+        # times as the driver gives them (SQLite: text), turned into datetimes only when shown
+        "f_addresses": scope.failures(select(f.address, func.count(), type_coerce(func.min(f.occurred_at), String),
+                                             type_coerce(func.max(f.occurred_at), String))
                                       .group_by(f.jail, f.address)),
-        "b_addresses": scope.bans(select(b.address, func.count(), func.count(b.jail.distinct()), func.min(b.started_at),
-                                         func.max(b.started_at)).group_by(b.address)),
-        "rules": scope.failures(select(f.rule, func.count()).group_by(f.rule)),
+        "b_addresses": scope.bans(select(b.address, func.count(), func.count(b.jail.distinct()),
+                                         type_coerce(func.min(b.started_at), String),
+                                         type_coerce(func.max(b.started_at), String)).group_by(b.address)),
         # the stored ban time where written; start and expiry for the rest (permanent bans, older rows)
         "lengths": scope.bans(select(SECONDS, func.count()).select_from(BANS).where(SECONDS.is_not(None))
                               .group_by(SECONDS)),
         "lengths_unknown": scope.bans(select(b.started_at, b.expires_at, func.count()).where(SECONDS.is_(None))
                                       .group_by(b.started_at, b.expires_at)),
         "active_count": in_force.bans(select(func.count()).select_from(BANS).where(b.ended_at.is_(None))),
-        "active": in_force.bans(select(b.jail, b.address, b.started_at, b.expires_at, b.reason)
+        "active_hosts": in_force.bans(select(b.node, func.count()).where(b.ended_at.is_(None)).group_by(b.node)),
+        "active": in_force.bans(select(b.jail, b.address, b.node, b.started_at, b.expires_at, b.reason)
                                 .where(b.ended_at.is_(None)).order_by(b.started_at.desc(), b.id.desc())
                                 .limit(ACTIVE_SHOWN)),
     }
@@ -180,47 +209,103 @@ class _Scope:
         return query.where(*conditions) if conditions else query
 
 
+STORED = "%Y-%m-%d %H:%M:%S.%f"  # how SQLite holds a time; compared as text, it sorts by time
+
+
+def _stored(moment: str | datetime | None) -> str | None:
+    """A time as SQLite's stored text (UTC), the form offenders' times are compared in."""
+    if moment is None or isinstance(moment, str):
+        return moment
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.strftime(STORED)
+
+
 @dataclass(slots=True)
 class _Offender:
+    """One address's (or network's) figures; times as ``_stored`` text."""
+
     failures: int = 0
     bans: int = 0
     jails: int = 0
-    first_seen: datetime | None = None
-    last_seen: datetime | None = None
-    first_ban: datetime | None = None
-    last_ban: datetime | None = None
+    first_seen: str | None = None
+    last_seen: str | None = None
+    first_ban: str | None = None
+    last_ban: str | None = None
 
-    def see(self, *moments: datetime | None) -> None:
-        for moment in moments:
-            if moment is None:
-                continue
-            self.first_seen = moment if self.first_seen is None else min(self.first_seen, moment)
-            self.last_seen = moment if self.last_seen is None else max(self.last_seen, moment)
+    def see(self, first: str | None, last: str | None) -> None:
+        """Widen first and last seen to take in ``first`` .. ``last`` (this loop runs per address)."""
+        if first is not None and (self.first_seen is None or first < self.first_seen):
+            self.first_seen = first
+        if last is not None and (self.last_seen is None or last > self.last_seen):
+            self.last_seen = last
 
 
-def _offenders(f_addresses: Iterable[tuple[str, int, datetime, datetime]],
-               b_addresses: Iterable[tuple[str, int, int, datetime, datetime]]) -> dict[str, _Offender]:
-    offenders: dict[str, _Offender] = defaultdict(_Offender)
+_Times = tuple[str, int, str | datetime, str | datetime]
+
+
+def _offenders(f_addresses: Iterable[_Times], b_addresses: Iterable[tuple[str, int, int, str | datetime,
+                                                                        str | datetime]]) -> dict[str, _Offender]:
+    offenders: dict[str, _Offender] = {}
     for address, count, first, last in f_addresses:  # one row per jail and address
-        offender = offenders[address]
-        offender.failures += count
-        offender.see(first, last)
-    for address, count, jails, first, last in b_addresses:
-        offender = offenders[address]
-        offender.bans, offender.jails, offender.first_ban, offender.last_ban = count, jails, first, last
-        offender.see(first, last)
-    return dict(offenders)
+        if not isinstance(first, str):  # PostgreSQL's datetimes; SQLite gives its text as it is
+            first, last = _stored(first), _stored(last)
+        offender = offenders.get(address)
+        if offender is None:
+            offenders[address] = _Offender(count, 0, 0, first, last)  # type: ignore[arg-type]
+        else:
+            offender.failures += count
+            offender.see(first, last)  # type: ignore[arg-type]
+    for address, count, jails, first_ban, last_ban in b_addresses:
+        offender = offenders.setdefault(address, _Offender())
+        offender.bans, offender.jails = count, jails
+        offender.first_ban, offender.last_ban = _stored(first_ban), _stored(last_ban)
+        offender.see(offender.first_ban, offender.last_ban)
+    return offenders
 
 
-def _time(moment: datetime | None) -> str | None:
+def _ranked(items: Iterable[tuple[str, _Offender]], top: int,
+            key: Callable[[tuple[str, _Offender]], tuple[Any, ...]]) -> list[tuple[str, _Offender]]:
+    return heapq.nsmallest(top, items, key=key)
+
+
+def _time(moment: str | datetime | None) -> str | None:
+    if isinstance(moment, str):
+        return moment[:19]  # _stored text to the second: TIME_FORMAT
     return None if moment is None else moment.strftime(TIME_FORMAT)
 
 
-def _active_table(rows: Iterable[tuple[str, str, datetime, datetime, str]]) -> ReportTable:
+def _active_table(rows: Iterable[tuple[str, str, str, datetime, datetime, str]]) -> ReportTable:
     return ReportTable("active_bans", f"Bans in force now (newest {ACTIVE_SHOWN})",
-                       ("jail", "address", "started_at", "expires_at", "reason"),
-                       tuple((jail, address, _time(start), "forever" if expiry >= FOREVER else _time(expiry), reason)
-                             for jail, address, start, expiry, reason in rows), key_columns=2)
+                       ("jail", "address", "host", "started_at", "expires_at", "reason"),
+                       tuple((jail, address, host, _time(start), "forever" if expiry >= FOREVER else _time(expiry),
+                              reason) for jail, address, host, start, expiry, reason in rows), key_columns=2)
+
+
+def _host_table(f_groups: Iterable[tuple[str, str, str, str, int]], b_groups: Iterable[tuple[str, str, str, int]],
+                active: Iterable[tuple[str, int]]) -> ReportTable:
+    """Which host ([node] name) read how many failures and decided how many bans."""
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for _, _, _, host, count in f_groups:
+        counts[host][0] += count
+    for _, _, host, count in b_groups:
+        counts[host][1] += count
+    for host, count in active:
+        counts[host][2] += count
+    rows = tuple((host, *numbers) for host, numbers in sorted(counts.items(), key=lambda i: (-i[1][0], i[0])))
+    return ReportTable("hosts", "Per host: failures read, bans decided, bans in force",
+                       ("host", "failures", "bans", "active_bans"), rows)
+
+
+def _host_timeline(f_groups: Iterable[tuple[str, str, str, str, int]], b_groups: Iterable[tuple[str, str, str, int]],
+                   bucket: str) -> ReportTable:
+    """Failures and bans per host per bucket (the per-host charts)."""
+    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for _, hour, _, host, count in f_groups:
+        counts[_bucket_of(hour, bucket), host][0] += count
+    for _, hour, host, count in b_groups:
+        counts[_bucket_of(hour, bucket), host][1] += count
+    return _every_bucket_table("host_timeline", f"Failures and bans per host per {bucket}", "host", counts, bucket)
 
 
 def _bucket_of(hour: str, bucket: str) -> str:
@@ -234,14 +319,18 @@ def _timeline(f_hours: Iterable[tuple[str, str, int]], b_hours: Iterable[tuple[s
     for index, rows in enumerate((f_hours, b_hours)):
         for jail, hour, count in rows:
             counts[_bucket_of(hour, bucket), jail][index] += count
+    return _every_bucket_table("timeline", f"Failures and bans per {bucket}", "jail", counts, bucket)
+
+
+def _every_bucket_table(name: str, title: str, by: str, counts: dict[tuple[str, str], list[int]],
+                        bucket: str) -> ReportTable:
+    """(failures, bans) per bucket and ``by`` (a jail or a host), every bucket between the first and last."""
     if not counts:
-        return ReportTable("timeline", f"Failures and bans per {bucket}", ("bucket", "jail", "failures", "bans"), (),
-                           key_columns=2)
-    jails = sorted({jail for _, jail in counts})
+        return ReportTable(name, title, ("bucket", by, "failures", "bans"), (), key_columns=2)
+    names = sorted({n for _, n in counts})
     buckets = _every_bucket(min(b for b, _ in counts), max(b for b, _ in counts), bucket)
-    rows = tuple((b, jail, *counts.get((b, jail), (0, 0))) for b in buckets for jail in jails)
-    return ReportTable("timeline", f"Failures and bans per {bucket}", ("bucket", "jail", "failures", "bans"), rows,
-                       key_columns=2)
+    rows = tuple((b, n, *counts.get((b, n), (0, 0))) for b in buckets for n in names)
+    return ReportTable(name, title, ("bucket", by, "failures", "bans"), rows, key_columns=2)
 
 
 def _every_bucket(first: str, last: str, bucket: str) -> list[str]:
@@ -255,23 +344,26 @@ def _every_bucket(first: str, last: str, bucket: str) -> list[str]:
 
 
 def _top_addresses(offenders: dict[str, _Offender], top: int) -> ReportTable:
-    ranked = sorted(offenders.items(), key=lambda item: (-item[1].failures, -item[1].bans, item[0]))[:top]
+    ranked = _ranked(offenders.items(), top, lambda item: (-item[1].failures, -item[1].bans, item[0]))
     return ReportTable("top_addresses", f"Top {top} addresses by failures",
                        ("address", "failures", "bans", "first_seen", "last_seen"),
                        tuple((a, o.failures, o.bans, _time(o.first_seen), _time(o.last_seen)) for a, o in ranked))
 
 
 def _top_networks(offenders: dict[str, _Offender], top: int) -> ReportTable:
-    networks: dict[str, _Offender] = defaultdict(_Offender)
+    networks: dict[str, _Offender] = {}
     members: Counter[str] = Counter()
     for address, offender in offenders.items():
         name = _report_network(address)
-        network = networks[name]
-        network.failures += offender.failures
-        network.bans += offender.bans
-        network.see(offender.first_seen, offender.last_seen)
+        network = networks.get(name)
+        if network is None:
+            networks[name] = _Offender(offender.failures, offender.bans, 0, offender.first_seen, offender.last_seen)
+        else:
+            network.failures += offender.failures
+            network.bans += offender.bans
+            network.see(offender.first_seen, offender.last_seen)
         members[name] += 1
-    ranked = sorted(networks.items(), key=lambda item: (-item[1].failures, -item[1].bans, item[0]))[:top]
+    ranked = _ranked(networks.items(), top, lambda item: (-item[1].failures, -item[1].bans, item[0]))
     return ReportTable("top_networks", f"Top {top} networks (/24, /48) by failures",
                        ("network", "addresses", "failures", "bans", "first_seen", "last_seen"),
                        tuple((n, members[n], o.failures, o.bans, _time(o.first_seen), _time(o.last_seen))
@@ -286,8 +378,8 @@ def _report_network(address: str) -> str:
 
 
 def _repeat_offenders(offenders: dict[str, _Offender], top: int) -> ReportTable:
-    repeat = [(a, o) for a, o in offenders.items() if o.bans >= 2]
-    ranked = sorted(repeat, key=lambda item: (-item[1].bans, -item[1].failures, item[0]))[:top]
+    repeat = ((a, o) for a, o in offenders.items() if o.bans >= 2)
+    ranked = _ranked(repeat, top, lambda item: (-item[1].bans, -item[1].failures, item[0]))
     return ReportTable("repeat_offenders", f"Repeat offenders: banned twice or more (top {top})",
                        ("address", "bans", "jails", "failures", "first_ban", "last_ban"),
                        tuple((a, o.bans, o.jails, o.failures, _time(o.first_ban), _time(o.last_ban))

@@ -12,6 +12,7 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from journalban.config import ConfigError, load_config
+from journalban.control.tables import on_terminal
 from journalban.durations import parse_duration
 from journalban.report.collect import collect
 from journalban.report.data import ReportData
@@ -58,6 +59,9 @@ def report(since: str, jail: str | None, host: str | None, fmt: str, output: Pat
         data: ReportData = collect(ledger_url, start, jail, host, now=now)
     except SQLAlchemyError as exc:
         _fail(f"report: cannot read the ledger at {ledger_url}: {exc.__class__.__name__}: {exc.args[0]}")
+    if fmt == "text" and output is None and on_terminal():
+        click.echo(render_text(data, rich=True), nl=False, color=True)
+        return
     rendered = RENDERERS[fmt](data)
     if output is None:
         click.echo(rendered, nl=False)

@@ -50,6 +50,7 @@ def _charts(data: ReportData) -> list[str]:
             series[str(record["jail"])][buckets.index(str(record["bucket"]))] = int(record[column] or 0)
         if buckets:
             charts.append(line_chart(f"{column.capitalize()} per {data.bucket}, by jail", buckets, series))
+    charts += _host_charts(data)
     hours = data.table("hours")
     charts.append(bar_chart("Failures by hour of day (UTC)", [str(h) for h in hours.column("hour")],
                             [int(v or 0) for v in hours.column("failures")]))
@@ -62,6 +63,21 @@ def _charts(data: ReportData) -> list[str]:
     durations = data.table("ban_durations")
     charts.append(bar_chart("Bans by ban time", [str(c) for c in durations.column("ban_time")],
                             [int(v or 0) for v in durations.column("bans")]))
+    return charts
+
+
+def _host_charts(data: ReportData) -> list[str]:
+    """Failures and bans per bucket, one line per host ([node] name): which host saw what."""
+    timeline = data.table("host_timeline")
+    buckets = list(dict.fromkeys(str(b) for b in timeline.column("bucket")))
+    if not buckets:
+        return []
+    charts = []
+    for column in ("failures", "bans"):
+        series: dict[str, list[int]] = defaultdict(lambda: [0] * len(buckets))
+        for record in timeline.records():
+            series[str(record["host"])][buckets.index(str(record["bucket"]))] = int(record[column] or 0)
+        charts.append(line_chart(f"{column.capitalize()} per {data.bucket}, by host", buckets, series))
     return charts
 
 

@@ -1,23 +1,30 @@
-"""The report for a terminal: aligned tables and bar charts in plain text."""
+"""The report as text: bar charts, and tables drawn by rich on a terminal or plainly aligned
+for a pipe or a file (``rich=False``, what ``-o FILE`` writes)."""
 
 from collections import defaultdict
 from collections.abc import Sequence
 
+from journalban.control.tables import drawn, printable
 from journalban.report.data import NUMBER_TYPES, ReportData, Table, format_cell
 
 BAR_WIDTH = 40
 CELL_WIDTH = 100  # a longer cell (a ban's reason) is cut, so rows stay one line
 
 
-
-def render_text(data: ReportData) -> str:
+def render_text(data: ReportData, rich: bool = False) -> str:
     heading = data.heading
     lines = [f"journalban report: {heading['since']} to {heading['until']} UTC, jail {heading['jail']}, "
              f"host {heading['host']}", ""]
-    lines += _table(Table("summary", "Summary", ("figure", "count"), data.summary))
+    table_lines = _rich_table if rich else _table
+    lines += table_lines(Table("summary", "Summary", ("figure", "count"), data.summary))
     timeline = data.table("timeline")
     lines += _bars(f"Failures per {data.bucket}", _per_bucket(timeline, "failures"))
     lines += _bars(f"Bans per {data.bucket}", _per_bucket(timeline, "bans"))
+    hosts = data.table("hosts")
+    lines += _bars("Failures per host", list(zip(map(str, hosts.column("host")), _ints(hosts.column("failures")),
+                                                 strict=True)))
+    lines += _bars("Bans per host", list(zip(map(str, hosts.column("host")), _ints(hosts.column("bans")),
+                                             strict=True)))
     hours = data.table("hours")
     lines += _bars("Failures by hour of day (UTC)", list(zip(map(str, hours.column("hour")),
                                                             _ints(hours.column("failures")), strict=True)))
@@ -25,7 +32,7 @@ def render_text(data: ReportData) -> str:
     lines += _bars("Bans by ban time", list(zip(map(str, durations.column("ban_time")),
                                                _ints(durations.column("bans")), strict=True)))
     for table in data.tables:
-        lines += _table(table)
+        lines += table_lines(table)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -56,6 +63,13 @@ def _table(table: Table) -> list[str]:
     return [*out, ""]
 
 
+def _rich_table(table: Table) -> list[str]:
+    numeric = [bool(table.rows) and all(isinstance(row[i], NUMBER_TYPES) for row in table.rows)
+               for i in range(len(table.columns))]
+    rows = [[_cut(format_cell(c)) for c in row] for row in table.rows]
+    return [drawn(table.columns, rows, title=table.title, numeric=numeric) + ("\n(none)" if not rows else ""), ""]
+
+
 def _bars(title: str, values: list[tuple[str, int]]) -> list[str]:
     """One bar per label, scaled so the largest fills ``BAR_WIDTH`` characters."""
     out = [title, "-" * len(title)]
@@ -71,4 +85,5 @@ def _bars(title: str, values: list[tuple[str, int]]) -> list[str]:
 
 
 def _cut(cell: str) -> str:
+    cell = printable(cell)  # a client's escape sequence, shown, never sent to the terminal
     return cell if len(cell) <= CELL_WIDTH else cell[:CELL_WIDTH - 3] + "..."

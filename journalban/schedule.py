@@ -6,6 +6,7 @@ than up to an interval late.
 """
 
 import logging
+import threading
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -21,7 +22,13 @@ class ReconcileSchedule:
         self.reconciler = reconciler
         self.interval = interval
         self._backoff = RETRY_FIRST
-        # Runs are serialised by the reconciler's own lock; several instances may wait on it.
+        # One run at a time: a trigger that comes while a run is on marks the ledger
+        # dirty and returns, and the running one goes round once more. Queued instances
+        # would each run in full after it (a busy fleet wakes us tens of times a second)
+        # and, past max_instances, APScheduler would drop the wake that a new ban sent.
+        self._state = threading.Lock()
+        self._running = False
+        self._dirty = False
         self.scheduler = BackgroundScheduler(timezone=UTC, job_defaults={
             "coalesce": True, "misfire_grace_time": None, "max_instances": 4})
 
@@ -38,6 +45,26 @@ class ReconcileSchedule:
                                replace_existing=True)
 
     def _run(self) -> None:
+        """Every trigger's entry: run now, or have the run in progress go round again."""
+        with self._state:
+            self._dirty = True
+            if self._running:
+                return
+            self._running = True
+        while True:
+            with self._state:
+                if not self._dirty:
+                    self._running = False
+                    return
+                self._dirty = False
+            try:
+                self._run_once()
+            except BaseException:
+                with self._state:
+                    self._running = False
+                raise
+
+    def _run_once(self) -> None:
         try:
             result = self.reconciler.run()
         except Exception:  # the daemon must outlive a failed run (the ledger unreachable, say)

@@ -1,0 +1,68 @@
+"""Wakes that arrive while a reconcile runs: one more run covers them all, none is lost."""
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from journalban.events import BanDecision, Failure
+from journalban.firewall.base import JailLayout
+from journalban.firewall.memory import MemoryFirewall
+from journalban.ledger.store import Ledger
+from journalban.reconcile import Enforcement, Reconciler
+from journalban.schedule import ReconcileSchedule
+
+T0 = datetime.now(UTC)
+
+
+class SlowFirewall(MemoryFirewall):
+    """The dry-run firewall, holding each read until the test lets it go: a run in progress."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+        self.reading = threading.Event()
+        self.go_on = threading.Event()
+
+    def read(self, jails):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        self.reading.set()
+        assert self.go_on.wait(10)
+        return super().read(jails)
+
+
+def ban(ledger: Ledger, address: str) -> None:
+    failure = Failure("wplogin", address, T0, "g/r", "text", "test")
+    ledger.record([failure], [BanDecision("wplogin", address, T0, T0 + timedelta(hours=1), "why", (failure,))],
+                  {}, T0)
+
+
+def test_wakes_during_a_run_give_one_more_run_that_sees_every_ban(tmp_path: Path) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path}/ledger.db")
+    ledger.upgrade()
+    firewall = SlowFirewall()
+    reconciler = Reconciler(ledger, [Enforcement(firewall, (JailLayout("wplogin"),))], lambda: datetime.now(UTC))
+    schedule = ReconcileSchedule(reconciler, 3600)
+    try:
+        ban(ledger, "203.0.113.1")
+        first = threading.Thread(target=schedule._run)
+        first.start()
+        assert firewall.reading.wait(10)  # the first run has read the ledger and is in the firewall
+        waking = []
+        for n in range(2, 12):  # ten bans, each followed by its wake, while that run is held
+            ban(ledger, f"203.0.113.{n}")
+            waking.append(threading.Thread(target=schedule._run))
+            waking[-1].start()
+        for thread in waking:
+            thread.join(10)
+            assert not thread.is_alive()  # a wake during a run returns at once: nothing queues
+        firewall.go_on.set()
+        first.join(10)
+        assert firewall.reads == 2  # the held run, then one more for all ten wakes
+        assert firewall.entries == {("wplogin", f"203.0.113.{n}") for n in range(1, 12)}
+
+        ban(ledger, "203.0.113.99")  # and once idle, a wake runs again
+        schedule._run()
+        assert firewall.reads == 3 and ("wplogin", "203.0.113.99") in firewall.entries
+    finally:
+        firewall.go_on.set()
+        ledger.close()

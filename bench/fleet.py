@@ -21,7 +21,9 @@ Both parts run against a temporary PostgreSQL 15 (``tests.postgres``: Unix socke
   5 minutes, so only ``LISTEN/NOTIFY`` can deliver in time. Twenty real daemons in
   twenty namespaces are not started: on two cores their start-up alone would be
   measured; the other nineteen hosts' load is the throughput part's (run
-  ``--load-hosts N`` to keep N recording hosts busy during the latency part).
+  ``--load-hosts N`` to keep N recording hosts busy during the latency part, and
+  ``--load-rate R`` to pace each at R failures/s: ``--load-hosts 19 --load-rate 1053``
+  is the fleet at the throughput target, 20,000 failures/s, while bans travel).
 """
 
 from __future__ import annotations
@@ -78,8 +80,10 @@ def _address(host: int, n: int) -> str:
 
 
 def _feeder(url: str, host: int, seconds: float, batch: int, start: multiprocessing.synchronize.Event,
-            results: multiprocessing.Queue[tuple[int, int, float, float]], jail: str = JAIL) -> None:
-    """One simulated host: record batches for ``seconds``; report failures and its time span."""
+            results: multiprocessing.Queue[tuple[int, int, float, float]], jail: str = JAIL,
+            rate: float = 0.0) -> None:
+    """One simulated host: record batches for ``seconds`` (at ``rate`` failures/s, or as fast
+    as it can when 0); report failures and its time span."""
     ledger = Ledger(url, node=f"host{host:02d}", fleet_jails={jail})
     now = datetime.now(UTC)
     batches = []
@@ -92,6 +96,8 @@ def _feeder(url: str, host: int, seconds: float, batch: int, start: multiprocess
     start.wait()
     began, recorded, number = time.monotonic(), 0, 0
     while time.monotonic() - began < seconds:
+        if rate:  # paced: the next batch is due once the ones before it fill the rate
+            time.sleep(max(0.0, began + recorded / rate - time.monotonic()))
         failures = batches[number % len(batches)]
         decision = BanDecision(jail, f"10.{100 + host}.{number >> 8 & 0xFF}.{number & 0xFF}", now,
                                now + timedelta(minutes=10), "bench", (failures[-1],))
@@ -148,7 +154,8 @@ scope = "fleet"
     return config
 
 
-def latency(url: str, bans: int, rate: float, load_hosts: int, seconds_per_ban_timeout: float = 5.0) -> dict[str, float]:
+def latency(url: str, bans: int, rate: float, load_hosts: int, load_rate: float = 0.0,
+            seconds_per_ban_timeout: float = 5.0) -> dict[str, float]:
     from tests.netns import namespace
 
     with tempfile.TemporaryDirectory(prefix="jb-bench-fleet-") as tmp, namespace("jb-bfleet") as ns:
@@ -167,9 +174,10 @@ def latency(url: str, bans: int, rate: float, load_hosts: int, seconds_per_ban_t
                                stdout=subprocess.PIPE)
             assert watcher.stdout is not None
             watcher.stdout.readline()  # "watching"
-            load = _background_load(url, load_hosts)
+            load = _background_load(url, load_hosts, load_rate)
             decider = Ledger(url, node="decider", fleet_jails={JAIL})
             started: dict[str, float] = {}
+            recorded: dict[str, float] = {}  # when the deciding host's commit returned
             now = datetime.now(UTC)
             begin = time.monotonic()
             for n in range(bans):
@@ -181,6 +189,7 @@ def latency(url: str, bans: int, rate: float, load_hosts: int, seconds_per_ban_t
                 time.sleep(max(0.0, due - time.monotonic()))
                 started[address] = time.time()
                 decider.record([failure], [decision], {}, datetime.now(UTC))
+                recorded[address] = time.time()
             decider.close()
             seen: dict[str, float] = {}
             for line in watcher.stdout:
@@ -201,23 +210,28 @@ def latency(url: str, bans: int, rate: float, load_hosts: int, seconds_per_ban_t
                 daemon.kill()
                 daemon.wait(timeout=30)
     delays = sorted((seen[a] - t) * 1000 for a, t in started.items() if a in seen)
+    commits = sorted((recorded[a] - t) * 1000 for a, t in started.items())
     if not delays:
         raise SystemExit("no ban reached the other host's kernel")
-    return {"bans": bans, "rate_per_s": rate, "load_hosts": load_hosts, "arrived": len(delays),
+    return {"bans": bans, "rate_per_s": rate, "load_hosts": load_hosts, "load_rate": load_rate, "arrived": len(delays),
             "p50_ms": round(statistics.median(delays), 1),
             "p99_ms": round(delays[min(len(delays) - 1, int(len(delays) * 0.99))], 1),
-            "max_ms": round(delays[-1], 1)}
+            "max_ms": round(delays[-1], 1),
+            "commit_p50_ms": round(statistics.median(commits), 1),
+            "commit_p99_ms": round(commits[min(len(commits) - 1, int(len(commits) * 0.99))], 1)}
 
 
-def _background_load(url: str, hosts: int) -> list[multiprocessing.Process]:
-    """Hosts recording at full speed meanwhile, in a fleet-scoped jail the other host does not run
-    (otherwise it would count their failures and open their bans: another benchmark)."""
+def _background_load(url: str, hosts: int, rate: float = 0.0) -> list[multiprocessing.Process]:
+    """Hosts recording meanwhile (``rate`` failures/s each, 0: as fast as they can), in a
+    fleet-scoped jail the other host does not run (otherwise it would count their failures
+    and open their bans: another benchmark)."""
     if not hosts:
         return []
     context = multiprocessing.get_context("fork")
     start = context.Event()
     results: multiprocessing.Queue[tuple[int, int, float, float]] = context.Queue()
-    load = [context.Process(target=_feeder, args=(url, 200 + h, 3600.0, 200, start, results, "sshd"), daemon=True)
+    load = [context.Process(target=_feeder, args=(url, 200 + h, 3600.0, 200, start, results, "sshd", rate),
+                                daemon=True)
             for h in range(hosts)]
     for process in load:
         process.start()
@@ -233,7 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=500, help="failures per recorded batch (a poll's worth)")
     parser.add_argument("--bans", type=int, default=500)
     parser.add_argument("--ban-rate", type=float, default=20.0, help="bans per second on the deciding host")
-    parser.add_argument("--load-hosts", type=int, default=0, help="hosts recording at full speed during the latency part")
+    parser.add_argument("--load-hosts", type=int, default=0, help="hosts recording during the latency part")
+    parser.add_argument("--load-rate", type=float, default=0.0,
+                        help="failures/s each load host records (0: as fast as it can)")
     parser.add_argument("--skip", default="", help="comma list: throughput, latency")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -250,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         if "latency" not in skip:
             url = server.create_database("bench_fleet")
             Ledger(url, node="admin").upgrade()
-            out["latency"] = latency(url, args.bans, args.ban_rate, args.load_hosts)
+            out["latency"] = latency(url, args.bans, args.ban_rate, args.load_hosts, args.load_rate)
             _show("latency", out["latency"])
     out["load_after"] = os.getloadavg()[0]
     if args.json:
@@ -271,7 +287,10 @@ def _show(part: str, figures: object) -> None:
         print(f"latency: {figures['arrived']}/{figures['bans']} bans at {figures['rate_per_s']}/s reached the other "
               f"host's nftables set; record start -> element in the kernel p50 {figures['p50_ms']} ms, "
               f"p99 {figures['p99_ms']} ms, max {figures['max_ms']} ms (target p99 <= 1000 ms: {verdict}); "
-              f"{figures['load_hosts']} other host(s) recording meanwhile", flush=True)
+              f"{figures['load_hosts']} other host(s) recording meanwhile, "
+              f"{'each at ' + format(figures['load_rate'], ',.0f') + ' failures/s' if figures['load_rate'] else 'at full speed'}; "
+              f"the deciding host's own commit p50 {figures['commit_p50_ms']} ms, p99 {figures['commit_p99_ms']} ms",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -229,8 +229,10 @@ class FleetWatcher:
 
     def _heard(self, notices: list[Notice]) -> None:
         """From the listener's thread: another host's ban or unban reconciles at once; any
-        notice pulls the fleet's failures on the event loop."""
-        others = [n for n in notices if n.node != self.ledger.node]
+        notice pulls the fleet's failures on the event loop. Notices of jails this host does
+        not run in fleet scope concern it not: under a busy fleet they would keep its
+        reconciler running for nothing."""
+        others = [n for n in notices if n.node != self.ledger.node and n.jail in self.ledger.fleet_jails]
         if not others:
             return
         for notice in others:

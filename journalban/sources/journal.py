@@ -81,6 +81,14 @@ def _pid(raw: bytes | list[bytes] | None) -> int | None:
 
 
 _Entry = dict[str, bytes | list[bytes]]
+
+
+def is_own(entry: _Entry) -> bool:
+    """journalban's own log lines: never fed back into its grammars (a ban line repeats the
+    attacker's text). Told by fields journald sets itself: the unit, or root's identifier."""
+    get = entry.get
+    return (get("_SYSTEMD_UNIT") == b"journalban.service"
+            or (get("SYSLOG_IDENTIFIER") == b"journalban" and get("_UID") == b"0"))
 _Origin = tuple[Mapping[str, str], str | None, str | None]  # fields, app, host
 
 
@@ -226,7 +234,7 @@ class JournalSource:
         self._more_pending = False
         self._on_unread = False  # the reader stands on an entry not yet delivered
         self.counters: dict[str, int] = {"read": 0, "converted": 0, "ruled_out": 0, "skipped_no_message": 0,
-                                         "unreadable": 0, "invalidated": 0}
+                                         "unreadable": 0, "own": 0, "invalidated": 0}
 
     @property
     def more_pending(self) -> bool:
@@ -355,7 +363,7 @@ class JournalSource:
         advance, get, fetch, realtime = reader._next, reader._get, reader._get_all, reader._get_realtime
         may_match, make, limit = self._may_match, self._make_event, self._max_batch
         unread, self._on_unread = self._on_unread, False
-        count = no_message = unreadable = ruled_out = 0
+        count = no_message = unreadable = ruled_out = own = 0
         while count < limit and (unread or advance()):
             unread = False
             count += 1
@@ -371,7 +379,11 @@ class JournalSource:
                 ruled_out += 1
                 continue
             try:
-                events.append(make(fetch(), message, realtime()))
+                entry = fetch()
+                if is_own(entry):
+                    own += 1
+                    continue
+                events.append(make(entry, message, realtime()))
             except OSError:
                 unreadable += 1
         self._more_pending = count == limit
@@ -381,6 +393,7 @@ class JournalSource:
         counters["ruled_out"] += ruled_out
         counters["skipped_no_message"] += no_message
         counters["unreadable"] += unreadable
+        counters["own"] += own
         cursor = JournalCursor(reader._get_cursor()) if count else None
         return events, cursor
 

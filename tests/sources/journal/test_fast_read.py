@@ -181,3 +181,27 @@ def test_matcher_sees_the_same_failures_with_and_without_the_prefilter(tmp_path:
 
     plain = failures(False)
     assert plain and failures(True) == plain
+
+
+def own_entry(seq: int, message: str, unit: str, identifier: str, uid: str) -> bytes:
+    return export_record({
+        "__REALTIME_TIMESTAMP": str(BASE_USEC + seq * 1_000_001), "__MONOTONIC_TIMESTAMP": str(seq + 1),
+        "_BOOT_ID": "6b1f2e0d9c8a4b7e8f00112233445566", "_HOSTNAME": "web1", "_TRANSPORT": "journal",
+        "SYSLOG_IDENTIFIER": identifier, "_UID": uid, "_PID": str(2000 + seq), "_SYSTEMD_UNIT": unit,
+        "MESSAGE": message})
+
+
+def test_the_daemons_own_lines_are_never_turned_into_events(tmp_path: Path) -> None:
+    """journalban's ban line repeats the attacker's text: read from its own unit, or written by
+    root as ``journalban``, it is read past; a look-alike identifier from another user is not."""
+    own_line = f"ban sshd 203.0.113.9 until 2026-11-26 10:00: 1 failure in 600s: {FAILED}"
+    path = build_journal(b"".join([
+        own_entry(0, own_line, "journalban.service", "journalban", "0"),
+        own_entry(1, own_line, "session-1.scope", "journalban", "0"),  # `journalban run` by hand, as root
+        own_entry(2, FAILED, "session-2.scope", "journalban", "1000"),  # a user calling itself journalban
+        own_entry(3, FAILED, "cron.service", "sshd", "0")]), tmp_path / "x.journal")
+    with JournalSource([(("_HOSTNAME", "web1"),)], files=[str(path)], since="all") as source:
+        source.open()
+        events, _ = source.read()
+    assert [(e.app, e.message) for e in events] == [("journalban", FAILED), ("sshd", FAILED)]
+    assert source.counters["own"] == 2 and source.counters["read"] == 4

@@ -127,7 +127,7 @@ def test_remote_journal_files_keep_unit_time_and_fields(tmp_path: Path) -> None:
         assert dict(first.fields) == {"_SYSTEMD_UNIT": "ssh.service", "_EXE": "/usr/sbin/ssh", "_UID": "0",
                                       "_COMM": "ssh", "SYSLOG_IDENTIFIER": "ssh"}
         assert source.counters == {"read": 3, "converted": 2, "ruled_out": 0, "skipped_no_message": 1,
-                                   "unreadable": 0, "invalidated": 0}
+                                   "unreadable": 0, "own": 0, "invalidated": 0}
         assert cursor is not None and source.read() == ([], None)
 
 

@@ -13,7 +13,7 @@ directory (journal-remote splits 1,000,000 entries into several files), read by
 ``JournalSource`` with the matches and the literal prefilter the daemon uses; beside
 it the bare libsystemd loop under the same matches, the ceiling. Syslog: one sender
 process per run writes the corpus over TCP (octet-counted) or as datagrams over UDP;
-the listener runs with the ``keep`` filter the daemon builds and the sink runs the
+the listener runs with the ``keep`` and ``keep_raw`` filters the daemon builds and the sink runs the
 sshd matcher; sent, received and lost are counted (lost UDP datagrams also from the
 kernel's RcvbufErrors). Each row gives wall-clock and CPU rates: on a shared machine
 the CPU rate says what the code does with one core. Everything runs in a temporary
@@ -361,7 +361,8 @@ async def syslog_run(scheme: str, payload: Path, expected: int, timeout: float, 
     sink, clock = CountingSink(grammar), IngestClock()
     url = f"{scheme}://127.0.0.1:0"
     listener = SyslogListener([url], sink, max_connections=4, clock=clock,
-                              keep=syslog_keep([grammar]) if keep else None)
+                              keep=syslog_keep([grammar]) if keep else None,
+                              keep_raw=prefilter_bytes([grammar]) if keep else None)
     await listener.start()
     port = listener.addresses[url].rsplit(":", 1)[1]
     drops_before = udp_receive_errors()

@@ -195,7 +195,8 @@ class Intake:
             settings.listen, self._syslog_batch, allow=settings.allow, max_message=settings.max_message,
             max_connections=settings.max_connections, idle_timeout=float(settings.idle_timeout),
             cert=settings.cert or None, key=settings.key or None, ca=settings.ca or None,
-            keep=syslog_keep(self.grammars[jail.grammar] for jail in self.jails if jail.syslog))
+            keep=syslog_keep(self.grammars[jail.grammar] for jail in self.jails if jail.syslog),
+            keep_raw=prefilter_bytes(self.grammars[jail.grammar] for jail in self.jails if jail.syslog))
         await listener.start()
         self.syslog = listener
         log.info("syslog listening on %s", ", ".join(listener.addresses.values()))

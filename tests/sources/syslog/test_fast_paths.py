@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from journalban.grammar import load_grammar
-from journalban.match import syslog_keep
+from journalban.match import prefilter_bytes, syslog_keep
 from journalban.sources.syslog import Malformed, StreamDecoder, SyslogListener
 from journalban.sources.syslog.rfc5424 import FieldError, parse_common_5424, parse_fields
 from tests.sources.syslog.conftest import Recorder, wait_for
@@ -162,3 +162,36 @@ def test_fuzzed_frames_never_make_the_fast_parser_disagree() -> None:
             assert fast == parse_fields(bytes(frame), RECEIVED)
             checked += 1
     assert checked > 1000
+
+
+def test_frames_without_a_rules_literals_are_ruled_out_before_parsing_with_the_same_events() -> None:
+    """``keep_raw`` (the grammars' byte prefilter) drops what ``keep`` would drop after a
+    parse; the events that reach the sink are the same, only the cost differs."""
+    grammar = load_grammar(ROOT / "grammars" / "sshd.grammar")
+    lines = [b"<38>1 - web sshd 1 - - " + FAILED, b"<38>1 - web cron 2 - - " + FAILED,
+             b"<38>1 - web sshd 3 - - Accepted password for deploy from 10.0.0.5 port 22 ssh2",
+             b"<38>1 - web sshd 4 - - Received disconnect from 10.0.0.5 port 51514:11: bye",
+             b"<999>1 - web sshd 5 - - pam_unix(sshd:session): session opened",  # malformed, no literal
+             b"<999>1 - web sshd 6 - - " + FAILED,  # malformed, with the literals: parsed, counted
+             b"<38>Oct 11 22:14:15 web sshd[7]: " + FAILED]
+
+    async def body(keep_raw: bool) -> tuple[Recorder, dict[str, object]]:
+        sink = Recorder()
+        listener = SyslogListener(["udp://127.0.0.1:0"], sink, keep=syslog_keep([grammar]),
+                                  keep_raw=prefilter_bytes([grammar]) if keep_raw else None)
+        await listener.start()
+        try:
+            host, port = listener.addresses["udp://127.0.0.1:0"].removeprefix("udp://").rsplit(":", 1)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                for line in lines:
+                    sender.sendto(line, (host, int(port)))
+            await wait_for(lambda: listener.counters["received"] == len(lines))
+        finally:
+            await listener.stop()
+        return sink, listener.counters
+
+    plain_sink, plain = asyncio.run(asyncio.wait_for(body(False), 20))
+    fast_sink, fast = asyncio.run(asyncio.wait_for(body(True), 20))
+    assert fast_sink.messages == plain_sink.messages == [FAILED.decode(), FAILED.decode()]
+    assert plain["parsed"] == 5 and plain["ruled_out"] == 3 and plain["malformed"] == {"pri": 2}
+    assert fast["parsed"] == 3 and fast["ruled_out"] == 4 and fast["malformed"] == {"pri": 1}

@@ -7,7 +7,6 @@ the same answer and tests need nothing but strings.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,13 +16,12 @@ from journalban.events import Event
 
 from . import stamps
 from .applies import JournalMatches, Selector
+from journalban.addresses import CANONICAL_IPV4
+
 from .compiler import CompiledRule
 from .model import Example
 
 MAX_MESSAGE = 16384  # characters a rule is ever run against
-# A dotted quad already in canonical form: each octet 0-255 without a leading zero.
-_CANONICAL_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
-                             r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +51,7 @@ class Rejected:
 
 def normalise_address(text: str) -> str | None:
     """Canonical text of an address (IPv4-mapped IPv6 folded to IPv4), None if invalid."""
-    if _CANONICAL_IPV4.fullmatch(text):
+    if CANONICAL_IPV4.fullmatch(text):
         return text  # the common case, without building an ipaddress object
     try:
         address = ipaddress.ip_address(text)

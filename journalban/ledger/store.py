@@ -3,7 +3,6 @@
 import contextlib
 import itertools
 import logging
-import re
 import socket
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from journalban.events import BanDecision
 from journalban.events import Failure as FailureEvent
 from journalban.ledger.engine import create_ledger_engine, upgrades_itself
 from journalban.ledger.models import MATCHED_TEXT_LIMIT, NODE_LIMIT, Ban, Failure, Heal, SourcePosition
-from journalban.ledger.views import IPV4_PREFIX, ban_seconds, day_of, network_of
+from journalban.ledger.views import ban_seconds, day_of, network_of
 from journalban.sources.files import Position
 from journalban.sources.journal import JournalCursor
 
@@ -149,18 +148,6 @@ def _stored_time(dialect: str) -> Callable[[datetime], object]:
                 f".{m.microsecond:06d}")
 
     return sqlite_text
-
-
-_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_IPV4_HOST = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
-
-
-def _network(address: str) -> str:
-    """``network_of`` for the common case, a dotted-quad IPv4 host, without ``ipaddress``
-    (addresses are normalised before they get here); anything else goes through it."""
-    if _IPV4_HOST.fullmatch(address):
-        return f"{address.rpartition('.')[0]}.0/{IPV4_PREFIX}"
-    return network_of(address)
 
 
 class _Batch(dict[int, FailureEvent]):
@@ -328,7 +315,7 @@ class Ledger:
                 at = times[f.time] = (stored(f.time), day_of(f.time))
             network = networks.get(f.address)
             if network is None:
-                network = networks[f.address] = _network(f.address)
+                network = networks[f.address] = network_of(f.address)
             rows.append((at[0], recorded, f.jail, f.address, f.rule, f.text[:MATCHED_TEXT_LIMIT], f.source[:512],
                          node, ban_of.get(key), at[1], network))
         mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, text
 
+from journalban.addresses import CANONICAL_IPV4
 from journalban.events import FOREVER
 
 IPV4_PREFIX = 24  # the ledger's `network`: a /24 for IPv4 ...
@@ -23,6 +24,8 @@ def network_of(address: str, v4_prefix: int = IPV4_PREFIX, v6_prefix: int = IPV6
     A network (an aggregated ban's ``203.0.113.0/24``) wider than the prefix is kept as
     it is; text that is no address comes back unchanged rather than failing an insert.
     """
+    if v4_prefix == 24 and CANONICAL_IPV4.fullmatch(address):  # the common case, per failure row
+        return f"{address.rpartition('.')[0]}.0/24"
     try:
         network = ipaddress.ip_network(address.strip(), strict=False)
     except ValueError:

@@ -113,32 +113,52 @@ class Detector:
         self._previous_bans.update((key, n) for key, n in (ban_counts or {}).items() if key[0] in growing)
 
     def observe(self, failure: Failure, now: datetime) -> tuple[Verdict, BanDecision | None]:
-        policy = self.policies[failure.jail]
-        address = failure.address
+        verdict, reached = self.count(failure.jail, failure.address, failure.time.timestamp(), now.timestamp())
+        if reached is None:
+            return verdict, None
+        return verdict, self.ban(failure, *reached, now)
+
+    def count(self, jail: str, address: str, when: float, now: float) -> tuple[Verdict, tuple[int, float] | None]:
+        """``observe``'s first half, on POSIX times and without a Failure, which only a
+        ban needs: (BANNED, (count, first time)) when this failure reaches maxretry.
+        The window is then emptied, and the caller must pass the failure to ``ban``."""
+        policy = self.policies[jail]
         v4 = ipv4_int(address) if ":" not in address else None
         if policy.ignores(address, v4):
             return Verdict.IGNORED, None
-        window_start = now - timedelta(seconds=policy.findtime)
-        if failure.time < window_start:
+        window_start = now - policy.findtime
+        if when < window_start:
             return Verdict.TOO_OLD, None
-        key = (failure.jail, address)
-        subnet = (failure.jail, str(policy.subnet_of(address))) if policy.subnet_threshold else None
-        if self._is_banned(key, now) or (subnet is not None and self._is_banned(subnet, now)):
+        if self._banned_until and (self._banned_at((jail, address), now) or (
+                policy.subnet_threshold and self._banned_at((jail, str(policy.subnet_of(address))), now))):
             return Verdict.ALREADY_BANNED, None
-        windows = self._windows.get(failure.jail)
+        windows = self._windows.get(jail)
         if windows is None:
-            windows = self._windows[failure.jail] = {}
+            windows = self._windows[jail] = {}
         wkey: WindowKey = v4 if v4 is not None else address
-        held = add(windows.get(wkey), failure.time.timestamp(), window_start.timestamp())
+        held = add(windows.get(wkey), when, window_start)
         count = size(held)
         if count < policy.maxretry:
             windows[wkey] = held
             return Verdict.COUNTED, None
         windows.pop(wkey, None)
+        return Verdict.BANNED, (count, min(unpack(held)))
+
+    def ban(self, failure: Failure, count: int, first: float, now: datetime) -> BanDecision:
+        """The ban ``count`` reached on ``failure``: of its address, or of its subnet."""
+        policy = self.policies[failure.jail]
         reason = _reason(count, policy.findtime, failure.text)
-        first = min(unpack(held))
-        return Verdict.BANNED, (self._subnet_ban(policy, address, failure, count, first, reason, now)
-                                or self._ban(policy, address, failure, count, first, reason, now))
+        return (self._subnet_ban(policy, failure.address, failure, count, first, reason, now)
+                or self._ban(policy, failure.address, failure, count, first, reason, now))
+
+    def _banned_at(self, key: Key, now: float) -> bool:
+        until = self._banned_until.get(key)
+        if until is None:
+            return False
+        if until.timestamp() > now:
+            return True
+        del self._banned_until[key]
+        return False
 
     def _is_banned(self, key: Key, now: datetime) -> bool:
         until = self._banned_until.get(key)

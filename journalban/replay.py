@@ -6,6 +6,9 @@ syslog header's; else the moment it was read), and the detector's "now" is that
 time, so windows and bans come out as they would have live.
 """
 
+import io
+import os
+import stat
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -16,9 +19,10 @@ from typing import Any, BinaryIO
 from journalban.detector import Detector, JailPolicy, Verdict
 from journalban.events import BanDecision, Event, Failure
 from journalban.grammar import Grammar, Match, Rejected
-from journalban.grammar.scan import AllLines, BufferScanner, build_scanner
+from journalban.grammar.scan import ENGINE_ENV, AllLines, BufferScanner, build_scanner
 from journalban.ledger.store import Ledger
 from journalban.match import prefilter
+from journalban.replay_blocks import BlockDecider, cpu_count, decided_shares
 from journalban.replay_fail2ban import datepattern_of, fail2ban_event
 from journalban.sources.journal import JournalSource
 from journalban.sources.lines import BLOCK, FlaggedLines, line_event, read_whole_lines
@@ -85,6 +89,7 @@ class ReplayOptions:
     on_match: Callable[[MatchedLine], None] | None = None
     ledger: Ledger | None = None  # where failures and would-be bans are written, if anywhere
     read_time: datetime | None = None  # the time of lines without a readable stamp (default: now)
+    workers: int = 0  # processes reading shares of a big file (see replay_blocks); 0: one per CPU
 
 
 def replay_lines(lines: Iterable[str], grammar: Grammar, file_format: str, source: str,
@@ -98,7 +103,13 @@ def replay_file(stream: BinaryIO, grammar: Grammar, file_format: str, source: st
                 scanner: BufferScanner | None = None, block: int = BLOCK) -> ReplaySummary:
     """Replay a log file read a block at a time: only the lines the grammar's scanner
     flags (see ``journalban.grammar.scan``) reach the per-line path, the rest are missed.
-    ``fail2ban`` format cuts each line's date out first, so every line takes that path."""
+    ``fail2ban`` format cuts each line's date out first, so every line takes that path.
+    A regular file replayed for its summary alone takes the fast path of
+    ``journalban.replay_blocks``, which gives the same summary."""
+    if scanner is None and file_format != FAIL2BAN:
+        summary = _replay_blocks(stream, grammar, file_format, source, options)
+        if summary is not None:
+            return summary
     if file_format == FAIL2BAN:
         scanner = AllLines()
     elif scanner is None:
@@ -106,6 +117,62 @@ def replay_file(stream: BinaryIO, grammar: Grammar, file_format: str, source: st
     flagged = FlaggedLines(read_whole_lines(stream, block), scanner.flagged, options.show_missed)
     return replay(_events(flagged, grammar, file_format, source, options.read_time), grammar, options,
                   lambda: flagged.lines, every_source=file_format == FAIL2BAN)
+
+
+def _replay_blocks(stream: BinaryIO, grammar: Grammar, file_format: str, source: str,
+                   options: ReplayOptions) -> ReplaySummary | None:
+    """The fast path, or None where it does not apply: the summary needs each line's
+    number (``--matches``, ``--show-missed``) or every failure (``--ledger``), the
+    stream is not a regular file, a scanner is forced (``$JOURNALBAN_SCANNER``), or the
+    grammar's rules do not allow it."""
+    if options.on_match is not None or options.ledger is not None or options.show_missed:
+        return None
+    if os.environ.get(ENGINE_ENV, "hyperscan") != "hyperscan":
+        return None  # a scanner forced, e.g. to compare them
+    try:
+        fd, begin = stream.fileno(), stream.tell()
+        size = os.fstat(fd).st_size
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        return None
+    read_time = options.read_time or datetime.now(UTC)
+    decider = BlockDecider.build(grammar, file_format, source, read_time)
+    if decider is None:
+        return None
+    run = _Replay(grammar, options)
+    may_match = prefilter([grammar])
+    rules = [rule.name for rule in grammar.rules]
+
+    def failure_at(start: int, end: int) -> Failure:
+        """The failure on the file's line at these offsets, decided by the exact path."""
+        event = line_event(source, os.pread(fd, end - start, start).decode("utf-8", "replace"), file_format,
+                           read_time)
+        assert event is not None
+        found = grammar.decide(event.message)[1]
+        assert isinstance(found, Match), "the fast path and the exact path disagree"
+        return run.failure_of(found, event)
+
+    lines = seen = 0
+    matched = [0] * len(rules)
+    count, line, ban = run.detector.count, run.line, run.ban
+    for share in decided_shares(decider, fd, begin, size, options.workers or cpu_count()):
+        lines += share.lines
+        seen += sum(share.ignored.values()) + len(share.records)
+        run.summary.ignored.update(share.ignored)
+        for record in share.records:
+            if len(record) == 1:
+                text = record[0]
+                line(0, text, line_event(source, text, file_format, read_time) if may_match(text) else None)
+                continue
+            when, address, rule, start, end = record
+            matched[rule] += 1
+            reached = count(JAIL, address, when, when)[1]
+            if reached is not None:
+                ban(failure_at(start, end), reached)
+    run.summary.matched.update({rule: n for rule, n in zip(rules, matched, strict=True) if n})
+    stream.seek(size)
+    return run.finish(lines, seen)
 
 
 def _events(lines: Iterable[tuple[int, str]], grammar: Grammar, file_format: str, source: str,
@@ -144,55 +211,78 @@ def replay(records: Iterable[tuple[int, str, Event | None]], grammar: Grammar, o
     missed. ``lines``, if given, counts the lines read once ``records`` is exhausted:
     those not in ``records`` are missed too. ``every_source``: the grammar's ``applies``
     lines are not asked (fail2ban-regex applies a filter to every line it is given)."""
-    summary = ReplaySummary(grammar.name, options.maxretry, options.findtime)
-    detector = Detector({JAIL: JailPolicy(JAIL, options.maxretry, options.findtime, options.bantime)})
-    on_match, ledger, show_missed = options.on_match, options.ledger, options.show_missed
-    failure_of = _Failures(grammar)
-    decide, applies_to, observe = grammar.decide, grammar.applies_to, detector.observe
-    matched, ignored, missed_lines = summary.matched, summary.ignored, summary.missed_lines
-    pending_failures: list[Failure] = []  # for the ledger, if any
-    pending_bans: list[BanDecision] = []
+    run = _Replay(grammar, options, every_source)
     seen = 0
-    started = time.perf_counter()
     for number, text, event in records:
         seen += 1
-        if event is None or not (every_source or applies_to(event)):
+        run.line(number, text, event)
+    return run.finish(lines() if lines is not None else seen, seen)
+
+
+class _Replay:
+    """The detector and the tallies of one replay, fed a line at a time."""
+
+    def __init__(self, grammar: Grammar, options: ReplayOptions, every_source: bool = False) -> None:
+        self.summary = ReplaySummary(grammar.name, options.maxretry, options.findtime)
+        self.detector = Detector({JAIL: JailPolicy(JAIL, options.maxretry, options.findtime, options.bantime)})
+        self.grammar = grammar
+        self.options = options
+        self.every_source = every_source
+        self.failure_of = _Failures(grammar)
+        self.pending_failures: list[Failure] = []  # for the ledger, if any
+        self.pending_bans: list[BanDecision] = []
+        self.started = time.perf_counter()
+
+    def line(self, number: int, text: str, event: Event | None) -> None:
+        """One line: its event, or None for a line that cannot be a failure."""
+        summary, options = self.summary, self.options
+        if event is None or not (self.every_source or self.grammar.applies_to(event)):
             rule, found = None, None
         else:
-            rule, found = decide(event.message)
+            rule, found = self.grammar.decide(event.message)
         if isinstance(found, Match):
             assert event is not None
-            failure = failure_of(found, event)
-            matched[found.rule] += 1
-            if on_match is not None:
-                on_match(MatchedLine(number, found.rule, found.address, dict(found.captures), failure.time))
-            verdict, decision = observe(failure, failure.time)
+            failure = self.failure_of(found, event)
+            summary.matched[found.rule] += 1
+            if options.on_match is not None:
+                options.on_match(MatchedLine(number, found.rule, found.address, dict(found.captures), failure.time))
+            verdict, decision = self.detector.observe(failure, failure.time)
             if decision is not None:
                 summary.bans.append(decision)
-            if ledger is not None:
+            if options.ledger is not None:
                 if verdict is not Verdict.IGNORED:
-                    pending_failures.append(failure)
+                    self.pending_failures.append(failure)
                 if decision is not None:
-                    pending_bans.append(decision)
-                if len(pending_failures) >= LEDGER_BATCH:
-                    ledger.record(pending_failures, pending_bans, {}, datetime.now(UTC))
-                    pending_failures, pending_bans = [], []
+                    self.pending_bans.append(decision)
+                if len(self.pending_failures) >= LEDGER_BATCH:
+                    self._write()
         elif isinstance(found, Rejected):
             summary.rejected += 1
         elif rule is not None:
-            ignored[rule] += 1
+            summary.ignored[rule] += 1
         else:
             summary.missed += 1
-            if len(missed_lines) < show_missed:
-                missed_lines.append((number, text))
-    summary.lines = seen
-    if lines is not None:
-        summary.missed += lines() - seen
-        summary.lines = lines()
-    if ledger is not None and (pending_failures or pending_bans):
-        ledger.record(pending_failures, pending_bans, {}, datetime.now(UTC))
-    summary.seconds = time.perf_counter() - started
-    return summary
+            if len(summary.missed_lines) < options.show_missed:
+                summary.missed_lines.append((number, text))
+
+    def ban(self, last: Failure, reached: tuple[int, float]) -> None:
+        """The ban that ``Detector.count`` said ``last`` opens (the fast path counts alone)."""
+        self.summary.bans.append(self.detector.ban(last, *reached, last.time))
+
+    def finish(self, lines: int, seen: int) -> ReplaySummary:
+        """The summary, ``lines`` read in all of which ``seen`` were passed to ``line``."""
+        summary = self.summary
+        summary.missed += lines - seen
+        summary.lines = lines
+        if self.options.ledger is not None and (self.pending_failures or self.pending_bans):
+            self._write()
+        summary.seconds = time.perf_counter() - self.started
+        return summary
+
+    def _write(self) -> None:
+        assert self.options.ledger is not None
+        self.options.ledger.record(self.pending_failures, self.pending_bans, {}, datetime.now(UTC))
+        self.pending_failures, self.pending_bans = [], []
 
 
 class _Failures:

@@ -45,14 +45,69 @@ def parse_traditional_stamp(
     if second > 59:
         return None  # no year makes a datetime of it
     latest = _latest(reference)
-    for start in _minute_starts(found.group(1, 2, 3, 4), latest.year, zone):  # latest year first
-        moment = start + _SECONDS[second]
-        if moment <= latest:
-            return moment, found.end()
+    minute = found.group(1, 2, 3, 4)
+    for years in (_RECENT_YEARS, _ALL_YEARS):
+        for start in _minute_starts(minute, latest.year, zone, years):  # latest year first
+            moment = start + _SECONDS[second]
+            if moment <= latest:
+                return moment, found.end()
     return None
 
 
+class StampSeconds:
+    """``parse_traditional_stamp``'s time as POSIX seconds, for the stamp's text alone
+    (``Nov  5 10:11:12``, as text or ASCII bytes), with the local-time work done once
+    an hour of log: a fast path sees a stamp on every line, and a week of log holds ten
+    thousand minutes. An hour whose UTC offset changes within it (a DST switch) is
+    worked out a minute at a time, as ``parse_traditional_stamp`` does."""
+
+    def __init__(self, reference: datetime, zone: tzinfo | None = None) -> None:
+        self._latest = _latest(reference)
+        self._latest_seconds = self._latest.timestamp()
+        self._zone = zone
+        self._hours: dict[str | bytes, tuple[float, ...] | None] = {}  # None: not one offset all hour
+
+    def __call__(self, stamp: str | bytes) -> float | None:
+        hour = self._hours.get(stamp[:-6], ())
+        if hour == ():
+            hour = self._hour(stamp)
+        if hour is None or not (stamp[-5:-3].isdigit() and stamp[-2:].isdigit()):
+            return self._exactly(stamp)
+        second = int(stamp[-2:])
+        if second > 59 or int(stamp[-5:-3]) > 59:
+            return None
+        into = int(stamp[-5:-3]) * 60 + second
+        for start in hour:
+            if start + into <= self._latest_seconds:
+                return start + into
+        return self._exactly(stamp)  # older than the recent years: rare, so not cached
+
+    def _hour(self, stamp: str | bytes) -> tuple[float, ...] | None:
+        found = _TRADITIONAL.fullmatch(_text(stamp))
+        if found is None or found[1] not in MONTHS or found[4] > "59":
+            return None
+        month, day, hour = found.group(1, 2, 3)
+        starts = _minute_starts((month, day, hour, "00"), self._latest.year, self._zone, _RECENT_YEARS)
+        ends = _minute_starts((month, day, hour, "59"), self._latest.year, self._zone, _RECENT_YEARS)
+        uniform = len(starts) == len(ends) and all(
+            end - start == _HOUR_SPAN for start, end in zip(starts, ends, strict=True))
+        if len(self._hours) >= _HOUR_MEMORY:
+            self._hours.clear()
+        hours = self._hours[stamp[:-6]] = tuple(start.timestamp() for start in starts) if uniform else None
+        return hours
+
+    def _exactly(self, stamp: str | bytes) -> float | None:
+        parsed = parse_traditional_stamp(_text(stamp), 0, self._latest - timedelta(days=1), self._zone)
+        return None if parsed is None else parsed[0].timestamp()
+
+
+def _text(stamp: str | bytes) -> str:
+    return stamp if isinstance(stamp, str) else stamp.decode("ascii", "replace")
+
+
 _SECONDS = tuple(timedelta(seconds=second) for second in range(60))
+_HOUR_MEMORY = 100_000
+_HOUR_SPAN = timedelta(minutes=59)
 
 
 @lru_cache(maxsize=4)
@@ -61,14 +116,19 @@ def _latest(reference: datetime) -> datetime:
     return reference.astimezone(UTC) + timedelta(days=1)
 
 
+_RECENT_YEARS, _ALL_YEARS = 2, 9  # the latest year + 1 and the latest year; then back to 7 before it
+
+
 @lru_cache(maxsize=8192)
-def _minute_starts(minute: tuple[str, str, str, str], latest_year: int, zone: tzinfo | None) -> tuple[datetime, ...]:
-    """UTC start of a local minute (month, day, hour, minute as written) in each candidate
-    year that has it, latest first. Cached: a log has many lines a minute, and the
-    local-time conversion is the costly part of a stamp."""
+def _minute_starts(minute: tuple[str, str, str, str], latest_year: int, zone: tzinfo | None,
+                   years: int) -> tuple[datetime, ...]:
+    """UTC start of a local minute (month, day, hour, minute as written) in each of the
+    first ``years`` candidate years that has it, latest first (the recent two almost
+    always hold it; -8: Feb 29 needs a leap year). Cached: a log has many lines a
+    minute, and the local-time conversion is the costly part of a stamp."""
     month, day, hour, at = MONTHS[minute[0]], int(minute[1]), int(minute[2]), int(minute[3])
     starts = []
-    for year in range(latest_year + 1, latest_year - 8, -1):  # -8: Feb 29 needs a leap year
+    for year in range(latest_year + 1, latest_year + 1 - years, -1):
         try:
             starts.append(_local(datetime(year, month, day, hour, at), zone))
         except (ValueError, OverflowError):

@@ -1,0 +1,316 @@
+"""Replay's fast path: a log file in shares, each share's lines decided as bytes.
+
+The exact path (``journalban.replay``) decodes a line, builds an Event, asks
+``Grammar.decide`` and builds a Failure. Here a hyperscan database says, for a whole
+block, which lines which rules may match; those lines alone are matched, as bytes,
+by the rules' own patterns compiled for bytes, and only a failure's time, address,
+rule and place in the file go on. Any line this path cannot decide exactly as the
+exact path would (a byte outside printable ASCII, where ``re``'s ``\\s`` means more
+for text than for bytes; an unusual header; an address not in canonical IPv4
+form; a line over ``MAX_MESSAGE``; a ``\\r`` at its end) goes to the exact path
+whole, and a failure that opens a ban is read again from the file and decided
+exactly, so the ban carries the same Failure. ``tests/test_replay_blocks.py``
+holds both paths to the same results.
+
+Shares of the file are read in worker processes, one per CPU; the parent counts
+their failures in file order, since windows and bans depend on that order.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import pairwise
+from multiprocessing import get_context
+from typing import Any, Literal
+
+from journalban.grammar import Grammar, scan_translate
+from journalban.grammar.grammar import MAX_MESSAGE, normalise_address
+from journalban.grammar.scan import hyperscan_available
+from journalban.sources.lines import BLOCK
+from journalban.sources.syslog.rfc3164 import StampSeconds
+
+# A line holding any of these bytes goes to the exact path: outside ASCII the rules
+# speak Unicode, and \x1c-\x1f are whitespace to a text pattern's \s but not to bytes'.
+_UNSURE = rb"[\x1c-\x1f\x80-\xff][^\n]*$"
+_LONG_LINE = rb"^[^\n]*$"  # with a minimum length of MAX_MESSAGE + 1
+_LINE_END = rb"\r*$"
+_UNSURE_ID, _LONG_ID, _FIRST_RULE = 0, 1, 2
+_ID_BITS = 10  # a hit is ``end << _ID_BITS | id``: one int, sorted by end then id
+_MAX_RULES = (1 << _ID_BITS) - _FIRST_RULE
+# ``journalban.sources.lines._COMMON_HEADER`` for bytes, with the stamp as a group.
+_HEADER = re.compile(
+    rb"([A-Z][a-z]{2} {1,2}[0-9]{1,2} [0-9]{2}:[0-9]{2}:[0-9]{2}) "
+    rb"(\S{1,255}) ([^\s\[\]:]{1,48})(?:\[([^\s\]]{1,128})\])?: "
+)
+_ADDRESS_MEMORY = 200_000
+SHARE_MIN = 8 << 20  # bytes: a smaller file is read in one process, without workers
+
+Fast = tuple[float, str, int, int, int]  # time, address, rule index, line start, line end (file offsets)
+Exact = tuple[str]  # a line for the exact path
+
+
+@dataclass
+class ShareResult:
+    """One share of the file: its decided lines in order, and what needs no order."""
+
+    records: list[Fast | Exact] = field(default_factory=list)
+    ignored: Counter[str] = field(default_factory=Counter)
+    lines: int = 0
+
+
+@dataclass(frozen=True)
+class _Rule:
+    name: str
+    ignore: bool
+    pattern: re.Pattern[bytes]
+    address: int  # the regex group that holds the address, or else
+    other_addresses: tuple[int, ...]  # those that may hold it instead (an endpoint's forms)
+    stamps: tuple[int, ...]  # the regex groups that may hold a captured stamp
+
+
+class BlockDecider:
+    """A grammar's rules as one hyperscan database and as bytes patterns, for one file
+    format (``syslog`` or ``raw``); built only where every rule can be (see ``build``)."""
+
+    def __init__(self, grammar: Grammar, file_format: str, source: str, read_time: datetime,
+                 rules: list[_Rule], database: Any) -> None:
+        self.grammar = grammar
+        self.file_format = file_format
+        self.source = source
+        self.read_time = read_time
+        self._rules = rules
+        self._database = database
+        self._stamp_seconds = StampSeconds(read_time)
+        self._captured: dict[tuple[bytes, float], float | None] = {}
+        self._apps: dict[bytes, bool] = {}
+        self._addresses: dict[bytes, str | None] = {}  # as written → normalised; a botnet repeats itself
+
+    @classmethod
+    def build(cls, grammar: Grammar, file_format: str, source: str, read_time: datetime) -> BlockDecider | None:
+        """None where the fast path cannot promise the exact path's results: no hyperscan
+        here, another format, a rule whose pattern is not ASCII or not valid for bytes,
+        or one hyperscan's translation does not cover."""
+        if file_format not in ("syslog", "raw") or not hyperscan_available() or len(grammar.rules) > _MAX_RULES:
+            return None
+        rules: list[_Rule] = []
+        expressions: list[bytes] = [_UNSURE]
+        ids: list[int] = [_UNSURE_ID]
+        for index, rule in enumerate(grammar.rules):
+            try:
+                pattern = re.compile(rule.pattern.pattern.encode("ascii"), rule.pattern.flags & ~re.UNICODE)
+                body = scan_translate.translate(rule.pattern)
+            except (UnicodeEncodeError, re.error, scan_translate.Untranslatable):
+                return None
+            groups = rule.pattern.groupindex
+            addresses = [groups[group] for group, name in rule.captures if name == "address"] or [0]  # ignore rules
+            rules.append(_Rule(rule.name, rule.action == "ignore", pattern, addresses[0], tuple(addresses[1:]),
+                               tuple(groups[group] for group, name in rule.captures if name == "stamp")))
+            if body is not None:  # None: it matches no ASCII line, which is all this path decides
+                expressions.append(b"(?:" + body.encode("ascii") + b")" + _LINE_END)
+                ids.append(_FIRST_RULE + index)
+        try:
+            database = _database(expressions, ids)
+        except Exception:  # hyperscan.error: the exact path does without
+            return None
+        return cls(grammar, file_format, source, read_time, rules, database)
+
+    def share(self, read: Callable[[int, int], bytes], start: int, stop: int, block: int = BLOCK) -> ShareResult:
+        """The lines of the file between offsets ``start`` and ``stop`` (both at a line's
+        start), read by ``read(offset, size)`` a block of whole lines at a time."""
+        result = ShareResult()
+        pending = b""  # a line begun in the previous block
+        offset = start  # file offset of ``pending``'s first byte
+        while offset + len(pending) < stop:
+            data = read(offset + len(pending), min(block, stop - offset - len(pending)))
+            if not data:
+                break
+            buffer = pending + data if pending else data
+            cut = buffer.rfind(b"\n") + 1
+            if cut == 0 and offset + len(buffer) < stop:
+                pending = buffer  # no line ends in it yet
+                continue
+            whole = buffer[:cut] if cut else buffer
+            self._block(whole, offset, result)
+            pending = buffer[cut:] if cut else b""
+            offset += len(whole)
+        if pending:
+            self._block(pending, offset, result)
+        return result
+
+    def _block(self, block: bytes, base: int, result: ShareResult) -> None:
+        """Decide the flagged lines of ``block`` (whole lines; file offset ``base``)."""
+        result.lines += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+        hits: list[int] = []
+        add = hits.append
+
+        def on_match(rule_id: int, _start: int, end: int, _flags: int, _context: object) -> None:
+            add(end << _ID_BITS | rule_id)
+
+        self._database.scan(block, match_event_handler=on_match)
+        hits.sort()
+        size, mask = len(block), (1 << _ID_BITS) - 1
+        records, rfind = result.records, block.rfind
+        index, count = 0, len(hits)
+        while index < count:
+            end = hits[index] >> _ID_BITS
+            ids = [hits[index] & mask]
+            index += 1
+            while index < count and hits[index] >> _ID_BITS == end:
+                ids.append(hits[index] & mask)
+                index += 1
+            if end == size and block.endswith(b"\n"):
+                continue  # after the last newline: no line there
+            start = rfind(b"\n", 0, end) + 1
+            decided = None
+            if ids[0] >= _FIRST_RULE and block[end - 1:end] != b"\r":
+                decided = self._line(block, start, end, ids, result.ignored)
+            if decided is None:
+                records.append((block[start:end].decode("utf-8", "replace").rstrip("\r"),))
+            elif decided is not False:
+                when, address, rule = decided
+                records.append((when, address, rule, base + start, base + end))
+
+    def _line(self, block: bytes, start: int, end: int, ids: list[int],
+              ignored: Counter[str]) -> tuple[float, str, int] | Literal[False] | None:
+        """A failure's (time, address, rule index); False for a line no rule takes (or
+        an ignore rule does: counted in ``ignored``); None: the exact path decides it."""
+        when = 0.0
+        if self.file_format == "syslog":
+            header = _HEADER.match(block, start, end)
+            if header is None:
+                return None
+            stamped = self._stamp_seconds(header[1])
+            if stamped is None:
+                return None
+            when = stamped
+            app = header[3]
+            selected = self._apps.get(app)
+            if selected is None:
+                selected = self._apps[app] = self.grammar.selector.selects(self.source, app.decode("ascii"), {})
+            if not selected:
+                return False
+            start = header.end()
+        elif not self._apps.setdefault(b"", self.grammar.selector.selects(self.source, None, {})):
+            return False
+        rules = self._rules
+        if len(ids) > 1:
+            for rule_id in ids:
+                rule = rules[rule_id - _FIRST_RULE]
+                if rule.ignore and rule.pattern.fullmatch(block, start, end) is not None:
+                    ignored[rule.name] += 1
+                    return False
+        for rule_id in ids:
+            rule = rules[rule_id - _FIRST_RULE]
+            found = rule.pattern.fullmatch(block, start, end)
+            if found is None:
+                continue
+            if rule.ignore:
+                ignored[rule.name] += 1
+                return False
+            raw = found[rule.address]
+            if raw is None:
+                raw = next(found[group] for group in rule.other_addresses if found[group] is not None)
+            address = self._addresses.get(raw)
+            if address is None:
+                address = normalise_address(raw.decode("ascii"))
+                if address is None:
+                    return None  # the exact path rejects it, and says so
+                if len(self._addresses) >= _ADDRESS_MEMORY:
+                    self._addresses.clear()
+                self._addresses[raw] = address
+            for group in rule.stamps:
+                if found[group] is not None:
+                    when = self._stamped(found[group], when)
+                    break
+            else:
+                if self.file_format == "raw":
+                    when = self.read_time.timestamp()
+            return when, address, rule_id - _FIRST_RULE
+        return False
+
+    def _stamped(self, stamp: bytes, when: float) -> float:
+        """A captured stamp's time, as ``replay._Failures`` reads it: relative to the
+        event's time (the header's, or the moment of reading for ``raw``), which it
+        falls back to if the stamp cannot be read."""
+        reference = when if self.file_format == "syslog" else self.read_time.timestamp()
+        key = (stamp, reference)
+        seconds = self._captured.get(key, -1.0)
+        if seconds == -1.0:
+            stamped = self.grammar.stamp_time(stamp.decode("ascii"), datetime.fromtimestamp(reference, UTC))
+            seconds = self._captured[key] = None if stamped is None else stamped.timestamp()
+            if len(self._captured) > 100_000:
+                self._captured.clear()
+        return reference if seconds is None else seconds
+
+
+def _database(expressions: list[bytes], ids: list[int]) -> Any:
+    import hyperscan
+
+    extension = hyperscan.ExpressionExt  # type: ignore[attr-defined]
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    database.compile(
+        expressions=[*expressions, _LONG_LINE], ids=[*ids, _LONG_ID],
+        flags=[hyperscan.HS_FLAG_MULTILINE] * (len(expressions) + 1),
+        ext=[extension(0)] * len(expressions)
+        + [extension(hyperscan.HS_EXT_FLAG_MIN_LENGTH, min_length=MAX_MESSAGE + 1)],
+    )
+    return database
+
+
+def shares(fd: int, begin: int, size: int, count: int) -> list[tuple[int, int]]:
+    """``count`` spans of about equal size covering bytes ``begin`` to ``size``, each
+    starting at a line's start (fewer where lines are long)."""
+    cuts = [begin]
+    for k in range(1, count):
+        at = max(begin + (size - begin) * k // count, cuts[-1])
+        while at < size:
+            piece = os.pread(fd, 1 << 16, at)
+            newline = piece.find(b"\n")
+            if newline >= 0:
+                at += newline + 1
+                break
+            at += len(piece)
+        if at >= size:
+            break
+        if at > cuts[-1]:
+            cuts.append(at)
+    cuts.append(size)
+    return list(pairwise(cuts))
+
+
+_INHERITED: dict[str, tuple[BlockDecider, int]] = {}  # the decider and file, for forked workers
+
+
+def _read_share(span: tuple[int, int]) -> ShareResult:
+    decider, fd = _INHERITED["share"]
+    return decider.share(lambda offset, size: os.pread(fd, size, offset), *span)
+
+
+def decided_shares(decider: BlockDecider, fd: int, begin: int, size: int, workers: int) -> Iterator[ShareResult]:
+    """Every share of the file from ``begin`` on, decided, in file order: in ``workers``
+    forked processes when that is more than one and the file is big enough, else here."""
+    spans = shares(fd, begin, size, max(1, min(workers * 4, (size - begin) // SHARE_MIN)))
+    if workers <= 1 or len(spans) == 1:
+        for span in spans:
+            yield decider.share(lambda offset, length: os.pread(fd, length, offset), *span)
+        return
+    _INHERITED["share"] = (decider, fd)
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
+            yield from pool.map(_read_share, spans)
+    finally:
+        _INHERITED.clear()
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -1,0 +1,45 @@
+"""StampSeconds gives exactly parse_traditional_stamp's time, minute cache and all."""
+
+import itertools
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from journalban.sources.syslog.rfc3164 import StampSeconds, parse_traditional_stamp
+
+REFERENCES = [
+    datetime(2026, 11, 25, 12, 0, tzinfo=UTC),
+    datetime(2026, 12, 31, 23, 30, tzinfo=UTC),  # stamps of tomorrow are of next year
+    datetime(2027, 1, 1, 0, 10, tzinfo=UTC),  # stamps of late December are of last year
+    datetime(2025, 3, 1, 0, 0, tzinfo=UTC),  # Feb 29 is years back
+]
+ZONES = [None, UTC, timezone(timedelta(hours=14)), timezone(timedelta(hours=-11)),
+         ZoneInfo("Europe/Berlin"), ZoneInfo("Australia/Lord_Howe")]  # DST by an hour, by half an hour
+
+
+def stamps() -> list[str]:
+    days = ["Jan  1", "Feb 28", "Feb 29", "Mar  1", "Nov 25", "Nov 26", "Dec 31", "Jun 15",
+            "Mar 29", "Oct 25", "Apr  5", "Oct  4"]  # DST switches of 2026 in Berlin and on Lord Howe
+    times = ["00:00:00", "00:10:59", "01:59:59", "02:00:00", "02:29:59", "02:30:00", "02:59:59", "03:00:00",
+             "12:00:00", "23:30:00", "23:59:59", "13:07:60", "13:60:00"]
+    return [f"{day} {time}" for day, time in itertools.product(days, times)]
+
+
+@pytest.mark.parametrize("zone", ZONES, ids=["local", "utc", "+14", "-11", "berlin", "lord-howe"])
+@pytest.mark.parametrize("reference", REFERENCES, ids=lambda r: r.strftime("%Y-%m-%d"))
+def test_stamp_seconds_equal_the_parsed_stamp(reference: datetime, zone: timezone | None) -> None:
+    seconds = StampSeconds(reference, zone)
+    for _ in range(2):  # the second round reads the minute cache
+        for stamp in stamps():
+            parsed = parse_traditional_stamp(stamp, 0, reference, zone)
+            expected = None if parsed is None else parsed[0].timestamp()
+            assert seconds(stamp) == expected, stamp
+
+
+def test_an_unreadable_stamp_is_none_and_spoils_no_minute() -> None:
+    seconds = StampSeconds(REFERENCES[0])
+    assert seconds("Foo 14 22:13:20") is None
+    assert seconds("Nov 14 22:13:61") is None
+    assert seconds("Nov 14 22:13:20") == parse_traditional_stamp(
+        "Nov 14 22:13:20", 0, REFERENCES[0], None)[0].timestamp()  # type: ignore[index]

@@ -1,0 +1,174 @@
+"""The fast path of ``journalban replay`` (``journalban.replay_blocks``) gives exactly the
+exact path's summary: the same counts per rule, the same lines missed, the same bans
+with the same failures, whether the file is read in one process or in many shares.
+
+The inputs: every shipped grammar's examples with lines the fast path must hand to the
+exact path (non-ASCII, \\x1c-\\x1f, CRLF, IPv6, IPv4-mapped, over-long, no final
+newline), the benchmark corpora, and fail2ban's own sample logs where installed.
+"""
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from journalban import replay_blocks
+from journalban.grammar import Grammar, load_grammar
+from journalban.grammar.scan import build_scanner
+from journalban.replay import ReplayOptions, ReplaySummary, replay_file
+from journalban.replay_blocks import BlockDecider, shares
+
+ROOT = Path(__file__).resolve().parents[1]
+GRAMMARS = ROOT / "grammars"
+SHIPPED = sorted(GRAMMARS.glob("*.grammar"))
+CORPUS = Path("/work/shared/bench/corpus.py")
+FAIL2BAN_LOGS = Path("/usr/lib/python3/dist-packages/fail2ban/tests/files/logs")
+READ_TIME = datetime(2026, 11, 26, tzinfo=UTC)
+
+
+def file_format(grammar: Grammar) -> str:
+    return grammar.file_format if grammar.file_format in ("raw", "syslog") else "raw"
+
+
+def header(grammar: Grammar, n: int = 0) -> str:
+    if file_format(grammar) != "syslog":
+        return ""
+    return f"Nov 14 22:{n // 60 % 60:02d}:{n % 60:02d} web1 {sorted(grammar.syslog_apps)[0]}[{100 + n}]: "
+
+
+def replayed(grammar: Grammar, path: Path, fast: bool, workers: int = 1) -> ReplaySummary:
+    options = ReplayOptions(maxretry=2, findtime=3600, read_time=READ_TIME, workers=workers)
+    with path.open("rb") as stream:
+        return replay_file(stream, grammar, file_format(grammar), "file:test", options,
+                           None if fast else build_scanner(grammar, "lines"))
+
+
+def comparable(summary: ReplaySummary) -> dict[str, Any]:
+    out = summary.as_json()
+    del out["seconds"], out["lines_per_second"]
+    out["decisions"] = summary.bans  # whole BanDecisions: reasons, failures and captures
+    return out
+
+
+def assert_fast_equals_exact(grammar: Grammar, path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    assert BlockDecider.build(grammar, file_format(grammar), "file:test", READ_TIME) is not None
+    exact = comparable(replayed(grammar, path, fast=False))
+    shares_read: list[int] = []
+    share = BlockDecider.share
+
+    def spied(*args: Any) -> Any:
+        shares_read.append(args[2])
+        return share(*args)
+
+    monkeypatch.setattr(BlockDecider, "share", spied)
+    assert comparable(replayed(grammar, path, fast=True)) == exact
+    assert shares_read == [0], "the fast path read the file"
+    monkeypatch.setattr(replay_blocks, "SHARE_MIN", max(1, path.stat().st_size // 7))  # several shares
+    assert comparable(replayed(grammar, path, fast=True, workers=3)) == exact
+    return exact
+
+
+def awkward_lines(grammar: Grammar) -> list[bytes]:
+    """Lines the fast path must hand to the exact path, around the examples' text."""
+    out: list[bytes] = []
+    for n, example in enumerate(grammar.examples):
+        text = header(grammar, n).encode() + example.text.encode()
+        out += [
+            text + b"\r",
+            text.replace(b" ", b" \x1c", 1),
+            text + "\u00e9".encode(),
+            text.replace(b"203.0.113.", b"2001:db8::"),
+            text.replace(b"203.0.113.", b"::ffff:198.51.100."),
+            text.replace(b"203.0.113.", b"203.0.113.0"),
+            text + b" " + b"x" * 20_000,
+        ]
+    return out
+
+
+@pytest.fixture(scope="module")
+def mixed_corpus() -> bytes:
+    parts = []
+    for kind in ("sshd", "nginx", "wplimit"):
+        done = subprocess.run([sys.executable, str(CORPUS), kind, "3000"], capture_output=True, check=True)
+        parts.append(done.stdout)
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_grammar_gives_the_same_summary_on_both_paths(
+        path: Path, mixed_corpus: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    grammar = load_grammar(path)
+    examples = [header(grammar, n).encode() + example.text.encode() for n, example in enumerate(grammar.examples)]
+    log = tmp_path / "mixed.log"
+    log.write_bytes(b"\n".join(examples * 3 + awkward_lines(grammar)) + b"\n" + mixed_corpus
+                    + b"\n".join(examples))  # no final newline
+    summary = assert_fast_equals_exact(grammar, log, monkeypatch)
+    if grammar.source_kind not in ("journal", "ledger"):
+        assert summary["matched"] > 0
+
+
+@pytest.mark.parametrize(("grammar_name", "kind"), [
+    ("sshd", "sshd"), ("nginx-wp-login", "nginx"), ("wp-limit-login", "wplimit"),
+])
+def test_benchmark_corpora_give_the_same_summary_and_bans(
+        grammar_name: str, kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / f"{kind}.log"
+    with log.open("wb") as out:
+        subprocess.run([sys.executable, str(CORPUS), kind, "30000"], stdout=out, check=True)
+    summary = assert_fast_equals_exact(load_grammar(GRAMMARS / f"{grammar_name}.grammar"), log, monkeypatch)
+    assert summary["matched"] > 1000 and summary["bans"]
+
+
+FAIL2BAN_CASES = [("sshd", "sshd"), ("dovecot", "dovecot"), ("postfix", "postfix"), ("exim", "exim"),
+                  ("vsftpd", "vsftpd"), ("proftpd", "proftpd"), ("mysqld-auth", "mysqld-auth"),
+                  ("nginx-http-auth", "nginx-http-auth"), ("nginx-botsearch", "nginx-botsearch"),
+                  ("nginx-limit-req", "nginx-limit-req"), ("apache-auth", "apache-auth"),
+                  ("apache-badbots", "apache-badbots")]
+
+
+@pytest.mark.parametrize(("grammar_name", "log_name"), FAIL2BAN_CASES, ids=[c[0] for c in FAIL2BAN_CASES])
+def test_fail2ban_sample_logs_give_the_same_summary(
+        grammar_name: str, log_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sample = FAIL2BAN_LOGS / log_name
+    if not sample.exists():
+        pytest.skip(f"fail2ban's sample log {sample} is not installed (apt-get install fail2ban)")
+    grammar = load_grammar(GRAMMARS / f"{grammar_name}.grammar")
+    log = tmp_path / "sample.log"
+    log.write_bytes(sample.read_bytes() * 3)
+    assert_fast_equals_exact(grammar, log, monkeypatch)
+
+
+def test_shares_cover_the_file_and_start_at_lines(tmp_path: Path) -> None:
+    lines = [b"x" * (n * 37 % 5000) for n in range(400)] + [b"y" * 100_000]
+    log = tmp_path / "lines.log"
+    log.write_bytes(b"\n".join(lines) + b"\nlast")
+    data = log.read_bytes()
+    fd = os.open(log, os.O_RDONLY)
+    try:
+        for begin in (0, len(lines[0]) + 1):
+            for count in (1, 2, 5, 50, 5000):
+                spans = shares(fd, begin, len(data), count)
+                assert spans[0][0] == begin and spans[-1][1] == len(data)
+                assert all(a[1] == b[0] for a, b in pairwise(spans))
+                assert all(start == 0 or data[start - 1:start] == b"\n" for start, _ in spans)
+                assert len(spans) <= count
+    finally:
+        os.close(fd)
+
+
+def test_a_grammar_the_fast_path_cannot_promise_is_replayed_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "odd.grammar"
+    path.write_text('grammar odd\ndescription "a rule with a non-ASCII literal"\napplies file format=raw\n'
+                    'fail cafe: "caf\u00e9 " <address>\n'
+                    'example "caf\u00e9 203.0.113.9" => cafe address=203.0.113.9\n')
+    grammar = load_grammar(path)
+    assert BlockDecider.build(grammar, "raw", "file:test", READ_TIME) is None
+    log = tmp_path / "odd.log"
+    log.write_text("caf\u00e9 203.0.113.9\ncaf\u00e9 203.0.113.9\nnoise\n")
+    summary = replayed(grammar, log, fast=True)
+    assert summary.matched == {"cafe": 2} and len(summary.bans) == 1

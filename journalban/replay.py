@@ -158,12 +158,11 @@ def _replay_blocks(stream: BinaryIO, grammar: Grammar, file_format: str, source:
     count, line, ban = run.detector.count, run.line, run.ban
     for share in decided_shares(decider, fd, begin, size, options.workers or cpu_count()):
         lines += share.lines
-        seen += sum(share.ignored.values()) + len(share.records)
+        seen += len(share)
         run.summary.ignored.update(share.ignored)
-        for record in share.records:
-            if len(record) == 1:
-                text = record[0]
-                line(0, text, line_event(source, text, file_format, read_time) if may_match(text) else None)
+        for record in share.in_order():
+            if isinstance(record, str):
+                line(0, record, line_event(source, record, file_format, read_time) if may_match(record) else None)
                 continue
             when, address, rule, start, end = record
             matched[rule] += 1

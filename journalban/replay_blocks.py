@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import os
 import re
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import pairwise
+from itertools import islice, pairwise
 from multiprocessing import get_context
 from typing import Any, Literal
 
@@ -52,16 +53,36 @@ _ADDRESS_MEMORY = 200_000
 SHARE_MIN = 8 << 20  # bytes: a smaller file is read in one process, without workers
 
 Fast = tuple[float, str, int, int, int]  # time, address, rule index, line start, line end (file offsets)
-Exact = tuple[str]  # a line for the exact path
 
 
 @dataclass
 class ShareResult:
-    """One share of the file: its decided lines in order, and what needs no order."""
+    """One share of the file: its failures in order as columns (cheap to send between
+    processes), the lines left to the exact path with their place among them, and
+    what needs no order."""
 
-    records: list[Fast | Exact] = field(default_factory=list)
+    times: array[float] = field(default_factory=lambda: array("d"))
+    addresses: list[str] = field(default_factory=list)
+    rules: array[int] = field(default_factory=lambda: array("H"))
+    starts: array[int] = field(default_factory=lambda: array("q"))  # the line's offsets in the file
+    ends: array[int] = field(default_factory=lambda: array("q"))
+    exact: list[tuple[int, str]] = field(default_factory=list)  # (failures before it, line)
     ignored: Counter[str] = field(default_factory=Counter)
     lines: int = 0
+
+    def __len__(self) -> int:
+        """How many lines it decided, or left to the exact path."""
+        return len(self.addresses) + len(self.exact) + sum(self.ignored.values())
+
+    def in_order(self) -> Iterator[Fast | str]:
+        """Each failure, and each line left to the exact path, in file order."""
+        failures = zip(self.times, self.addresses, self.rules, self.starts, self.ends, strict=True)
+        done = 0
+        for before, line in self.exact:
+            yield from islice(failures, before - done)
+            done = before
+            yield line
+        yield from failures
 
 
 @dataclass(frozen=True)
@@ -155,7 +176,9 @@ class BlockDecider:
         self._database.scan(block, match_event_handler=on_match)
         hits.sort()
         size, mask = len(block), (1 << _ID_BITS) - 1
-        records, rfind = result.records, block.rfind
+        rfind, exact = block.rfind, result.exact
+        times, addresses, rules = result.times.append, result.addresses.append, result.rules.append
+        starts, ends = result.starts.append, result.ends.append
         index, count = 0, len(hits)
         while index < count:
             end = hits[index] >> _ID_BITS
@@ -171,10 +194,13 @@ class BlockDecider:
             if ids[0] >= _FIRST_RULE and block[end - 1:end] != b"\r":
                 decided = self._line(block, start, end, ids, result.ignored)
             if decided is None:
-                records.append((block[start:end].decode("utf-8", "replace").rstrip("\r"),))
+                exact.append((len(result.addresses), block[start:end].decode("utf-8", "replace").rstrip("\r")))
             elif decided is not False:
-                when, address, rule = decided
-                records.append((when, address, rule, base + start, base + end))
+                times(decided[0])
+                addresses(decided[1])
+                rules(decided[2])
+                starts(base + start)
+                ends(base + end)
 
     def _line(self, block: bytes, start: int, end: int, ids: list[int],
               ignored: Counter[str]) -> tuple[float, str, int] | Literal[False] | None:

@@ -118,14 +118,20 @@ class Detector:
             return verdict, None
         return verdict, self.ban(failure, *reached, now)
 
-    def count(self, jail: str, address: str, when: float, now: float) -> tuple[Verdict, tuple[int, float] | None]:
+    def count(self, jail: str, address: str, when: float, now: float,
+              key: WindowKey | None = None) -> tuple[Verdict, tuple[int, float] | None]:
         """``observe``'s first half, on POSIX times and without a Failure, which only a
         ban needs: (BANNED, (count, first time)) when this failure reaches maxretry.
-        The window is then emptied, and the caller must pass the failure to ``ban``."""
+        The window is then emptied, and the caller must pass the failure to ``ban``.
+        ``key``: the address's ``window_key``, if the caller has it."""
         policy = self.policies[jail]
-        v4 = ipv4_int(address) if ":" not in address else None
-        if policy.ignores(address, v4):
-            return Verdict.IGNORED, None
+        if key is None:
+            v4 = ipv4_int(address) if ":" not in address else None
+        else:
+            v4 = key if isinstance(key, int) else None
+        if v4 is None or v4 >> 24 == 127 or policy._ignored4:
+            if policy.ignores(address, v4):
+                return Verdict.IGNORED, None
         window_start = now - policy.findtime
         if when < window_start:
             return Verdict.TOO_OLD, None

@@ -164,9 +164,9 @@ def _replay_blocks(stream: BinaryIO, grammar: Grammar, file_format: str, source:
             if isinstance(record, str):
                 line(0, record, line_event(source, record, file_format, read_time) if may_match(record) else None)
                 continue
-            when, address, rule, start, end = record
+            when, address, key, rule, start, end = record
             matched[rule] += 1
-            reached = count(JAIL, address, when, when)[1]
+            reached = count(JAIL, address, when, when, key)[1]
             if reached is not None:
                 ban(failure_at(start, end), reached)
     run.summary.matched.update({rule: n for rule, n in zip(rules, matched, strict=True) if n})

@@ -35,6 +35,7 @@ from journalban.grammar.grammar import MAX_MESSAGE, normalise_address
 from journalban.grammar.scan import hyperscan_available
 from journalban.sources.lines import BLOCK
 from journalban.sources.syslog.rfc3164 import StampSeconds
+from journalban.windows import WindowKey, window_key
 
 # A line holding any of these bytes goes to the exact path: outside ASCII the rules
 # speak Unicode, and \x1c-\x1f are whitespace to a text pattern's \s but not to bytes'.
@@ -52,7 +53,8 @@ _HEADER = re.compile(
 _ADDRESS_MEMORY = 200_000
 SHARE_MIN = 8 << 20  # bytes: a smaller file is read in one process, without workers
 
-Fast = tuple[float, str, int, int, int]  # time, address, rule index, line start, line end (file offsets)
+Fast = tuple[float, str, WindowKey, int, int, int]  # time, address and its window key, rule index,
+# line start and end (file offsets)
 
 
 @dataclass
@@ -63,6 +65,7 @@ class ShareResult:
 
     times: array[float] = field(default_factory=lambda: array("d"))
     addresses: list[str] = field(default_factory=list)
+    keys: list[WindowKey] = field(default_factory=list)  # the detector's, worked out here
     rules: array[int] = field(default_factory=lambda: array("H"))
     starts: array[int] = field(default_factory=lambda: array("q"))  # the line's offsets in the file
     ends: array[int] = field(default_factory=lambda: array("q"))
@@ -76,7 +79,7 @@ class ShareResult:
 
     def in_order(self) -> Iterator[Fast | str]:
         """Each failure, and each line left to the exact path, in file order."""
-        failures = zip(self.times, self.addresses, self.rules, self.starts, self.ends, strict=True)
+        failures = zip(self.times, self.addresses, self.keys, self.rules, self.starts, self.ends, strict=True)
         done = 0
         for before, line in self.exact:
             yield from islice(failures, before - done)
@@ -110,7 +113,7 @@ class BlockDecider:
         self._stamp_seconds = StampSeconds(read_time)
         self._captured: dict[tuple[bytes, float], float | None] = {}
         self._apps: dict[bytes, bool] = {}
-        self._addresses: dict[bytes, str | None] = {}  # as written → normalised; a botnet repeats itself
+        self._addresses: dict[bytes, tuple[str, WindowKey]] = {}  # as written → normalised; a botnet repeats
 
     @classmethod
     def build(cls, grammar: Grammar, file_format: str, source: str, read_time: datetime) -> BlockDecider | None:
@@ -177,7 +180,8 @@ class BlockDecider:
         hits.sort()
         size, mask = len(block), (1 << _ID_BITS) - 1
         rfind, exact = block.rfind, result.exact
-        times, addresses, rules = result.times.append, result.addresses.append, result.rules.append
+        times, addresses, keys = result.times.append, result.addresses.append, result.keys.append
+        rules = result.rules.append
         starts, ends = result.starts.append, result.ends.append
         index, count = 0, len(hits)
         while index < count:
@@ -197,14 +201,15 @@ class BlockDecider:
                 exact.append((len(result.addresses), block[start:end].decode("utf-8", "replace").rstrip("\r")))
             elif decided is not False:
                 times(decided[0])
-                addresses(decided[1])
+                addresses(decided[1][0])
+                keys(decided[1][1])
                 rules(decided[2])
                 starts(base + start)
                 ends(base + end)
 
     def _line(self, block: bytes, start: int, end: int, ids: list[int],
-              ignored: Counter[str]) -> tuple[float, str, int] | Literal[False] | None:
-        """A failure's (time, address, rule index); False for a line no rule takes (or
+              ignored: Counter[str]) -> tuple[float, tuple[str, WindowKey], int] | Literal[False] | None:
+        """A failure's (time, (address, window key), rule index); False for a line no rule takes (or
         an ignore rule does: counted in ``ignored``); None: the exact path decides it."""
         when = 0.0
         if self.file_format == "syslog":
@@ -244,12 +249,12 @@ class BlockDecider:
                 raw = next(found[group] for group in rule.other_addresses if found[group] is not None)
             address = self._addresses.get(raw)
             if address is None:
-                address = normalise_address(raw.decode("ascii"))
-                if address is None:
+                text = normalise_address(raw.decode("ascii"))
+                if text is None:
                     return None  # the exact path rejects it, and says so
                 if len(self._addresses) >= _ADDRESS_MEMORY:
                     self._addresses.clear()
-                self._addresses[raw] = address
+                address = self._addresses[raw] = (text, window_key(text))
             for group in rule.stamps:
                 if found[group] is not None:
                     when = self._stamped(found[group], when)

@@ -67,6 +67,8 @@ def add(held: Times | None, t: float, start: float) -> Times:
     """The window ``held`` with ``t`` appended and the entries older than ``start`` dropped."""
     if held is None:
         return t
+    if isinstance(held, float):  # the second failure, the commonest case after the first
+        return t if held < start else complex(held, t)
     if isinstance(held, array):
         drop = 0
         while drop < len(held) and held[drop] < start:

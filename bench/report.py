@@ -25,7 +25,8 @@ from pathlib import Path
 
 from journalban.ledger.store import Ledger
 from journalban.ledger.views import ban_seconds, day_of, network_of
-from journalban.report import collect, render_csv, render_html, render_json, render_text
+from journalban.report import render_csv, render_html, render_json, render_text
+from journalban.report.collect import collect
 
 JAILS = ("sshd", "nginx", "postfix", "dovecot", "wordpress")
 RULES = tuple(f"{jail}/{rule}" for jail in JAILS[:4] for rule in ("fail", "invalid"))

@@ -1,6 +1,5 @@
 """The ``journalban`` command: the operator's edge of the program."""
 
-import asyncio
 import json
 import logging
 import sys
@@ -42,7 +41,9 @@ def run(config_path: Path | None, verbose: bool, log_to: str, journal_socket: Pa
     """Run the daemon in the foreground, logging to the journal under systemd, else to stderr."""
     logs.setup(verbose, log_to, journal_socket)
     loaded = _load_or_exit(config_path)
-    from journalban.daemon import Daemon, DaemonFailed  # the daemon's imports are not needed by `check`
+    import asyncio  # the daemon's imports are not needed by `check` or `replay`
+
+    from journalban.daemon import Daemon, DaemonFailed
 
     logging.getLogger(__name__).info("journalban %s starting with %s", __version__, loaded.config.path)
     try:

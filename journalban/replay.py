@@ -14,18 +14,19 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from journalban.detector import Detector, JailPolicy, Verdict
 from journalban.events import BanDecision, Event, Failure
 from journalban.grammar import Grammar, Match, Rejected
 from journalban.grammar.scan import ENGINE_ENV, AllLines, BufferScanner, build_scanner
-from journalban.ledger.store import Ledger
 from journalban.match import prefilter
 from journalban.replay_blocks import BlockDecider, cpu_count, decided_shares
 from journalban.replay_fail2ban import datepattern_of, fail2ban_event
-from journalban.sources.journal import JournalSource
 from journalban.sources.lines import BLOCK, FlaggedLines, line_event, read_whole_lines
+
+if TYPE_CHECKING:  # imported where used: a replay of a file needs neither SQLAlchemy nor systemd
+    from journalban.ledger.store import Ledger
 
 JAIL = "replay"
 FAIL2BAN = "fail2ban"  # the file format that reads lines as fail2ban does (see replay_fail2ban)
@@ -87,7 +88,7 @@ class ReplayOptions:
     bantime: int = 600
     show_missed: int = 0
     on_match: Callable[[MatchedLine], None] | None = None
-    ledger: Ledger | None = None  # where failures and would-be bans are written, if anywhere
+    ledger: "Ledger | None" = None  # where failures and would-be bans are written, if anywhere
     read_time: datetime | None = None  # the time of lines without a readable stamp (default: now)
     workers: int = 0  # processes reading shares of a big file (see replay_blocks); 0: one per CPU
 
@@ -191,6 +192,8 @@ def _events(lines: Iterable[tuple[int, str]], grammar: Grammar, file_format: str
 
 def journal_events(directory: str, grammar: Grammar) -> Iterator[tuple[int, str, Event]]:
     """Every entry of a journal directory that the grammar's ``applies journal`` lines select, numbered."""
+    from journalban.sources.journal import JournalSource
+
     number = 0
     with JournalSource(grammar.journal_matches, directory=directory, since="all") as source:
         source.open()

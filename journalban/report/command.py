@@ -9,12 +9,10 @@ from pathlib import Path
 from typing import NoReturn
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
 from journalban.config import ConfigError, load_config
 from journalban.control.tables import on_terminal
 from journalban.durations import parse_duration
-from journalban.report.collect import collect
 from journalban.report.data import ReportData
 from journalban.report.html import render_html
 from journalban.report.machine import render_csv, render_json
@@ -45,6 +43,10 @@ def parse_since(value: str, now: datetime) -> datetime:
 def report(since: str, jail: str | None, host: str | None, fmt: str, output: Path | None, ledger_url: str | None,
            config_path: Path | None) -> None:
     """Summarise the ledger: bans, failures, offenders, rules, hours, ban times."""
+    from sqlalchemy.exc import SQLAlchemyError  # here: every other command starts without SQLAlchemy
+
+    from journalban.report.collect import collect
+
     now = datetime.now(UTC)
     try:
         start = parse_since(since, now)

@@ -21,7 +21,8 @@ from journalban.grammar import load_grammar
 from journalban.ledger.store import Ledger
 from journalban.ledger.views import fill_derived
 from journalban.replay import ReplayOptions, replay_lines
-from journalban.report import ReportData, collect, render_csv, render_html, render_json, render_text
+from journalban.report import ReportData, render_csv, render_html, render_json, render_text
+from journalban.report.collect import collect
 from journalban.report.command import parse_since, report
 from journalban.report.data import format_cell
 from tests.postgres import postgres_server, postgres_url  # noqa: F401  (fixtures)
@@ -239,7 +240,7 @@ def test_parse_since() -> None:
 def test_read_only_engine_cannot_write(ledger_url: str) -> None:
     from sqlalchemy.exc import OperationalError
 
-    from journalban.report import read_only_engine
+    from journalban.report.collect import read_only_engine
     engine = read_only_engine(ledger_url)
     with engine.connect() as connection, pytest.raises(OperationalError):
         connection.execute(text("DELETE FROM heals"))

@@ -79,9 +79,11 @@ def check(config_path: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--matches", is_flag=True, help="Print one JSON object per matched line instead of a summary.")
 @click.option("--ledger", "ledger_url", help="Write the failures and the bans they would cause into this ledger.")
+@click.option("--workers", type=click.IntRange(min=0), default=0,
+              help="Processes reading shares of a big LOG file (default 0: one per CPU; 1: this one alone).")
 def replay(grammar_name: str, log: BinaryIO | None, journal_dir: str | None, config_path: Path | None,
            file_format: str | None, maxretry: int, findtime: str, bantime: str, show_missed: int, as_json: bool,
-           matches: bool, ledger_url: str | None) -> None:
+           matches: bool, ledger_url: str | None, workers: int) -> None:
     """Replay LOG (a file, or - for stdin) through a grammar, as fail2ban-regex does."""
     from journalban.replay import ReplayOptions, journal_events, replay_file
     from journalban.replay import replay as replay_events
@@ -100,7 +102,8 @@ def replay(grammar_name: str, log: BinaryIO | None, journal_dir: str | None, con
         _fail([f"replay: {exc}"])
     ledger = _ledger(ledger_url) if ledger_url else None
     options = ReplayOptions(maxretry, windows[0], windows[1], show_missed,
-                            (lambda m: click.echo(json.dumps(m.as_json()))) if matches else None, ledger)
+                            (lambda m: click.echo(json.dumps(m.as_json()))) if matches else None, ledger,
+                            workers=workers)
     try:
         if log is not None:
             summary = replay_file(log, grammar, file_format, f"file:{getattr(log, 'name', '-')}", options)

@@ -7,21 +7,24 @@ the same answer and tests need nothing but strings.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 
+from journalban.addresses import CANONICAL_IPV4
 from journalban.events import Event
 
 from . import stamps
 from .applies import JournalMatches, Selector
-from journalban.addresses import CANONICAL_IPV4
-
 from .compiler import CompiledRule
+from .dispatch import Dispatch
 from .model import Example
 
 MAX_MESSAGE = 16384  # characters a rule is ever run against
+ADDRESS_MEMORY = 16384
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +52,11 @@ class Rejected:
         return f"rejected {self.rule}: {self.reason}"
 
 
+@lru_cache(maxsize=ADDRESS_MEMORY)
 def normalise_address(text: str) -> str | None:
-    """Canonical text of an address (IPv4-mapped IPv6 folded to IPv4), None if invalid."""
+    """Canonical text of an address (IPv4-mapped IPv6 folded to IPv4), None if invalid.
+    Remembered for the last ``ADDRESS_MEMORY`` texts: attackers repeat themselves, and
+    an IPv6 address costs ten times a check of canonical IPv4."""
     if CANONICAL_IPV4.fullmatch(text):
         return text  # the common case, without building an ipaddress object
     try:
@@ -75,6 +81,10 @@ class Grammar:
     examples: tuple[Example, ...]
     rules: tuple[CompiledRule, ...] = field(default=(), repr=False)
     name_position: tuple[int, int] = (1, 1)  # line, column of the name, for duplicate errors
+    _dispatch: Dispatch | None = field(init=False, default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_dispatch", Dispatch.build(self.rules))
 
     @property
     def source_kind(self) -> str:
@@ -116,6 +126,19 @@ class Grammar:
         text slots can take quadratic time, and no real failure line is that long."""
         if len(message) > MAX_MESSAGE:
             return None, Rejected("", f"message of {len(message)} characters, longer than {MAX_MESSAGE}")
+        if self._dispatch is not None:
+            found = self._dispatch.fullmatch(message)
+            if found is None:
+                return None, None
+            branch = self._dispatch.branches[found.lastgroup]  # type: ignore[index]
+            if branch.rule.action == "ignore":
+                return branch.rule.name, None
+            return branch.rule.name, _result(branch.rule, found, branch.captures)
+        return self.decide_one_by_one(message)
+
+    def decide_one_by_one(self, message: str) -> tuple[str | None, Match | Rejected | None]:
+        """``decide`` without the combined regex (``journalban.grammar.dispatch``): the
+        reference it is tested against, and the way where the rules cannot be combined."""
         for rule in self.rules:
             if rule.action == "ignore" and rule.search(message) is not None:
                 return rule.name, None
@@ -123,7 +146,7 @@ class Grammar:
             if rule.action == "fail":
                 found = rule.search(message)
                 if found is not None:
-                    return rule.name, _result(rule, found.groupdict())
+                    return rule.name, _result(rule, found, rule.captures)
         return None, None
 
     def stamp_time(self, stamp: str, reference: datetime) -> datetime | None:
@@ -133,10 +156,12 @@ class Grammar:
         return stamps.parse_stamp(self.stamp_format, stamp, reference)
 
 
-def _result(rule: CompiledRule, groups: Mapping[str, str | None]) -> Match | Rejected:
+def _result(rule: CompiledRule, found: re.Match[str], groups: tuple[tuple[str, str], ...]) -> Match | Rejected:
+    """``groups``: (regex group, capture name); a group that took no part in the match is
+    left out, so of two spellings of one capture the one that matched is kept."""
     captures: dict[str, str] = {}
-    for group, name in rule.captures:
-        value = groups[group]
+    for group, name in groups:
+        value = found[group]
         if value is not None:
             captures[name] = value
     raw = captures.pop("address")

@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 from journalban.events import Event  # noqa: E402
 from journalban.grammar import Grammar, load_grammar  # noqa: E402
 from journalban.match import JailMatcher, prefilter_bytes, syslog_keep  # noqa: E402
-from journalban.sources.journal import JournalSource, merge_groups  # noqa: E402
+from journalban.sources.journal import JournalSource, add_matches  # noqa: E402
 from journalban.sources.syslog import SyslogListener  # noqa: E402
 
 CORPUS = Path("/work/shared/bench/corpus.py")
@@ -155,12 +155,7 @@ def bare_loop(directory: Path, grammar: Grammar) -> tuple[int, Clock]:
     """The ceiling: libsystemd's iteration under the same matches, fetching MESSAGE only."""
     reader = systemd_journal.Reader(path=str(directory))
     try:
-        for number, group in enumerate(merge_groups(grammar.journal_matches)):  # as the source does
-            if number:
-                reader.add_disjunction()
-            for name, values in group:
-                for value in values:
-                    reader.add_match(f"{name}={value}")
+        add_matches(reader, grammar.journal_matches)  # as the source does
         reader.seek_head()
         advance, get, selected = reader._next, reader._get, 0
         with Clock() as clock:
@@ -369,7 +364,10 @@ async def syslog_run(scheme: str, payload: Path, expected: int, timeout: float, 
     sender = await asyncio.create_subprocess_exec(
         sys.executable, "-c", TCP_SENDER if scheme == "tcp" else UDP_SENDER, "127.0.0.1", port, str(payload),
         stdout=asyncio.subprocess.PIPE)
-    received = lambda: int(listener.counters["received"])  # noqa: E731
+
+    def received() -> int:
+        return int(listener.counters["received"])
+
     try:
         if scheme == "tcp":
             await wait_until(lambda: received() >= expected, timeout)
@@ -399,7 +397,7 @@ def bench_syslog(messages: int, cache: Path) -> list[Row]:
         rows.append(Row("syslog TCP (octet-counted) + match" + ("" if keep else ", no prefilter"), run.received,
                         run.clock.wall, f"sent {run.sent:,}, lost {run.sent - run.received:,}, failures "
                         f"{run.sink.failures:,}/{expected_failures:,}, events {run.sink.events:,}, "
-                        f"malformed {sum(run.counters['malformed'].values()):,}", run.clock.cpu))  # type: ignore[union-attr]
+                        f"malformed {sum(run.counters['malformed'].values()):,}", run.clock.cpu))  # type: ignore[attr-defined]
     datagrams = cache / f"datagrams-{messages}.bin"
     if not datagrams.exists():
         datagrams.write_bytes(b"\0".join(split_frames(frames.read_bytes())))

@@ -37,7 +37,17 @@ POLL_INTERVAL = 0.25  # seconds; libsystemd's own advice (sd_journal_get_timeout
 # from the sender's credentials; SYSLOG_IDENTIFIER and _COMM any writer can forge.
 SELECTOR_FIELDS = ("_SYSTEMD_UNIT", "_SYSTEMD_USER_UNIT", "_EXE", "_UID", "_COMM", "SYSLOG_IDENTIFIER")
 
+# Fields that most entries share (root writes much of the journal). libsystemd tests the
+# fields of a match group in the reverse order they were added, and an AND is cheapest
+# when the rarest field proposes the candidates: these are added first, tested last.
+# (1M-entry sshd corpus, ``U | (_EXE and _UID=0)``: the walk 0.48s -> 0.44s.)
+BROAD_FIELDS = frozenset({"_UID", "_GID", "_BOOT_ID", "_MACHINE_ID", "_HOSTNAME", "_TRANSPORT", "PRIORITY"})
+
+# What is_own reads; part of the memo key of _EventMaker.
+OWN_FIELDS = ("_SYSTEMD_UNIT", "SYSLOG_IDENTIFIER", "_UID")
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_fromtimestamp = datetime.fromtimestamp
 
 
 class JournalError(RuntimeError):
@@ -69,7 +79,7 @@ _MAX_USEC = 253402300799999999  # 9999-12-31T23:59:59.999999Z, the last moment a
 def _time(usec: int) -> datetime:
     """The entry's realtime stamp; a corrupt one outside datetime's range counts as the epoch."""
     if 0 <= usec < _FLOAT_EXACT_USEC:
-        return datetime.fromtimestamp(usec / 1e6, UTC)
+        return _fromtimestamp(usec / 1e6, UTC)
     return _EPOCH + timedelta(microseconds=usec) if 0 <= usec <= _MAX_USEC else _EPOCH
 
 
@@ -89,40 +99,54 @@ def is_own(entry: _Entry) -> bool:
     get = entry.get
     return (get("_SYSTEMD_UNIT") == b"journalban.service"
             or (get("SYSLOG_IDENTIFIER") == b"journalban" and get("_UID") == b"0"))
-_Origin = tuple[Mapping[str, str], str | None, str | None]  # fields, app, host
+
+
+_Origin = tuple[Mapping[str, str], str | None, str | None]  # fields, app, host; None: journalban's own line
 
 
 class _EventMaker:
     """Events from raw entries; what a run of entries from one sender shares is decoded once.
 
-    The kept fields, app and host of an entry repeat for every entry of the same
-    service, so they are decoded once per distinct set of raw values and the
-    read-only mapping is shared. The memo is bounded: cleared past ``MEMO``.
+    The kept fields, app and host of an entry, and whether it is journalban's own
+    line, repeat for every entry of the same service, so they are worked out once
+    per distinct set of raw values and the read-only mapping is shared. The memo is
+    bounded: cleared past ``MEMO``.
     """
 
     MEMO = 1024
 
     def __init__(self, keep: Sequence[str]) -> None:
         self.keep = tuple(keep)
-        self.key_fields = (*self.keep, "_HOSTNAME")
-        self._memo: dict[tuple[object, ...], _Origin] = {}
+        # The memo key: every raw value the origin (and is_own) depends on.
+        self.key_fields = tuple(dict.fromkeys((*self.keep, *OWN_FIELDS, "_HOSTNAME")))
+        self._memo: dict[tuple[object, ...], _Origin | None] = {}
 
-    def __call__(self, entry: _Entry, message: bytes, usec: int) -> Event:
-        get = entry.get
-        key = tuple([get(name) for name in self.key_fields])
+    def __call__(self, entry: _Entry, message: bytes, usec: int) -> Event | None:
+        """The entry's event; None when it is journalban's own line."""
+        key = tuple(map(entry.get, self.key_fields))
         try:
-            fields, app, host = self._memo[key]
+            origin = self._memo[key]
         except KeyError:
-            fields, app, host = origin = self._origin(entry)
+            origin = self._origin(entry)
             if len(self._memo) >= self.MEMO:
                 self._memo.clear()
             self._memo[key] = origin
         except TypeError:  # a field the entry holds more than once (a list): not memoised
-            fields, app, host = self._origin(entry)
-        return Event(_time(usec), SOURCE_NAME, message.decode("utf-8", errors="replace"), host, app,
-                     _pid(get("_PID")), fields)
+            origin = self._origin(entry)
+        if origin is None:
+            return None
+        fields, app, host = origin
+        raw_pid = entry.get("_PID")
+        try:
+            pid: int | None = int(raw_pid)  # type: ignore[arg-type]  # None or a list: _pid's slow path
+        except (TypeError, ValueError):
+            pid = _pid(raw_pid)
+        stamp = _fromtimestamp(usec / 1e6, UTC) if 0 <= usec < _FLOAT_EXACT_USEC else _time(usec)
+        return Event(stamp, SOURCE_NAME, message.decode("utf-8", errors="replace"), host, app, pid, fields)
 
-    def _origin(self, entry: _Entry) -> _Origin:
+    def _origin(self, entry: _Entry) -> _Origin | None:
+        if is_own(entry):
+            return None
         fields = {name: _text(entry[name]) for name in self.keep if name in entry}
         host = entry.get("_HOSTNAME")
         return (MappingProxyType(fields), fields.get("SYSLOG_IDENTIFIER", fields.get("_COMM")),
@@ -152,7 +176,7 @@ def merge_groups(groups: Sequence[Sequence[tuple[str, str]]]) -> list[tuple[tupl
     ``A and x in (1, 2)``; walking fewer groups makes each ``_next`` cheaper."""
     merged: list[dict[str, tuple[str, ...]]] = []
     for group in groups:
-        current = {name: (value,) for name, value in group}
+        current: dict[str, tuple[str, ...]] = {name: (value,) for name, value in group}
         for other in merged:
             if other.keys() != current.keys():
                 continue
@@ -164,6 +188,16 @@ def merge_groups(groups: Sequence[Sequence[tuple[str, str]]]) -> list[tuple[tupl
         else:
             merged.append(current)
     return [tuple(group.items()) for group in merged]
+
+
+def add_matches(reader: journal.Reader, groups: Sequence[Sequence[tuple[str, str]]]) -> None:
+    """Install the groups (ORed; each an AND of fields) on the reader, merged, broad fields first."""
+    for number, group in enumerate(merge_groups(groups)):
+        if number:
+            reader.add_disjunction()
+        for name, values in sorted(group, key=lambda field: field[0] not in BROAD_FIELDS):
+            for value in values:
+                reader.add_match(f"{name}={value}")
 
 
 def check_since(since: str) -> str:
@@ -311,12 +345,7 @@ class JournalSource:
         return found
 
     def _add_matches(self, reader: journal.Reader) -> None:
-        for number, group in enumerate(merge_groups(self._groups)):
-            if number:
-                reader.add_disjunction()
-            for name, values in group:
-                for value in values:
-                    reader.add_match(f"{name}={value}")
+        add_matches(reader, self._groups)
         if self._cursor is None and self._since == "boot":
             reader.add_conjunction()  # (group OR group ...) AND this boot
             reader.this_boot()
@@ -360,6 +389,7 @@ class JournalSource:
         if reader.process() == journal.INVALIDATE:
             self.counters["invalidated"] += 1  # files rotated or vacuumed: libsystemd has re-scanned
         events: list[Event] = []
+        append = events.append
         advance, get, fetch, realtime = reader._next, reader._get, reader._get_all, reader._get_realtime
         may_match, make, limit = self._may_match, self._make_event, self._max_batch
         unread, self._on_unread = self._on_unread, False
@@ -379,13 +409,14 @@ class JournalSource:
                 ruled_out += 1
                 continue
             try:
-                entry = fetch()
-                if is_own(entry):
-                    own += 1
-                    continue
-                events.append(make(entry, message, realtime()))
+                event = make(fetch(), message, realtime())
             except OSError:
                 unreadable += 1
+                continue
+            if event is None:
+                own += 1
+            else:
+                append(event)
         self._more_pending = count == limit
         counters = self.counters
         counters["read"] += count

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def entry(seq: int, message: str, unit: str = "ssh.service", uid: str = "0") -> 
         "_EXE": "/usr/sbin/sshd", "MESSAGE": message})
 
 
-def sshd_prefilter():  # type: ignore[no-untyped-def]
+def sshd_prefilter() -> Callable[[bytes], bool] | None:
     return prefilter_bytes([load_grammar(ROOT / "grammars" / "sshd.grammar")])
 
 
@@ -123,7 +124,7 @@ def test_the_timer_reads_when_the_descriptor_stays_silent(journald: Journald) ->
             try:
                 journald.send({"MESSAGE": FAILED, "SYSLOG_IDENTIFIER": "sshd"})
                 journald.sync()
-                for _ in range(100):  # bounded: 100 × POLL_INTERVAL at most
+                for _ in range(100):  # bounded: 100 times POLL_INTERVAL at most
                     if any(events for events, _ in batches):
                         break
                     await asyncio.sleep(POLL_INTERVAL)
@@ -205,3 +206,22 @@ def test_the_daemons_own_lines_are_never_turned_into_events(tmp_path: Path) -> N
         events, _ = source.read()
     assert [(e.app, e.message) for e in events] == [("journalban", FAILED), ("sshd", FAILED)]
     assert source.counters["own"] == 2 and source.counters["read"] == 4
+
+
+def test_own_lines_are_told_apart_when_senders_repeat(tmp_path: Path) -> None:
+    """Whether an entry is journalban's own is remembered per sender, with the sender's other
+    fields: a look-alike that differs from an own line only in its uid is never taken for it,
+    however often the two alternate."""
+    own_line = f"ban sshd 203.0.113.9: {FAILED}"
+    records = []
+    for n in range(0, 60, 3):
+        records += [own_entry(n, own_line, "session-1.scope", "journalban", "0"),
+                    own_entry(n + 1, FAILED, "session-1.scope", "journalban", "1000"),
+                    own_entry(n + 2, FAILED, "journalban.service", "sshd", "0")]
+    path = build_journal(b"".join(records), tmp_path / "x.journal")
+    with JournalSource([(("_HOSTNAME", "web1"),)], files=[str(path)], since="all") as source:
+        source.open()
+        events, _ = source.read()
+    assert [(e.app, e.fields["_UID"], e.pid) for e in events] == [("journalban", "1000", 2000 + n + 1)
+                                                                  for n in range(0, 60, 3)]
+    assert source.counters["own"] == 40 and source.counters["read"] == 60

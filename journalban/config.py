@@ -259,8 +259,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
                            "Searched for `NAME.grammar` before the grammars that ship with journalban."),
     },
     "sources.files": {
-        "poll_interval": Key(_seconds, "seconds (number)", 0.2, "How often followed files are checked anyway (inotify reads new lines at once)."),
+        "poll_interval": Key(_seconds, "seconds (number)", 0.2,
+                             "How often followed files are checked anyway (inotify reads new lines at once)."),
         "max_line": Key(_int_range(256, 16 << 20), "integer", 65536, "Longer lines are cut and counted."),
+        "rescan_interval": Key(_seconds, "seconds (number)", 5,
+                               "How often a jail's file globs are expanded again for files that appeared."),
     },
     "sources.journal": {
         "enabled": Key(_bool, "boolean", True, "Read journald for the jails whose grammars apply to it."),
@@ -282,7 +285,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "jails.NAME": {
         "enabled": Key(_bool, "boolean", True, "A disabled jail is validated but not run."),
         "grammar": Key(_str, "string", None, "Name of the grammar (`NAME.grammar`) that recognises failures."),
-        "files": Key(_str_list, "list of paths", [], "Log files followed for this jail, like `tail -F`."),
+        "files": Key(_str_list, "list of paths", [],
+                     "Log files followed for this jail, like `tail -F`; a glob follows every file it matches."),
         "journal": Key(_auto_bool, 'boolean or "auto"', "auto",
                        "Read journald: `auto` does when the grammar applies to the journal and the jail has no files."),
         "syslog": Key(_bool, "boolean", False, "Read what the syslog listener receives."),
@@ -356,6 +360,7 @@ class Config:
     grammar_dirs: tuple[Path, ...]  # the operator's, then the shipped ones
     file_poll_interval: float
     file_max_line: int
+    file_rescan_interval: float  # [sources.files] rescan_interval: globs expanded again
     journal: JournalConfig
     syslog: SyslogConfig
     jails: Mapping[str, JailConfig]
@@ -458,6 +463,7 @@ class _Validator:
             grammar_dirs=(*map(Path, grammars["directories"]), paths.SHIPPED_GRAMMARS),
             file_poll_interval=files["poll_interval"],
             file_max_line=files["max_line"],
+            file_rescan_interval=files["rescan_interval"],
             journal=JournalConfig(**journal),
             syslog=SyslogConfig(**syslog),
             jails=jails,

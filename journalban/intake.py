@@ -1,7 +1,8 @@
 """Opening the sources the enabled jails need, and handing their batches to the pipeline.
 
-Files are polled, journald wakes the loop through its reader's descriptor, the
-syslog listener calls back. Each batch goes to the pipeline with the position
+Files are polled (a path written as a glob is expanded again every
+``rescan_interval``, each file it matches followed on its own), journald wakes the
+loop through its reader's descriptor, the syslog listener calls back. Each batch goes to the pipeline with the position
 it reached (file offset, journal cursor; syslog has none), which the pipeline
 commits together with what the batch produced. Supervision lives here too: a
 source that fails to open is logged and retried, never fatal to the others.
@@ -9,6 +10,8 @@ source that fails to open is logged and retried, never fatal to the others.
 
 import asyncio
 import logging
+import os
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -16,68 +19,98 @@ from journalban.config import Config, JailConfig
 from journalban.events import Event
 from journalban.grammar import Grammar
 from journalban.ledger.store import Ledger
-from journalban.match import JailMatcher, prefilter, prefilter_bytes, syslog_keep
+from journalban.match import JailMatcher, flagged_lines, prefilter_bytes, syslog_keep
 from journalban.pipeline import Pipeline
-from journalban.sources.files import FileFollower
+from journalban.sources.files import FileFollower, Position
+from journalban.sources.globs import expand, glob_matches, is_glob
 from journalban.sources.journal import JournalCursor, JournalError, JournalSource
 from journalban.sources.journal_follow import JournalFollower
 from journalban.sources.ledger_bans import LEDGER
-from journalban.sources.lines import line_event
+from journalban.sources.lines import FlaggedLines, flagged_events, line_event
 from journalban.sources.syslog import SyslogListener
 
 log = logging.getLogger(__name__)
 
 JOURNAL = "journal"
 RETRY_OPEN = 30.0  # seconds between attempts to open a source that failed
+VANISHED_AFTER = 300.0  # seconds a file a glob found may be missing (rotation) before it is let go
+FILE_PREFIX = "file:"
 
 
 def file_source(path: str) -> str:
-    return f"file:{path}"
+    return f"{FILE_PREFIX}{path}"
 
 
 def syslog_source(url: str) -> str:
     return f"syslog:{url}"
 
 
-def matchers(config: Config, jails: Sequence[JailConfig], grammars: dict[str, Grammar]) -> dict[str, list[JailMatcher]]:
-    """Which jails read which source."""
+class SourceJails(dict[str, list[JailMatcher]]):
+    """Which jails read which source. A file that a jail's glob matches, found after this
+    was built, is looked up among the globs the first time it is asked for."""
+
+    def __init__(self, named: dict[str, list[JailMatcher]], globs: list[tuple[str, JailMatcher]]) -> None:
+        super().__init__(named)
+        self._globs = globs
+        for source in [s for s in self if s.startswith(FILE_PREFIX)]:
+            self[source] = self._with_globs(source, self[source])
+
+    def get(self, source: str, default: Sequence[JailMatcher] = ()) -> Sequence[JailMatcher]:  # type: ignore[override]
+        found = super().get(source)
+        if found is None and self._globs and source.startswith(FILE_PREFIX):
+            found = self[source] = self._with_globs(source, [])
+        return default if found is None else found
+
+    def _with_globs(self, source: str, named: list[JailMatcher]) -> list[JailMatcher]:
+        path = source[len(FILE_PREFIX):]
+        extra = [m for pattern, m in self._globs if m not in named and glob_matches(pattern, path)]
+        return named + list(dict.fromkeys(extra))
+
+
+def matchers(config: Config, jails: Sequence[JailConfig], grammars: dict[str, Grammar]) -> SourceJails:
+    """Which jails read which source; a glob in ``files`` stands for every file it matches."""
     out: dict[str, list[JailMatcher]] = {}
+    globs: list[tuple[str, JailMatcher]] = []
     for jail in jails:
         matcher = JailMatcher(jail.name, grammars[jail.grammar])
-        names = [file_source(p) for p in jail.files]
+        names = [file_source(p) for p in jail.files if not is_glob(p)]
+        globs += [(p, matcher) for p in jail.files if is_glob(p)]
         names += [JOURNAL] if jail.journal else []
         names += [syslog_source(url) for url in config.syslog.listen] if jail.syslog else []
         names += [LEDGER] if jail.ledger_bans else []
         for name in names:
             out.setdefault(name, []).append(matcher)
-    return out
+    return SourceJails(out, globs)
 
 
 class FollowedFile:
     """One followed file, read in the format its jails' grammars expect."""
 
-    def __init__(self, path: str, follower: FileFollower, grammars: Sequence[Grammar]) -> None:
+    def __init__(self, path: str, follower: FileFollower, grammars: Sequence[Grammar],
+                 from_glob: bool = False) -> None:
         self.source = file_source(path)
         self.follower = follower
         self.file_format = grammars[0].file_format
+        self.datepattern = grammars[0].selector.datepattern  # where the ``fail2ban`` format finds the date
         self.trust_stamp = any(g.trusts_stamp for g in grammars)
-        self.may_match = prefilter(grammars)
+        self.flagged = flagged_lines(grammars)
+        self.from_glob = from_glob  # found by a glob: let go once gone for good
+        self.missing_since: float | None = None
         self.lines = 0
         self.unparsed = 0
 
-    def events(self, lines: Sequence[str], now: datetime) -> list[Event]:
+    def events(self, block: bytes, now: datetime) -> list[Event]:
         """Events of the lines any rule could match; the rest cannot be failures and are
-        not even parsed."""
-        self.lines += len(lines)
-        events = []
-        for line in lines:
-            if not self.may_match(line):
-                continue
-            event = line_event(self.source, line, self.file_format, now, self.trust_stamp)
-            if event is None:
-                self.unparsed += 1
-            else:
-                events.append(event)
+        not even decoded. In the ``fail2ban`` format the rules see each line with its date
+        cut out (``replay_fail2ban``), where the grammar's ``datepattern`` finds it."""
+        self.lines += block.count(b"\n")
+        if self.file_format == "fail2ban":
+            return [event for _, line in FlaggedLines((block,), self.flagged)
+                    if (event := line_event(self.source, line, "fail2ban", now, self.trust_stamp,
+                                            self.datepattern)) is not None]
+        events, unparsed = flagged_events(block, self.flagged, self.source, self.file_format, now,
+                                          self.trust_stamp)
+        self.unparsed += unparsed
         return events
 
 
@@ -98,6 +131,7 @@ class Intake:
         self.syslog: SyslogListener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retry: asyncio.TimerHandle | None = None
+        self._next_rescan = 0.0  # time.monotonic() of the next glob expansion
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -129,28 +163,75 @@ class Intake:
 
     # --- files
 
+    def _wanted(self) -> dict[str, tuple[list[Grammar], bool]]:
+        """Each file the jails name, or their globs match now: the grammars reading it, and
+        whether only globs name it."""
+        out: dict[str, tuple[list[Grammar], bool]] = {}
+        for jail in self.jails:
+            grammar = self.grammars[jail.grammar]
+            for written in jail.files:
+                globbed = is_glob(written)
+                for path in expand(written) if globbed else [written]:
+                    grammars, only_globbed = out.get(path, ([], True))
+                    out[path] = ([*grammars, grammar], only_globbed and globbed)
+        return out
+
     def _open_files(self) -> None:
         positions = self.ledger.positions()
         first_start = not positions and self.ledger.cursor(JOURNAL) is None
-        by_path: dict[str, list[Grammar]] = {}
-        for jail in self.jails:
-            for path in jail.files:
-                by_path.setdefault(path, []).append(self.grammars[jail.grammar])
-        for path, grammars in sorted(by_path.items()):
-            follower = FileFollower(path, positions.get(file_source(path)), first_start=first_start,
-                                    max_line=self.config.file_max_line)
-            followed = FollowedFile(path, follower, grammars)
-            if any(g.file_format != followed.file_format for g in grammars):
-                log.warning("%s is read by grammars expecting different formats; reading it as %s",
-                            path, followed.file_format)
-            self.files.append(followed)
-            log.info("following %s (%s)", path, followed.file_format)
+        for path, (grammars, from_glob) in sorted(self._wanted().items()):
+            self._follow(path, grammars, positions.get(file_source(path)), first_start, from_glob)
+        self._next_rescan = time.monotonic() + self.config.file_rescan_interval
+
+    def _follow(self, path: str, grammars: list[Grammar], start: Position | None, first_start: bool,
+                from_glob: bool) -> None:
+        follower = FileFollower(path, start, first_start=first_start, max_line=self.config.file_max_line)
+        followed = FollowedFile(path, follower, grammars, from_glob)
+        if any((g.file_format, g.selector.datepattern) != (followed.file_format, followed.datepattern)
+               for g in grammars):
+            log.warning("%s is read by grammars expecting different formats or datepatterns; reading it as "
+                        "the first one does (%s)", path, followed.file_format)
+        self.files.append(followed)
+        log.info("following %s (%s)", path, followed.file_format)
+
+    def rescan_files(self) -> None:
+        """Follow the files the globs match that appeared since the last time, from their
+        start (they were created while we ran); let go of those gone for ``VANISHED_AFTER``."""
+        self._next_rescan = time.monotonic() + self.config.file_rescan_interval
+        if not any(is_glob(written) for jail in self.jails for written in jail.files):
+            return
+        followed = {f.follower.path for f in self.files}
+        found = {path: wanted for path, wanted in self._wanted().items() if path not in followed}
+        if found:
+            positions = self.ledger.positions()
+            held = {f.follower.position.inode for f in self.files if f.follower.position is not None}
+            for path, (grammars, from_glob) in sorted(found.items()):
+                try:
+                    inode = os.stat(path).st_ino
+                except OSError:
+                    continue
+                # A followed file renamed to a name the glob matches is still read by its
+                # follower: from its end. Else the whole file is new, unless the ledger knows it.
+                start = None if inode in held else positions.get(file_source(path), Position(inode, 0))
+                self._follow(path, grammars, start, False, from_glob)
+        now = time.monotonic()
+        for file in [f for f in self.files if f.from_glob]:
+            if os.path.exists(file.follower.path):
+                file.missing_since = None
+            elif file.missing_since is None:
+                file.missing_since = now
+            elif now - file.missing_since >= VANISHED_AFTER and not file.follower.behind:
+                log.info("%s: gone for %.0fs, no longer followed", file.follower.path, VANISHED_AFTER)
+                file.follower.close()
+                self.files.remove(file)
 
     def poll_files(self) -> None:
+        if time.monotonic() >= self._next_rescan:
+            self.rescan_files()
         for followed in self.files:
             for chunk in followed.follower.poll():
                 now = self.clock()
-                self.pipeline.process(followed.source, followed.events(chunk.lines, now), chunk.position, now)
+                self.pipeline.process(followed.source, followed.events(chunk.block, now), chunk.position, now)
 
     # --- journald
 

@@ -1,11 +1,16 @@
 """Turning an event into a jail's failure: its grammar, and the rule for event time."""
 
+import logging
 import re
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from journalban.events import Event, Failure
 from journalban.grammar import Grammar, Match, Rejected
+from journalban.grammar.scan import AllLines, BufferScanner, LiteralScanner, build_scanner
+
+log = logging.getLogger(__name__)
+FAIL2BAN = "fail2ban"  # the file format whose lines reach the rules with their date cut out
 
 T = TypeVar("T", str, bytes)
 
@@ -21,6 +26,7 @@ class JailMatcher:
     def __init__(self, jail: str, grammar: Grammar) -> None:
         self.jail = jail
         self.grammar = grammar
+        self._rules: dict[str, str] = {}  # rule → "grammar/rule", one string per rule, not per failure
 
     def match(self, event: Event) -> Failure | Rejected | None:
         if not self.grammar.applies_to(event):
@@ -33,8 +39,10 @@ class JailMatcher:
             stamped = self.grammar.stamp_time(found.stamp, event.time)
             if stamped is not None:
                 time = min(stamped, event.time)
-        return Failure(jail=self.jail, address=found.address, time=time,
-                       rule=f"{self.grammar.name}/{found.rule}", text=event.message,
+        rule = self._rules.get(found.rule)
+        if rule is None:
+            rule = self._rules[found.rule] = f"{self.grammar.name}/{found.rule}"
+        return Failure(jail=self.jail, address=found.address, time=time, rule=rule, text=event.message,
                        source=event.source, captures=found.captures)
 
 
@@ -46,6 +54,41 @@ def prefilter(grammars: Iterable[Grammar]) -> Callable[[str], bool]:
         return lambda line: True
     search = re.compile("|".join(map(re.escape, literals))).search  # one C-level scan per line
     return lambda line: search(line) is not None
+
+
+def flagged_lines(grammars: Iterable[Grammar], warn: Callable[[str], None] = log.info) -> Callable[[bytes], list[int]]:
+    """Which lines of a block of whole lines any rule of these grammars might match, as
+    the end offsets ``BufferScanner.flagged`` gives: each grammar's best scanner (see
+    ``journalban.grammar.scan``), their flags merged. A ``fail2ban``-format grammar
+    matches lines with their date cut out, which the translated patterns do not know:
+    there, the lines holding some rule's literal (every line if a rule has none)."""
+    grammars = list(dict.fromkeys(grammars))
+    if any(g.file_format == FAIL2BAN for g in grammars):
+        literals = [rule.prefilter for g in grammars for rule in g.rules]
+        scanners: list[BufferScanner] = [LiteralScanner(literals) if literals and all(literals) else AllLines()]
+    else:
+        scanners = [_scanner(g, warn) for g in grammars]
+    if any(s.engine == "lines" for s in scanners) or not scanners:
+        return AllLines().flagged
+    if len(scanners) == 1:
+        return scanners[0].flagged
+
+    def merged(block: bytes) -> list[int]:
+        return sorted({end for scanner in scanners for end in scanner.flagged(block)})
+
+    return merged
+
+
+_SCANNERS: dict[int, tuple[Grammar, BufferScanner]] = {}  # id(grammar) → its scanner: files share it
+
+
+def _scanner(grammar: Grammar, warn: Callable[[str], None]) -> BufferScanner:
+    known = _SCANNERS.get(id(grammar))
+    if known is None or known[0] is not grammar:
+        if len(_SCANNERS) >= 256:  # grammars of earlier reloads: forget them all at once
+            _SCANNERS.clear()
+        known = _SCANNERS[id(grammar)] = (grammar, build_scanner(grammar, warn=warn))
+    return known[1]
 
 
 def _needs(grammars: Iterable[Grammar]) -> list[tuple[str, ...]] | None:
@@ -65,7 +108,7 @@ def _two_stage(needs: list[tuple[T, ...]], search: Callable[[T], object]) -> Cal
             return False
         for literals in needs:
             for literal in literals:
-                if literal not in message:  # type: ignore[operator]
+                if literal not in message:
                     break
             else:
                 return True

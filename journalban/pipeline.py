@@ -25,6 +25,7 @@ from journalban.sources.ledger_bans import LEDGER, ban_events
 
 log = logging.getLogger(__name__)
 RECORD_ATTEMPTS = 10
+_COUNTED = {verdict: verdict.value for verdict in Verdict}  # an enum's .value is a descriptor call per event
 
 
 class Pipeline:
@@ -65,7 +66,7 @@ class Pipeline:
                             matcher.grammar.name, found.rule, event.message[:200])
                 continue
             verdict, decision = self.detector.observe(found, now)
-            self.counters[verdict.value] += 1
+            self.counters[_COUNTED[verdict]] += 1
             if verdict is Verdict.TOO_OLD:
                 log.info("%s: too old to count (%s): %s", found.jail, found.time.isoformat(), found.address)
             if verdict not in (Verdict.IGNORED, Verdict.TOO_OLD):

@@ -1,25 +1,25 @@
-"""``replay --format fail2ban``: each line read as fail2ban reads it for an imported filter.
+"""The ``fail2ban`` file format: each line read as fail2ban reads it for an imported filter.
 
 fail2ban finds the line's date (its default formats anywhere in the line, or the
 filter's ``datepattern``), cuts it out and matches what is left; so does this, with
-the importer's own ``find_date``. The date's text also gives the line's time (fail2ban
-counts failures at it), read here by the same strptime-style formats; a date it
-cannot read leaves the moment the line was read.
+the importer's own ``find_date``, for ``journalban replay --format fail2ban`` and for
+the daemon's file source alike (``applies file format=fail2ban``). The date's text
+also gives the line's time (fail2ban counts failures at it), read here by the same
+strptime-style formats; a date it cannot read leaves the moment the line was read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
-from pathlib import Path
 
 from journalban.events import Event
 from journalban.grammar import Grammar
 from journalban.grammar.fail2ban import find_date
 from journalban.grammar.fail2ban.dates import DEFAULT_FORMATS, DIRECTIVES
 
-DATEPATTERN_COMMENT = "# datepattern: "  # how ``import-fail2ban`` writes it into the grammar
 _DIRECTIVE = re.compile(r"%(Ex[YymdHMSkl]|[A-Za-z%])")
 _MONTHS = {name: number for number, name in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1)}
@@ -27,24 +27,27 @@ _TAI64_BASE = 2**62  # TAI64 label of the epoch, as fail2ban reads it (TAI's 10 
 
 
 def datepattern_of(grammar: Grammar) -> str | None:
-    """The fail2ban ``datepattern`` an imported grammar carries in its header comment."""
-    try:
-        text = Path(grammar.path).read_text(encoding="utf-8")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(DATEPATTERN_COMMENT):
-            return "\n".join(part.strip() for part in line[len(DATEPATTERN_COMMENT):].split(" | "))
-    return None
+    """The fail2ban ``datepattern`` a grammar declares (one format a line); None: fail2ban's defaults."""
+    return grammar.selector.datepattern
 
 
-def fail2ban_event(source: str, line: str, datepattern: str | None, read_time: datetime) -> Event:
-    """The line with its date cut out as the message, at the date's time if readable."""
+def fail2ban_event(source: str, line: str, datepattern: str | None, read_time: datetime,
+                   dated: bool = True) -> Event:
+    """The line with its date cut out as the message, at the date's time if readable
+    (and ``dated``: else, and without a date, at ``read_time``)."""
     span = find_date(line, datepattern)
     if span is None:
         return Event(time=read_time, source=source, message=line)
-    moment = date_time(line[span[0]:span[1]], datepattern, read_time)
+    moment = date_time(line[span[0]:span[1]], datepattern, read_time) if dated else None
     return Event(time=moment or read_time, source=source, message=line[:span[0]] + line[span[1]:])
+
+
+def fail2ban_line_event(source: str, line: str, datepattern: str | None, read_time: datetime,
+                        trust_stamp: bool) -> Event:
+    """A followed file's line in the ``fail2ban`` format, for the daemon: the date counts
+    only where the grammar trusts it (``time stamp``), and never later than ``read_time``."""
+    event = fail2ban_event(source, line.rstrip("\r\n"), datepattern, read_time, dated=trust_stamp)
+    return event if event.time <= read_time else dataclasses.replace(event, time=read_time)
 
 
 def date_time(text: str, datepattern: str | None, reference: datetime) -> datetime | None:

@@ -27,6 +27,7 @@ _JOURNAL_FIELD = re.compile(r"[A-Z_][A-Z0-9_]*")
 _APP_NAME = re.compile(r"[^\s\[\]:]+")
 LEDGER_SOURCE = "ledger"  # Event.source of a ban fed from the ledger
 KINDS = ("file", "syslog", "journal", "ledger")
+FILE_FORMATS = ("raw", "fail2ban")  # ``applies file format=...``: what the file source hands the rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +36,10 @@ class Selector:
 
     ``source_kind`` names the kinds joined by ``+`` in the order file, syslog,
     journal, ledger ("file", "syslog+journal", "file+syslog", "ledger", ...);
-    ``file_format`` is "raw", "syslog" (file lines whose syslog header the file
-    source strips) or "none" (no file feeds this grammar).
+    ``file_format`` is "raw", "fail2ban" (file lines with their date cut out, as
+    fail2ban's regexes see them; ``datepattern`` says where the date is), "syslog"
+    (file lines whose syslog header the file source strips) or "none" (no file
+    feeds this grammar).
     """
 
     source_kind: str
@@ -44,6 +47,7 @@ class Selector:
     journal_matches: JournalMatches = ()
     syslog_apps: frozenset[str] = frozenset()
     reads_ledger: bool = False  # the bans the ledger records (journalban.sources.ledger_bans)
+    datepattern: str | None = None  # fail2ban's, one format a line; None: its default dates
 
     def selects(self, source: str, app: str | None, fields: Mapping[str, str]) -> bool:
         """Journal events only through a journal group, ledger bans only through
@@ -55,12 +59,13 @@ class Selector:
             )
         if source == LEDGER_SOURCE:
             return self.reads_ledger
-        if self.file_format == "raw" and source.startswith("file:"):
+        if self.file_format in FILE_FORMATS and source.startswith("file:"):
             return True
         return app is not None and app in self.syslog_apps
 
 
-def _file(setting: Setting, fail: Fail) -> None:
+def _file(setting: Setting, fail: Fail) -> str:
+    file_format = "raw"
     for key, value in setting.options:
         if key.text != "format":
             raise fail(key.offset, f"unknown option {key.text!r} for 'applies file'; expected format")
@@ -70,10 +75,12 @@ def _file(setting: Setting, fail: Fail) -> None:
                 "'applies file format=syslog' is replaced by 'applies syslog app=NAME': "
                 "name the apps whose lines this grammar reads",
             )
-        if value.text != "raw":
-            raise fail(value.offset, f"unknown format {value.text!r}; expected raw")
+        if value.text not in FILE_FORMATS:
+            raise fail(value.offset, f"unknown format {value.text!r}; expected {' or '.join(FILE_FORMATS)}")
+        file_format = value.text
     if not setting.options:
-        raise fail(setting.keyword.offset, "'applies file' needs format=raw")
+        raise fail(setting.keyword.offset, "'applies file' needs format=raw or format=fail2ban")
+    return file_format
 
 
 def _syslog(setting: Setting, fail: Fail) -> frozenset[str]:
@@ -127,6 +134,7 @@ def build_selector(settings: Sequence[Setting], fail: Fail) -> Selector:
     kinds: dict[str, Setting] = {}
     groups: list[tuple[tuple[str, str], ...]] = []
     apps: frozenset[str] = frozenset()
+    file_format = "syslog"
     for setting in settings:
         source = setting.values[0]
         if source.text not in KINDS:
@@ -134,7 +142,7 @@ def build_selector(settings: Sequence[Setting], fail: Fail) -> Selector:
         if source.text != "journal" and source.text in kinds:
             raise fail(setting.keyword.offset, f"a second 'applies {source.text}' line")
         if source.text == "file":
-            _file(setting, fail)
+            file_format = _file(setting, fail)
         elif source.text == "syslog":
             apps = _syslog(setting, fail)
         elif source.text == "journal":
@@ -143,5 +151,6 @@ def build_selector(settings: Sequence[Setting], fail: Fail) -> Selector:
             raise fail(setting.options[0][0].offset, "'applies ledger' takes no options")
         kinds.setdefault(source.text, setting)
     kind = "+".join(name for name in KINDS if name in kinds)
-    file_format = "raw" if "file" in kinds else "syslog" if apps else "none"
+    if "file" not in kinds:
+        file_format = "syslog" if apps else "none"
     return Selector(kind, file_format, tuple(groups), apps, "ledger" in kinds)

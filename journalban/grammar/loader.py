@@ -6,6 +6,8 @@ grammar fails at load with ``file:line:column`` instead of misbehaving later.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -52,7 +54,7 @@ def _stamp_format(
             raise fail(
                 spec.name.offset,
                 f"rule {rule.name!r} has a <stamp:...>, but with 'time stamp' a syslog or journal "
-                "grammar takes the event time from the source's header",
+                "grammar takes the event time from the source's header (format=fail2ban: from the date it cuts out)",
             )
         if formats and rule.stamp_format not in formats:
             raise fail(spec.name.offset, "all fail rules must use the same stamp format")
@@ -60,6 +62,26 @@ def _stamp_format(
     if formats:
         return next(iter(formats))
     return "syslog" if file_format == "syslog" else None  # the syslog header's stamp
+
+
+def _datepattern(setting: Setting | None, selector: Selector, fail: Fail) -> Selector:
+    """The selector with the ``datepattern`` lines, each checked as the file source will use it."""
+    if setting is None:
+        return selector
+    if selector.file_format != "fail2ban":
+        raise fail(setting.keyword.offset, "'datepattern' needs 'applies file format=fail2ban': "
+                                           "only that format cuts a date out of the line")
+    from .fail2ban.dates import date_regexes  # here: that package imports this module
+
+    for written in setting.values:
+        if not written.text.strip() or "\n" in written.text:
+            raise fail(written.offset, "a datepattern is one non-empty line; write several strings "
+                                       "for several formats")
+        try:
+            date_regexes(written.text.strip())
+        except re.error as error:
+            raise fail(written.offset, f"datepattern does not compile: {error.msg}") from None
+    return dataclasses.replace(selector, datepattern="\n".join(w.text.strip() for w in setting.values))
 
 
 def _example(spec: ExampleSpec, rules: dict[str, CompiledRule], text: str, fail: Fail) -> Example:
@@ -118,7 +140,7 @@ def build_grammar(text: str, path: Path) -> Grammar:
     for required in ("grammar", "applies"):
         if required not in settings:
             raise fail(0, f"missing {required!r} statement")
-    selector: Selector = build_selector(applies, fail)
+    selector = _datepattern(settings.get("datepattern"), build_selector(applies, fail), fail)
     trusts_stamp = _time(settings.get("time"), fail)
     rules = tuple(compiled.values())
     stamp_format = _stamp_format(specs, rules, trusts_stamp, selector.file_format, fail)

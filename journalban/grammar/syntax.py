@@ -174,6 +174,8 @@ _STATEMENTS: dict[str, pp.ParserElement] = {
     "description": (_keyword("description") + _TEXT).add_parse_action(_setting),
     "applies": (_keyword("applies") + _IDENT + pp.ZeroOrMore(_option())).add_parse_action(_setting),
     "time": (_keyword("time") + _IDENT).add_parse_action(_setting),
+    "datepattern": (_keyword("datepattern") + pp.OneOrMore(_TEXT.copy().set_name("quoted datepattern"))
+                    ).add_parse_action(_setting),
     "fail": (_keyword("fail") + _RULE_NAME + pp.Suppress(":") + _sequence).add_parse_action(_rule),
     "ignore": (_keyword("ignore") + _RULE_NAME + pp.Suppress(":") + _sequence).add_parse_action(
         _rule

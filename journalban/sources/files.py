@@ -1,7 +1,8 @@
 """Follow a log file like ``tail -F``: survive rotation, truncation and absence.
 
-The follower only moves bytes: it returns complete lines with the position just
-after them and never matches, parses or timestamps. The daemon stores that
+The follower only moves bytes: it returns blocks of complete lines with the position
+just after them and never decodes, matches, parses or timestamps, so a reader can
+look at the whole block at once and decode only the lines that matter. The daemon stores that
 position in the ledger together with the failures the lines produced and hands
 it back at restart, so a crash neither loses nor double-counts a line.
 """
@@ -39,14 +40,28 @@ class Position:
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """Complete lines read in one slice of one file, and the position after them."""
+    """Complete lines read in one slice of one file, and the position after them.
+
+    ``block`` holds the lines as read, each ending with a newline (an overlong line
+    cut to its head, an unterminated last line given one), so the position is that
+    of the last line whichever of them a reader looks at.
+    """
 
     path: str
-    lines: tuple[str, ...]
+    block: bytes
     position: Position
 
+    @property
+    def line_count(self) -> int:
+        return self.block.count(b"\n")
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        """Every line decoded (invalid UTF-8 replaced), without its newline."""
+        return tuple(_decode(line) for line in self.block[:-1].split(b"\n")) if self.block else ()
+
     def __str__(self) -> str:
-        return f"{self.path}@{self.position} {len(self.lines)} lines"
+        return f"{self.path}@{self.position} {self.line_count} lines"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +76,19 @@ def _identity(st: os.stat_result) -> _Identity:
 
 def _decode(raw: bytes | bytearray) -> str:
     return bytes(raw).decode("utf-8", errors="replace")
+
+
+def _no_line_longer(block: bytes, limit: int) -> bool:
+    """Whether every line of ``block`` (whole lines) has at most ``limit`` bytes: a window
+    of ``limit + 1`` bytes from a line's start must hold a newline. Jumps a window at a
+    time, so a block of short lines costs a few ``rfind`` calls, not one step per line."""
+    start, size = 0, len(block)
+    while size - start > limit:
+        newline = block.rfind(b"\n", start, start + limit + 1)
+        if newline < 0:
+            return False
+        start = newline + 1
+    return True
 
 
 class FileFollower:
@@ -264,14 +292,27 @@ class FileFollower:
         except OSError as exc:
             self._report(f"cannot read: {exc.strerror or exc}")
             return True
-        lines = self._split(data)
-        if lines:
-            chunks.append(Chunk(self._path, tuple(lines), Position(self._ident.ino, self._offset)))
+        block = self._split(data)
+        if block:
+            chunks.append(Chunk(self._path, block, Position(self._ident.ino, self._offset)))
         return len(data) < self._read_size
 
-    def _split(self, data: bytes) -> list[str]:
-        """Cut ``data`` into complete lines, keeping the unterminated tail in ``_buf``."""
-        lines: list[str] = []
+    def _split(self, data: bytes) -> bytes:
+        """The complete lines of ``data`` (after what ``_buf`` holds) as one block, keeping
+        the unterminated tail in ``_buf``. A slice of ordinary lines is sliced, not split."""
+        last = data.rfind(b"\n")
+        if last >= 0 and not self._skipping and not self._overlong:
+            block = bytes(self._buf) + data[: last + 1] if self._buf else data[: last + 1]
+            if _no_line_longer(block, self._max_line):
+                self._buf.clear()
+                self._offset = self._read_offset + last + 1
+                self._keep_tail(data, last + 1)
+                return block
+        return b"".join(line + b"\n" for line in self._split_lines(data))
+
+    def _split_lines(self, data: bytes) -> list[bytes]:
+        """``_split`` line by line: where a line is cut, skipped, or the slice holds no newline."""
+        lines: list[bytes] = []
         base = self._read_offset
         start = 0
         while (newline := data.find(b"\n", start)) >= 0:
@@ -285,33 +326,37 @@ class FileFollower:
                 if len(self._buf) > self._max_line:
                     lines.append(self._cut(self._buf))
                 else:
-                    lines.append(_decode(self._buf))
+                    lines.append(bytes(self._buf))
             self._buf.clear()
             self._overlong = False
             start = newline + 1
             self._offset = base + start
+        self._keep_tail(data, start)
+        return lines
+
+    def _keep_tail(self, data: bytes, start: int) -> None:
+        """Hold ``data[start:]``, an unterminated line, in ``_buf`` (at most its head)."""
         if not self._skipping and not self._overlong:
             room = self._max_line + 1 - len(self._buf)
             self._buf += data[start : start + room]
             if len(self._buf) > self._max_line:
                 del self._buf[self._max_line :]
                 self._overlong = True
-        self._read_offset = base + len(data)
-        return lines
+        self._read_offset += len(data)
 
-    def _cut(self, raw: bytearray) -> str:
+    def _cut(self, raw: bytearray) -> bytes:
         self._dropped += 1
         if self._dropped == 1:
             log.warning("%s: line longer than %d bytes cut", self._path, self._max_line)
-        return _decode(raw[: self._max_line])
+        return bytes(raw[: self._max_line])
 
     def _flush_partial(self, chunks: list[Chunk]) -> None:
         """Deliver the unterminated last line of a file we are leaving for good."""
         assert self._ident is not None
         if self._buf and not self._skipping:
-            line = self._cut(self._buf) if self._overlong else _decode(self._buf)
+            line = self._cut(self._buf) if self._overlong else bytes(self._buf)
             self._offset = self._read_offset
-            chunks.append(Chunk(self._path, (line,), Position(self._ident.ino, self._offset)))
+            chunks.append(Chunk(self._path, line + b"\n", Position(self._ident.ino, self._offset)))
         self._buf.clear()
         self._overlong = self._skipping = False
 

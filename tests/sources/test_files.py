@@ -416,7 +416,7 @@ def test_a_file_growing_without_newline_over_many_polls_stays_bounded(tmp_path: 
     with follow(log, max_line=4096, read_size=1 << 14) as f:
         tracemalloc.start()
         try:
-            for _ in range(200):  # 200 × 10,000 bytes, no newline
+            for _ in range(200):  # 200 x 10,000 bytes, no newline
                 append(log, b"Q" * 10_000)
                 assert f.poll() == []
             _, peak = tracemalloc.get_traced_memory()
@@ -426,3 +426,47 @@ def test_a_file_growing_without_newline_over_many_polls_stays_bounded(tmp_path: 
         append(log, "\nnext\n")
         assert drain(f) == ["Q" * 4096, "next"]
         assert f.dropped_lines == 1
+
+
+def test_a_slice_comes_as_one_block_of_whole_lines_ending_at_the_position(tmp_path: Path) -> None:
+    """The block is the bytes as written, up to the last newline read; the rest waits."""
+    log = tmp_path / "x.log"
+    log.touch()
+    with follow(log) as f:
+        append(log, b"one\r\ntwo \xff\nthree\nhal")
+        (chunk,) = f.poll()
+        assert chunk.block == b"one\r\ntwo \xff\nthree\n"
+        assert chunk.line_count == 3 and chunk.lines == ("one\r", "two \ufffd", "three")
+        assert chunk.position == Position(log.stat().st_ino, len(chunk.block))
+        append(log, "f\n")
+        (chunk,) = f.poll()
+        assert chunk.block == b"half\n"
+
+
+@pytest.mark.parametrize("where", [0, 1, 500])
+def test_a_line_of_exactly_the_limit_is_whole_and_one_byte_more_is_cut(tmp_path: Path, where: int) -> None:
+    """Among many short lines, in one slice (the block is sliced, not split, when no line is
+    too long): the limit's own length passes whole, one byte over is cut and counted."""
+    log = tmp_path / "x.log"
+    log.touch()
+    short = [f"line {i}" for i in range(1000)]
+    for long in ("L" * 100, "M" * 101):
+        with follow(log, max_line=100) as f:
+            lines = [*short[:where], long, *short[where:]]
+            append(log, "".join(f"{line}\n" for line in lines))
+            got = drain(f)
+            assert got == [*short[:where], long[:100], *short[where:]]
+            assert f.dropped_lines == (len(long) > 100)
+            assert f.position == Position(log.stat().st_ino, log.stat().st_size)
+
+
+def test_the_unterminated_tail_of_a_rotated_file_comes_with_a_newline(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.touch()
+    with follow(log) as f:
+        append(log, "done\nno end")
+        assert lines_of(f.poll()) == ["done"]
+        log.rename(tmp_path / "x.log.1")
+        append(log, "new\n")
+        chunks = f.poll()
+    assert [c.block for c in chunks] == [b"no end\n", b"new\n"]

@@ -5,7 +5,8 @@
 a grammar whose rules are ``/regex/`` translations of its failregexes;
 ``import_tree(base, grammar_dir)`` does the same for every enabled jail of a whole
 ``/etc/fail2ban`` tree and writes the jails as journalban config. Lines must
-reach such a grammar with their date cut out, as fail2ban does: ``strip_date``.
+reach such a grammar with their date cut out, as fail2ban does (``strip_date``):
+its ``applies file format=fail2ban`` and ``datepattern`` make the file source do that.
 """
 
 from .dates import find_date, strip_date

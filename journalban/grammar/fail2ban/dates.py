@@ -13,6 +13,7 @@ start of the line (after at most two non-word characters) and then anywhere.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
 
 _MONTHS = "jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec"
@@ -84,6 +85,10 @@ _LINE_BEGIN = "{^LN-BEG}"
 _WORD_BEGIN = r"(?=^|\b|\W)"
 _WORD_END = r"(?=\b|\W|$)"
 _UNNAMED_GROUP = re.compile(r"(?<!\\)\((?!\?)")
+# Every default format holds a time (digit:digit), eight digits in a row (the compact
+# and epoch forms) or a TAI64N label: a line without any cannot hold a default date.
+_DEFAULT_NEEDS = re.compile(r"\d:\d|\d{8}|@[0-9a-f]{24}").search
+_NO_WORD_END = re.compile(r"(?<!\\)(?:\$\)?|\\b|\\s)$")  # fail2ban's RE_NO_WRD_BOUND_END, ``**`` aside
 
 
 def _translate(pattern: str) -> str:
@@ -94,18 +99,28 @@ def _translate(pattern: str) -> str:
 
 
 def _bounded(pattern: str, at_line_start: bool) -> str:
-    """The regex of one format; its group 1 is the date text to cut out."""
+    """The regex of one format; its group 1 is the date text to cut out. As in fail2ban,
+    ``**`` at its start or end (which is removed) keeps the word boundary off that side,
+    and so does an end in ``$``, ``\\b`` or ``\\s``."""
     body = _translate(pattern)
+    unbounded_start, body = body.startswith("**"), body.removeprefix("**")
+    word_end = _WORD_END
+    if body.endswith("**") and not body.endswith("\\**"):
+        body, word_end = body[:-2], ""
+    elif _NO_WORD_END.search(body):
+        word_end = ""
     anchored = body.startswith("^")
     if anchored:
         body = body[1:]
     if not _UNNAMED_GROUP.search(body):
         body = f"({body})"
     if anchored:
-        return "^" + body + _WORD_END
+        return "^" + body + word_end
+    if unbounded_start:
+        return body + word_end
     if at_line_start:
-        return r"^(?:\W{0,2})?" + body + _WORD_END
-    return _WORD_BEGIN + body + _WORD_END
+        return r"^(?:\W{0,2})?" + body + word_end
+    return _WORD_BEGIN + body + word_end
 
 
 def _default(at_line_start_only: bool) -> list[re.Pattern[str]]:
@@ -155,12 +170,36 @@ def date_regexes(datepattern: str | None) -> tuple[re.Pattern[str], ...]:
     return tuple(out)
 
 
+@lru_cache(maxsize=1)
+def _default_patterns() -> tuple[frozenset[str], frozenset[str]]:
+    """The regexes (as text) of the default formats: those at the line start, and all."""
+    begin = {_bounded(p.removeprefix(_LINE_BEGIN), True) for p in DEFAULT_FORMATS}
+    anywhere = {_bounded(p, False) for p in DEFAULT_FORMATS if not p.startswith(_LINE_BEGIN)}
+    return frozenset(begin), frozenset(begin | anywhere)
+
+
+@lru_cache(maxsize=64)
+def _finders(datepattern: str | None) -> tuple[tuple[Callable[[str], re.Match[str] | None], int, bool], ...]:
+    """``date_regexes`` ready to run: how to try each (a default format anchored at the line
+    start by ``match``, which does not try every position as ``search`` would), its group
+    to cut, and whether it is a default format searched anywhere in the line, which
+    ``_DEFAULT_NEEDS`` can rule out at once."""
+    begin, default = _default_patterns()
+    return tuple((regex.match if regex.pattern in begin else regex.search, 1 if regex.groups else 0,
+                  regex.pattern in default and regex.pattern not in begin) for regex in date_regexes(datepattern))
+
+
 def find_date(line: str, datepattern: str | None = None) -> tuple[int, int] | None:
     """Start and end of the date text in ``line``, as fail2ban would find it; None if none."""
-    for regex in date_regexes(datepattern):
-        found = regex.search(line)
+    possible: bool | None = None  # whether a default format can match; asked once, if at all
+    for find, group, default_anywhere in _finders(datepattern):
+        if default_anywhere:
+            if possible is None:
+                possible = _DEFAULT_NEEDS(line) is not None
+            if not possible:
+                continue
+        found = find(line)
         if found is not None:
-            group = 1 if regex.groups else 0
             return found.start(group), found.end(group)
     return None
 

@@ -4,7 +4,8 @@ Each failregex becomes a ``fail`` rule holding one ``/regex/``; with a
 ``prefregex``, the failregex takes the place of its ``<F-CONTENT>`` part, so the
 rule checks the prefix and the content in one match. ignoreregexes become
 ``ignore`` rules the same way. Rules are matched against the line after its date
-is cut out (``strip_date``), as fail2ban does.
+is cut out (``strip_date``), as fail2ban does: a grammar reading files says
+``applies file format=fail2ban``, with the filter's ``datepattern`` declared.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from ..errors import GrammarError
 from ..loader import build_grammar
 from . import regex as rx
+from .dates import date_regexes
 from .ini import ConfigError, Resolver, read_config
 
 MODE_KEY = "mode"
@@ -60,6 +62,20 @@ def _quote(text: str) -> str:
 def _name(path: Path, mode: str | None) -> str:
     stem = re.sub(r"[^A-Za-z0-9_.-]", "-", path.stem)
     return f"{stem}-{mode}" if mode else stem
+
+
+def _datepattern_line(value: str, warnings: list[str], where: str) -> str | None:
+    """The ``datepattern`` statement of the grammar: each of fail2ban's formats as one string;
+    one that Python's ``re`` cannot take is left out, with a warning."""
+    kept = []
+    for line in _lines(value):
+        try:
+            date_regexes(line)
+        except re.error as error:
+            warnings.append(f"{where}: datepattern {line!r} does not compile ({error.msg}); left out")
+            continue
+        kept.append(f"'{line}'" if "'" not in line else _quote(line))
+    return "datepattern " + " ".join(kept) if kept else None
 
 
 def _journal_lines(value: str, warnings: list[str], where: str) -> list[str]:
@@ -235,10 +251,10 @@ def import_filter(path: Path, mode: str | None = None, options: dict[str, str] |
     if applies:
         header.extend(applies)
     else:
-        header.append("applies file format=raw")
-        header.append("# lines must have their date cut out first (fail2ban strip_date)")
-    if datepattern:
-        header.append("# datepattern: " + " | ".join(_lines(datepattern)))
+        header.append("applies file format=fail2ban")  # the date cut out of each line, as fail2ban does
+        declared = _datepattern_line(datepattern, warnings, where) if datepattern else None
+        if declared is not None:
+            header.append(declared)
     header.append("time read")
     for warning in warnings:
         header.append("# warning: " + warning.replace("\n", " "))

@@ -26,7 +26,6 @@ from .values import boolean, extract_options, seconds, words
 RECIDIVE_FILTER = "recidive"
 RECIDIVE_GRAMMAR = "recidive"  # shipped: reads the ledger's bans (`applies ledger`)
 _REFERENCE = re.compile(r"%\((?:default/)?([^)/]+)\)s", re.I)
-_GLOB = re.compile(r"[*?\[]")
 _JAIL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 MAX_JAIL_NAME = {"ipset": 23}  # set names jb-NAME-net4 stop at 31; chains jb-NAME at 28
 DEFAULT_MAX_JAIL_NAME = 25
@@ -205,17 +204,9 @@ def _sources(jail: _Jail) -> str:
         if tail == "head":
             jail.drop("logpath", f"{path}: 'head' (read from the start): journalban reads a file from its end "
                                  "at the first start and from the start when it is created or rotated")
-        if _GLOB.search(path):
-            jail.drop("logpath", f"{path}: a glob, kept as written; journalban's file source follows the path "
-                                 "literally and does not expand it")
-        files.append(path)
+        files.append(path)  # a glob too: the file source follows every file it matches
     if not files:
         jail.drop("logpath", "no log file named: the jail reads nothing")
-    else:
-        jail.drop("datepattern", "fail2ban cuts the date out of each line before its regexes run; journalban's "
-                                 "file source hands the grammar the whole line, so rules anchored after the "
-                                 "date do not match in the daemon yet (`journalban replay --format fail2ban` "
-                                 "reads the lines as fail2ban does)")
     jail.set("files", files)
     jail.set("journal", False)
     return "file"

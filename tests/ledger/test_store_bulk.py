@@ -1,0 +1,96 @@
+"""A batch's bans opened in bulk (``ledger/batch_bans.py``) leave the ledger as opening them
+one by one does: new bans, bans in force joined, stale ones ended, history, and links."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from journalban.events import BanDecision, Failure
+from journalban.ledger import batch_bans, store
+from journalban.ledger.store import Ledger
+
+T0 = datetime(2026, 4, 23, 10, 0, tzinfo=UTC)
+LATER = T0 + timedelta(minutes=5)
+
+
+def failure(address: str, at: datetime, n: int) -> Failure:
+    return Failure(jail="sshd", address=address, time=at, rule="sshd/failed", text=f"failure {n} from {address}",
+                   source="file:/var/log/auth.log")
+
+
+def decision(address: str, behind: tuple[Failure, ...], start: datetime, seconds: int, count: int = 0,
+             since: datetime | None = None) -> BanDecision:
+    return BanDecision("sshd", address, start, start + timedelta(seconds=seconds), f"ban {address}", behind,
+                       count=count, window_start=since)
+
+
+def scenario(ledger: Ledger) -> None:
+    """Two batches: the second opens a ban over failures of the first (A), joins a ban in
+    force (D), replaces one past its time (E), records one already over (F), opens one on
+    its own failures only (G); B and C stay unbanned."""
+    first = [failure(a, T0, n) for n, a in enumerate(["A", "A", "B", "C", "D", "E"])]
+    ledger.record(first, [decision("D", (first[4],), T0, 3600), decision("E", (first[5],), T0, 60)], {}, T0)
+    second = [failure(a, LATER, 10 + n) for n, a in enumerate(["A", "B", "D", "E", "F", "G", "G"])]
+    ledger.record(second, [
+        decision("A", (second[0],), LATER, 600, count=3, since=T0),
+        decision("D", (second[2],), LATER, 600),
+        decision("E", (second[3],), LATER, 600),
+        decision("F", (second[4],), T0 - timedelta(hours=2), 60),
+        decision("G", (second[6],), LATER, 600, count=2, since=LATER),
+    ], {}, LATER)
+
+
+def dump(ledger: Ledger) -> dict[str, Any]:
+    with ledger.engine.connect() as connection:
+        bans = [tuple(row) for row in connection.execute(text(
+            "SELECT id, address, started_at, expires_at, ended_at, end_reason, node, day, network, seconds, reason "
+            "FROM bans ORDER BY id"))]
+        failures = [tuple(row) for row in connection.execute(text(
+            "SELECT f.text, b.address, b.id FROM failures f LEFT JOIN bans b ON b.id = f.ban_id ORDER BY f.text"))]
+    return {"bans": bans, "failures": failures}
+
+
+def test_a_batch_of_bans_in_bulk(ledger: Ledger) -> None:
+    scenario(ledger)
+    with ledger.engine.connect() as connection:
+        rows = {(address, end_reason) for address, end_reason in connection.execute(
+            text("SELECT address, end_reason FROM bans"))}
+        linked: dict[str, str | None] = {row[0]: row[1] for row in connection.execute(text(
+            "SELECT f.text, b.address FROM failures f LEFT JOIN bans b ON b.id = f.ban_id"))}
+    assert rows == {("A", None), ("D", None), ("E", "expired"), ("E", None), ("F", "expired"), ("G", None)}
+    assert sorted(b.address for b in ledger.active_bans()) == ["A", "D", "E", "G"]
+    assert [text for text, address in sorted(linked.items()) if address == "A"] == [
+        "failure 0 from A", "failure 1 from A", "failure 10 from A"]  # the first batch's, linked by UPDATE
+    assert linked["failure 12 from D"] == "D" and linked["failure 4 from D"] == "D"  # joined the ban in force
+    assert linked["failure 15 from G"] == linked["failure 16 from G"] == "G"  # the window, within the batch
+    assert linked["failure 2 from B"] is None and linked["failure 11 from B"] is None
+    assert linked["failure 13 from E"] == "E"
+
+
+def test_bulk_and_one_by_one_write_the_same_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dumps = []
+    for bulk in (True, False):
+        ledger = Ledger(f"sqlite:///{tmp_path}/{bulk}.db", node="node-a")
+        ledger.upgrade()
+        try:
+            with monkeypatch.context() as patch:
+                if not bulk:
+                    patch.setattr(store, "in_bulk", lambda decisions: False)
+                scenario(ledger)
+            dumps.append(dump(ledger))
+        finally:
+            ledger.close()
+    assert dumps[0] == dumps[1]
+    assert len(dumps[0]["bans"]) == 6
+
+
+def test_a_subnet_ban_or_an_address_twice_takes_the_one_by_one_path() -> None:
+    one = failure("A", T0, 1)
+    assert batch_bans.in_bulk([decision("A", (one,), T0, 60), decision("B", (one,), T0, 60)])
+    assert not batch_bans.in_bulk([decision("A", (one,), T0, 60), decision("A", (one,), T0, 60)])
+    subnet = BanDecision("sshd", "198.51.100.0/24", T0, T0 + timedelta(minutes=1), "subnet", (one,),
+                         replaces=("198.51.100.7",))
+    assert not batch_bans.in_bulk([subnet])

@@ -3,7 +3,7 @@
 import logging
 import re
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Any
 
 from journalban.events import Event, Failure
 from journalban.grammar import Grammar, Match, Rejected
@@ -12,7 +12,6 @@ from journalban.grammar.scan import AllLines, BufferScanner, LiteralScanner, bui
 log = logging.getLogger(__name__)
 FAIL2BAN = "fail2ban"  # the file format whose lines reach the rules with their date cut out
 
-T = TypeVar("T", str, bytes)
 
 
 class JailMatcher:
@@ -100,18 +99,52 @@ def _needs(grammars: Iterable[Grammar]) -> list[tuple[str, ...]] | None:
     return list(dict.fromkeys(tuple(sorted(set(rule.required), key=len, reverse=True)) for rule in rules))
 
 
-def _two_stage(needs: list[tuple[T, ...]], search: Callable[[T], object]) -> Callable[[T], bool]:
-    """One C-level scan for any rule's longest literal rules out most messages; what
-    passes must then hold every literal of one rule."""
-    def may_match(message: T) -> bool:
-        if not search(message):
-            return False
-        for literals in needs:
-            for literal in literals:
-                if literal not in message:
-                    break
-            else:
-                return True
+# Bytes that begin many words of log text: a search key starting with one is tried at
+# every word, one starting with another byte is skipped to by ``re``'s first-byte scan.
+_COMMON = frozenset(" abcdefghilmnoprstu.,:;=-_/0123456789")
+
+
+def _key(literals: tuple[Any, ...]) -> Any:
+    """The piece of one of ``literals`` (all text, or all bytes) to search for: starting
+    with an uncommon character, at least 6 long, else as long as can be (trailing
+    spaces trimmed)."""
+    best: tuple[tuple[bool, bool, int], Any] | None = None
+    for literal in literals:
+        text = literal.decode("latin-1") if isinstance(literal, bytes) else literal
+        for at in range(len(text)):
+            piece = text[at:].rstrip(" ")
+            if len(piece) < 3:
+                break
+            score = (piece[0] not in _COMMON, len(piece) >= 6, len(piece))
+            if best is None or score > best[0]:
+                best = (score, piece.encode("latin-1") if isinstance(literal, bytes) else piece)
+    return best[1] if best is not None else max(literals, key=len)
+
+
+def _keyed(needs: list[tuple[Any, ...]]) -> Callable[[Any], bool]:
+    """True when some rule's literals (text, or bytes) are all in the message. One
+    C-level search for a key per rule (a piece of one of its literals, see ``_key``)
+    rules out most messages; at each key found, only the rules keyed there (or by a
+    prefix of it: the search takes the longest key at a place) are checked, and the
+    search goes on one character further. No groups: they would cost ``re`` its
+    first-character scan."""
+    keyed: dict[Any, list[tuple[Any, ...]]] = {}
+    for literals in needs:
+        keyed.setdefault(_key(literals), []).append(literals)
+    keys = sorted(keyed, key=len, reverse=True)
+    rules = {key: [literals for other in keys if key.startswith(other) for literals in keyed[other]] for key in keys}
+    search = re.compile((b"|" if isinstance(keys[0], bytes) else "|").join(map(re.escape, keys))).search
+
+    def may_match(message: Any) -> bool:
+        found = search(message)
+        while found is not None:
+            for literals in rules[found.group()]:
+                for literal in literals:
+                    if literal not in message:
+                        break
+                else:
+                    return True
+            found = search(message, found.start() + 1)
         return False
 
     return may_match
@@ -122,10 +155,7 @@ def prefilter_text(grammars: Iterable[Grammar]) -> Callable[[str], bool] | None:
     match it (it lacks some literal of every fail rule); None when nothing can be ruled
     out. Lets a source skip building an ``Event`` for it."""
     needs = _needs(grammars)
-    if needs is None:
-        return None
-    search = re.compile("|".join(re.escape(literals[0]) for literals in needs)).search
-    return _two_stage(needs, search)
+    return None if needs is None else _keyed(needs)
 
 
 def prefilter_bytes(grammars: Iterable[Grammar]) -> Callable[[bytes], bool] | None:
@@ -135,9 +165,7 @@ def prefilter_bytes(grammars: Iterable[Grammar]) -> Callable[[bytes], bool] | No
     needs = _needs(grammars)
     if needs is None or any("\ufffd" in text for literals in needs for text in literals):
         return None
-    encoded = [tuple(text.encode() for text in literals) for literals in needs]
-    search = re.compile(b"|".join(re.escape(literals[0]) for literals in encoded)).search
-    return _two_stage(encoded, search)
+    return _keyed([tuple(text.encode() for text in literals) for literals in needs])
 
 
 def syslog_keep(grammars: Iterable[Grammar]) -> Callable[[str | None, str], bool]:

@@ -26,9 +26,19 @@ class JailMatcher:
         self.jail = jail
         self.grammar = grammar
         self._rules: dict[str, str] = {}  # rule → "grammar/rule", one string per rule, not per failure
+        # The journal source hands every entry of one sender the same fields mapping, and a
+        # journal event is selected by its fields alone: the last answer holds while they do.
+        self._last_fields: object = None
+        self._last_selected = False
 
     def match(self, event: Event) -> Failure | Rejected | None:
-        if not self.grammar.applies_to(event):
+        if event.source == "journal" and event.fields is self._last_fields:
+            selected = self._last_selected
+        else:
+            selected = self.grammar.applies_to(event)
+            if event.source == "journal":
+                self._last_fields, self._last_selected = event.fields, selected
+        if not selected:
             return None
         found = self.grammar.match(event.message)
         if not isinstance(found, Match):

@@ -1,0 +1,27 @@
+"""JailMatcher remembers the selection of the last journal sender's fields, never longer."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+
+from journalban.events import Event, Failure
+from journalban.grammar import load_grammar
+from journalban.match import JailMatcher
+
+ROOT = Path(__file__).resolve().parents[1]
+MESSAGE = "Failed password for root from 203.0.113.9 port 22 ssh2"
+NOW = datetime(2026, 11, 26, tzinfo=UTC)
+
+
+def test_senders_taking_turns_are_each_selected_by_their_own_fields() -> None:
+    matcher = JailMatcher("sshd", load_grammar(ROOT / "grammars/sshd.grammar"))
+    sshd = MappingProxyType({"_SYSTEMD_UNIT": "ssh.service", "_UID": "0"})
+    user = MappingProxyType({"_SYSTEMD_UNIT": "user@1000.service", "SYSLOG_IDENTIFIER": "sshd", "_UID": "1000"})
+    forged = dict(user)  # another mapping, equal to a rejected one
+    found = []
+    for fields in (sshd, user, sshd, sshd, forged, user, sshd):
+        result = matcher.match(Event(NOW, "journal", MESSAGE, app="sshd", fields=fields))
+        found.append(isinstance(result, Failure))
+    assert found == [True, False, True, True, False, False, True]
+    file_event = Event(NOW, "file:/var/log/auth.log", MESSAGE, app="sshd", fields=sshd)
+    assert isinstance(matcher.match(file_event), Failure)  # not a journal event: asked afresh, by its app

@@ -2,18 +2,16 @@
 fail rule has all its required literals in the message."""
 
 import itertools
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from journalban.grammar import Grammar, load_grammar
 from journalban.match import _needs, prefilter_bytes, prefilter_text
+from tests.corpora import mixed
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = [load_grammar(path) for path in sorted((ROOT / "grammars").glob("*.grammar"))]
-CORPUS = Path("/work/shared/bench/corpus.py")
 
 
 def holds_a_rules_literals(grammars: list[Grammar], message: str) -> bool:
@@ -27,10 +25,7 @@ def messages() -> list[str]:
     """Corpus lines, every example, examples cut and spliced, and runs of literals that
     overlap one another (a key found inside another key's match)."""
     out: list[str] = []
-    for kind in ("sshd", "nginx", "wplimit"):
-        done = subprocess.run([sys.executable, str(CORPUS), kind, "2000"], capture_output=True, text=True,
-                              check=True)
-        out += done.stdout.splitlines()
+    out += mixed().decode().splitlines()
     examples = [example.text for grammar in SHIPPED for example in grammar.examples]
     literals = sorted({literal for grammar in SHIPPED for rule in grammar.rules for literal in rule.required})
     out += examples

@@ -8,8 +8,6 @@ newline), the benchmark corpora, and fail2ban's own sample logs where installed.
 """
 
 import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
@@ -22,11 +20,11 @@ from journalban.grammar import Grammar, load_grammar
 from journalban.grammar.scan import build_scanner
 from journalban.replay import ReplayOptions, ReplaySummary, replay_file
 from journalban.replay_blocks import BlockDecider, shares
+from tests.corpora import corpus, mixed
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAMMARS = ROOT / "grammars"
 SHIPPED = sorted(GRAMMARS.glob("*.grammar"))
-CORPUS = Path("/work/shared/bench/corpus.py")
 FAIL2BAN_LOGS = Path("/usr/lib/python3/dist-packages/fail2ban/tests/files/logs")
 READ_TIME = datetime(2026, 11, 26, tzinfo=UTC)
 
@@ -92,11 +90,7 @@ def awkward_lines(grammar: Grammar) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def mixed_corpus() -> bytes:
-    parts = []
-    for kind in ("sshd", "nginx", "wplimit"):
-        done = subprocess.run([sys.executable, str(CORPUS), kind, "3000"], capture_output=True, check=True)
-        parts.append(done.stdout)
-    return b"".join(parts)
+    return mixed()
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
@@ -118,8 +112,7 @@ def test_every_shipped_grammar_gives_the_same_summary_on_both_paths(
 def test_benchmark_corpora_give_the_same_summary_and_bans(
         grammar_name: str, kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / f"{kind}.log"
-    with log.open("wb") as out:
-        subprocess.run([sys.executable, str(CORPUS), kind, "30000"], stdout=out, check=True)
+    log.write_bytes(corpus(kind, 30000))
     summary = assert_fast_equals_exact(load_grammar(GRAMMARS / f"{grammar_name}.grammar"), log, monkeypatch)
     assert summary["matched"] > 1000 and summary["bans"]
 

@@ -23,6 +23,7 @@ from journalban.cli import main
 from journalban.grammar import Grammar, load_grammar
 from journalban.grammar.scan import ENGINES, build_scanner
 from journalban.replay import ReplayOptions, replay_file, replay_lines
+from tests.corpora import mixed
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAMMARS = ROOT / "grammars"
@@ -81,11 +82,7 @@ def example_lines(grammar: Grammar) -> list[str]:
 @pytest.fixture(scope="module")
 def mixed_corpus() -> bytes:
     """Small benchmark corpora of three kinds, interleaved in blocks."""
-    parts = []
-    for kind in ("sshd", "nginx", "wplimit"):
-        done = subprocess.run([sys.executable, str(CORPUS), kind, "1500"], capture_output=True, check=True)
-        parts.append(done.stdout)
-    return b"".join(parts)
+    return mixed()
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])

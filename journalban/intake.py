@@ -26,7 +26,7 @@ from journalban.sources.globs import expand, glob_matches, is_glob
 from journalban.sources.journal import JournalCursor, JournalError, JournalSource
 from journalban.sources.journal_follow import JournalFollower
 from journalban.sources.ledger_bans import LEDGER
-from journalban.sources.lines import FlaggedLines, flagged_events, line_event
+from journalban.sources.lines import flagged_events
 from journalban.sources.syslog import SyslogListener
 
 log = logging.getLogger(__name__)
@@ -104,12 +104,8 @@ class FollowedFile:
         not even decoded. In the ``fail2ban`` format the rules see each line with its date
         cut out (``replay_fail2ban``), where the grammar's ``datepattern`` finds it."""
         self.lines += block.count(b"\n")
-        if self.file_format == "fail2ban":
-            return [event for _, line in FlaggedLines((block,), self.flagged)
-                    if (event := line_event(self.source, line, "fail2ban", now, self.trust_stamp,
-                                            self.datepattern)) is not None]
         events, unparsed = flagged_events(block, self.flagged, self.source, self.file_format, now,
-                                          self.trust_stamp)
+                                          self.trust_stamp, self.datepattern)
         self.unparsed += unparsed
         return events
 

@@ -153,3 +153,20 @@ def test_a_file_two_jails_read_gives_each_what_it_gets_alone(tmp_path: Path) -> 
             assert count(both, f"SELECT count(*) FROM failures WHERE jail = '{name}'") == counts[name] > 0
     finally:
         both.close()
+
+
+def test_a_raw_file_with_crlf_lines_gives_the_failures_the_replay_finds(tmp_path: Path, ledger: Ledger) -> None:
+    """Lines reach the rules without their \\r in the daemon as in the replay, so rules
+    anchored at the end match CRLF files alike."""
+    made = subprocess.run([sys.executable, str(CORPUS), "nginx", "3000", "--start", str(START), "--span", str(SPAN)],
+                          capture_output=True, check=True)
+    log = tmp_path / "access.log"
+    log.write_bytes(made.stdout.replace(b"\n", b"\r\n"))
+    grammar = load_grammar(paths.SHIPPED_GRAMMARS / "nginx-wp-login.grammar")
+    with log.open("rb") as stream:
+        predicted = replay_file(stream, grammar, "raw", file_source(str(log)),
+                                ReplayOptions(maxretry=MAXRETRY, findtime=FINDTIME, bantime=BANTIME, read_time=NOW),
+                                build_scanner(grammar, "lines"))
+    read_through(log, grammar, ledger)
+    assert sum(predicted.matched.values()) > 100
+    assert count(ledger, "SELECT count(*) FROM failures") == sum(predicted.matched.values())

@@ -83,7 +83,7 @@ def flagged_events(block: bytes, flagged: Callable[[bytes], list[int]], source: 
         if end < pos or (end == size and whole):
             continue
         start = rfind(b"\n", 0, end) + 1
-        line = block[start:end].decode("utf-8", "replace")
+        line = block[start:end].decode("utf-8", "replace").rstrip("\r")  # as FlaggedLines: the replay's lines
         if file_format == "syslog":
             event = _syslog_event(source, line, read_time, trust_stamp, stamps)
         else:

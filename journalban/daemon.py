@@ -35,6 +35,7 @@ from journalban.pipeline import Pipeline
 from journalban.reconcile import Enforcement, Reconciler
 from journalban.schedule import ReconcileSchedule
 from journalban.sources.files import FileWatch
+from journalban.sources.globs import is_glob
 
 if TYPE_CHECKING:
     from journalban.fleet import FleetWatcher  # psycopg: imported only on a shared ledger
@@ -273,7 +274,8 @@ class Daemon:
         heartbeat = self.notifier.watchdog_interval or STATUS_EVERY.total_seconds()
         next_heartbeat = time.monotonic() + heartbeat
         loop = asyncio.get_running_loop()
-        watch = FileWatch([f.follower.path for f in self.intake.files]) if self.intake.files else None
+        globs = [path for jail in self.intake.jails for path in jail.files if is_glob(path)]
+        watch = FileWatch([f.follower.path for f in self.intake.files], globs) if self.intake.files or globs else None
         if watch is not None and watch.available:
             loop.add_reader(watch.fileno(), lambda: watch.changed() and self._wake.set())
         bursting = False

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fnmatch
 import logging
 import os
 import stat
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+from journalban.sources.globs import is_glob
 
 __all__ = ["Chunk", "FileFollower", "FileWatch", "Position"]
 
@@ -382,8 +386,11 @@ class FileWatch:
     the poll remains.
     """
 
-    def __init__(self, paths: list[str]) -> None:
+    def __init__(self, paths: list[str], patterns: Sequence[str] = ()) -> None:
+        """``patterns``: globs whose files are followed too, those that appear later
+        included (a glob in a directory's part, ``/var/log/*/x.log``, is left to the poll)."""
         self._names: dict[int, set[str]] = {}  # watch descriptor → followed names in that directory
+        self._patterns: dict[int, set[str]] = {}  # watch descriptor → name globs in that directory
         self._fd = -1
         libc = _libc()
         if libc is None:
@@ -398,17 +405,23 @@ class FileWatch:
             for seen in {os.path.abspath(path), os.path.realpath(path)}:
                 directory, name = os.path.split(seen)
                 by_directory.setdefault(directory, set()).add(name)
-        for directory, names in sorted(by_directory.items()):
+        by_pattern: dict[str, set[str]] = {}
+        for pattern in patterns:
+            directory, name = os.path.split(os.path.abspath(pattern))
+            if not is_glob(directory):
+                by_pattern.setdefault(directory, set()).add(name)
+        for directory in sorted(by_directory.keys() | by_pattern.keys()):
             wd = libc.inotify_add_watch(fd, os.fsencode(directory), _DIRECTORY_EVENTS)
             if wd < 0:
                 log.warning("%s: cannot watch with inotify (%s); its files are polled only", directory,
                             os.strerror(ctypes.get_errno()))
                 continue
-            self._names.setdefault(wd, set()).update(names)
+            self._names.setdefault(wd, set()).update(by_directory.get(directory, ()))
+            self._patterns.setdefault(wd, set()).update(by_pattern.get(directory, ()))
 
     @property
     def available(self) -> bool:
-        return self._fd >= 0 and bool(self._names)
+        return self._fd >= 0 and bool(self._names or self._patterns)
 
     def fileno(self) -> int:
         return self._fd
@@ -431,8 +444,13 @@ class FileWatch:
                 wd, mask, _, length = _EVENT.unpack_from(data, offset)
                 name = data[offset + _EVENT.size: offset + _EVENT.size + length].rstrip(b"\0")
                 offset += _EVENT.size + length
-                if mask & _IN_Q_OVERFLOW or os.fsdecode(name) in self._names.get(wd, ()):
+                if mask & _IN_Q_OVERFLOW or self._concerns(wd, os.fsdecode(name)):
                     relevant = True
+
+    def _concerns(self, wd: int, name: str) -> bool:
+        return name in self._names.get(wd, ()) or any(
+            fnmatch.fnmatchcase(name, pattern) and (pattern.startswith(".") or not name.startswith("."))
+            for pattern in self._patterns.get(wd, ()))
 
     def close(self) -> None:
         if self._fd >= 0:

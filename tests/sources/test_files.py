@@ -383,6 +383,19 @@ def test_watch_sees_the_target_of_a_symlink(tmp_path: Path) -> None:
         assert watch.changed()
 
 
+def test_watch_wakes_for_files_a_glob_finds_later_and_not_for_others(tmp_path: Path) -> None:
+    watch = FileWatch([], [str(tmp_path / "*access.log"), str(tmp_path / "*" / "deep.log")])
+    try:
+        assert watch.available
+        append(tmp_path / "error.log", "not matched\n")
+        append(tmp_path / ".hidden-access.log", "a hidden name: not what the glob expands to\n")
+        assert not watch.changed()
+        append(tmp_path / "site-access.log", "new file\n")
+        assert watch.changed()
+    finally:
+        watch.close()
+
+
 def test_watch_of_a_missing_directory_leaves_the_poll(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     watch = FileWatch([str(tmp_path / "nowhere" / "x.log")])
     try:

@@ -7,6 +7,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 
+WAL_CHECKPOINT_PAGES = 16384  # SQLite pages (4 KiB) of WAL between checkpoints
+
 
 def create_ledger_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL mode, a busy timeout and foreign keys.
@@ -27,6 +29,10 @@ def create_ledger_engine(url: str) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # A flood writes a batch a few milliseconds: checkpoint every 64 MiB of WAL, not every
+        # 4 MiB (CPU of a 1M-line file: -7 to -10%), and cut the WAL back to that size after.
+        cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        cursor.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_PAGES * 4096}")
         cursor.close()
 
     return engine

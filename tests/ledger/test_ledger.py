@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from journalban import paths
 from journalban.events import BanDecision, Failure
 from journalban.ledger import store
+from journalban.ledger.engine import WAL_CHECKPOINT_PAGES
 from journalban.ledger.models import Ban, Heal
 from journalban.ledger.models import Failure as FailureRow
 from journalban.ledger.store import Ledger
@@ -61,6 +62,10 @@ def test_sqlite_runs_in_wal_mode_and_stores_readable_utc(tmp_path: Path) -> None
     ledger.close()
     db = sqlite3.connect(tmp_path / "sub/ledger.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with ledger.engine.connect() as connection:  # the daemon's own connections checkpoint less often
+        pragma = connection.exec_driver_sql
+        assert pragma("PRAGMA wal_autocheckpoint").scalar() == WAL_CHECKPOINT_PAGES
+        assert pragma("PRAGMA journal_size_limit").scalar() == WAL_CHECKPOINT_PAGES * 4096
     assert db.execute("SELECT started_at, expires_at FROM bans").fetchone() == (
         "2026-04-23 10:00:00.000000", "2026-04-23 10:10:00.000000")
     db.close()

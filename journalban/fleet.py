@@ -7,10 +7,12 @@ one (``journalban.ledger.store``). Here, per host:
 - ``FleetListener`` (a thread) keeps one connection in ``LISTEN``, reconnecting with
   backoff; it wakes the reconciler on another host's ban or unban and hands every
   notice to the event loop.
-- ``FleetWatcher`` (on the event loop, where the pipeline runs, so the detector stays
-  single-threaded) pulls the failures of fleet-scoped jails that other hosts recorded
+- ``FleetWatcher`` pulls the failures of fleet-scoped jails that other hosts recorded
   since the last pull and feeds them to the detector through the pipeline: a host's
-  windows count the whole fleet. It pulls on every notice and every ``PULL_EVERY``
+  windows count the whole fleet. The query runs in a worker thread, so the event loop
+  (where the pipeline runs) never waits for the server; the failures are counted back on
+  the loop, so the detector stays single-threaded. One pull at a time: notices heard
+  during a pull make exactly one more. It pulls on notices and every ``PULL_EVERY``
   seconds anyway, the safety net for notices missed while the connection was down.
 - ``FleetCursor`` (pure) remembers which of those failures were counted already.
 
@@ -151,6 +153,16 @@ class FleetListener:
                 checked = time.monotonic()
 
 
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What one pull read: other hosts' failures by id, at ``now``; at the first pull also
+    the highest failure id then (``floor``), where the cursor starts."""
+
+    now: datetime
+    rows: list[tuple[int, Failure]]
+    floor: int | None = None
+
+
 def listening_connection(ledger: Ledger) -> psycopg.Connection[Any]:
     """A connection of its own to the ledger's server, with the engine's parameters."""
     args, params = ledger.engine.dialect.create_connect_args(ledger.engine.url)
@@ -177,9 +189,10 @@ class FleetWatcher:
         self._stopping = False
 
     def start(self) -> None:
-        """On the running event loop: the first pull at once, then the listener and the pulls."""
+        """On the running event loop: the first pull at once (the other hosts' open windows
+        count before this host reads a line), then the listener and the pulls."""
         self._loop = asyncio.get_running_loop()
-        self.pull()
+        self._count(self._fetch())
         self.listener.start()
         self._task = self._loop.create_task(self._run())
 
@@ -191,25 +204,39 @@ class FleetWatcher:
         await asyncio.to_thread(self.listener.stop)
 
     def pull(self) -> list[Failure]:
-        """Count what other hosts recorded since the last pull; returns those failures."""
-        if not self.ledger.fleet_jails or not getattr(self.ledger, "reachable", True):
-            return []  # away: the spool delivers this host's records; the others' wait in the ledger
+        """Count what other hosts recorded since the last pull; returns those failures.
+        Waits for the server on the calling thread: the daemon's loop pulls through ``_run``."""
+        return self._count(self._fetch())
+
+    def _fetch(self) -> Fetched | None:
+        """The pull's query alone, safe in a worker thread: one pull at a time, so ``cursor``
+        does not change meanwhile. None: nothing to count now."""
         now = self.clock()
+        if not self.ledger.fleet_jails or not getattr(self.ledger, "reachable", True):
+            return None  # away: the spool delivers this host's records; the others' wait in the ledger
         try:
-            if self.cursor is None:  # at start: the other hosts' open windows
+            if self.cursor is None:  # at start: the other hosts' open windows, and where the ids stand
                 floor = self.ledger.last_failure_id()
                 rows = self.ledger.fleet_failures(0, since=now - timedelta(seconds=self.findtime))
-                self.cursor = FleetCursor(floor)
-                self.cursor.fresh([r for r in rows if r[0] > floor], time.monotonic())
-                failures = [failure for _, failure in rows]
-            else:
-                rows = self.ledger.fleet_failures(self.cursor.floor)
-                failures = self.cursor.fresh(rows, time.monotonic())
-            if failures:
-                self.pipeline.observe_fleet(failures, now)
+                return Fetched(now, rows, floor)
+            return Fetched(now, self.ledger.fleet_failures(self.cursor.floor))
         except SQLAlchemyError as exc:  # the next pull tries again; the failures stay in the ledger
             log.warning("fleet: cannot count other hosts' failures now (again in %.0fs): %s", PULL_EVERY, exc)
+            return None
+
+    def _count(self, fetched: Fetched | None) -> list[Failure]:
+        """On the event loop: the fetched failures not counted before go to the detector."""
+        if fetched is None:
             return []
+        if fetched.floor is not None:  # the first pull: every open window counts
+            self.cursor = FleetCursor(fetched.floor)
+            self.cursor.fresh([r for r in fetched.rows if r[0] > fetched.floor], time.monotonic())
+            failures = [failure for _, failure in fetched.rows]
+        else:
+            assert self.cursor is not None
+            failures = self.cursor.fresh(fetched.rows, time.monotonic())
+        if failures:
+            self.pipeline.observe_fleet(failures, fetched.now)
         return failures
 
     async def _run(self) -> None:
@@ -225,7 +252,8 @@ class FleetWatcher:
             for notice in lifted:  # ended elsewhere (unbanned by hand, expired): count afresh here
                 if notice.jail in self.pipeline.detector.policies:
                     self.pipeline.detector.lifted(notice.jail, notice.address)
-            self.pull()
+            # Notices heard while this pull waits set _due again: one more pull covers them all.
+            self._count(await asyncio.to_thread(self._fetch))
 
     def _heard(self, notices: list[Notice]) -> None:
         """From the listener's thread: another host's ban or unban reconciles at once; any

@@ -1,8 +1,10 @@
 """Making the firewall hold exactly what the ledger says.
 
-``diff`` is pure. ``Reconciler.run`` lifts expired bans in the ledger, reads the
-active ones, reads each backend, and applies only the difference, once per
-backend. Runs are serialised: a wake during a run waits and then runs again, so a
+``diff`` is pure. ``Reconciler.run`` reads the bans in force of its jails, lifts
+those whose time is up (only when one is due by that read, or once a minute for
+bans of jails no host reads any more: a ledger write at every wake cost a busy
+fleet most of its reconcile), reads each backend, and applies only the
+difference, once per backend. Runs are serialised: a wake during a run waits and then runs again, so a
 ban decided mid-run is never left for the next interval. What was undone that
 journalban did not do itself (drift) is recorded in the ledger's ``heals``; entries
 missing from a listing are listed again before they count as drift, since a kernel
@@ -26,6 +28,7 @@ from journalban.logs import event_fields
 log = logging.getLogger(__name__)
 RELISTS = 3  # further reads before entries missing from the firewall count as drift
 RELIST_PAUSE = 0.1  # seconds between them
+EXPIRE_SWEEP = 60.0  # seconds: at least this often every due ban is lifted, whatever jail it is in
 
 
 def log_expired(expired: Sequence[ActiveBan]) -> None:
@@ -109,16 +112,17 @@ class Reconciler:
         self.clock = clock
         self.last: ReconcileResult | None = None
         self._applied: dict[int, frozenset[Entry]] = {}  # per enforcement: what the last apply left
+        self._jails = frozenset(j.name for e in self.enforcements for j in e.jails)
+        self._swept: float | None = None  # monotonic time of the last expire_bans; None: not yet
         self._lock = threading.Lock()
 
     def run(self) -> ReconcileResult:
         with self._lock:
             now = self.clock()
-            expired = self.ledger.expire_bans(now)
-            log_expired(expired)
-            if expired and self.on_expired is not None:
-                self.on_expired(expired)
-            enforced = self.ledger.enforced_bans()
+            enforced = self.ledger.enforced_bans(self._jails)
+            expired = self._expire(now, enforced.next_expiry)
+            if expired or (enforced.next_expiry is not None and enforced.next_expiry <= now):
+                enforced = self.ledger.enforced_bans(self._jails)  # without those just lifted
             in_ledger = set(map(itemgetter(0), enforced.entries))
             applied, healed, failed = [], [], False
             for number, enforcement in enumerate(self.enforcements):
@@ -138,6 +142,20 @@ class Reconciler:
             self.last = ReconcileResult(now, len(expired), tuple(applied), tuple(healed), failed,
                                         enforced.next_expiry)
             return self.last
+
+    def _expire(self, now: datetime, next_expiry: datetime | None) -> list[ActiveBan]:
+        """Lift the bans whose time is up, if the read says one of this host's is due (or at
+        start, or once every ``EXPIRE_SWEEP`` seconds for bans of jails this host does not run)."""
+        swept = time.monotonic()
+        due = next_expiry is not None and next_expiry <= now
+        if not due and self._swept is not None and swept - self._swept < EXPIRE_SWEEP:
+            return []
+        self._swept = swept
+        expired = self.ledger.expire_bans(now)
+        log_expired(expired)
+        if expired and self.on_expired is not None:
+            self.on_expired(expired)
+        return expired
 
     def _enforce(self, number: int, enforcement: Enforcement, desired: frozenset[Entry],
                  now: datetime) -> tuple[Diff, Drift]:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from journalban import reconcile
 from journalban.events import BanDecision, Failure
 from journalban.firewall.base import Actual, Diff, FirewallError, JailLayout
 from journalban.firewall.memory import MemoryFirewall
@@ -73,6 +74,30 @@ def test_nothing_applied_when_in_order(setup) -> None:  # type: ignore[no-untype
     reconciler.run()
     assert not reconciler.run().applied
     assert len(firewall.applied) == 1
+
+
+def test_only_its_jails_are_read_and_the_ledger_written_only_when_a_ban_is_due(  # type: ignore[no-untyped-def]
+        setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reconcile reads the bans of the jails it enforces, and ends bans only when one of
+    them is due (a busy fleet wakes it many times a second); a jail no host runs any more
+    has its bans ended by the sweep."""
+    ledger, firewall, clock, reconciler = setup
+    ban(ledger, "203.0.113.9", 600)
+    gone = Failure("retired", "198.51.100.1", T0, "g/r", "text", "test")  # a jail no longer configured
+    ledger.record([gone], [BanDecision("retired", gone.address, T0, T0 + timedelta(seconds=30), "why", (gone,))],
+                  {}, T0)
+    result = reconciler.run()
+    assert firewall.entries == {("wplogin", "203.0.113.9")}
+    assert result.next_expiry == T0 + timedelta(seconds=600)  # the retired jail's ban sets no timer here
+    clock.now = T0 + timedelta(seconds=31)
+    assert reconciler.run().expired == 0  # nothing of its own due: no write
+    assert {b.jail for b in ledger.active_bans()} == {"wplogin", "retired"}
+    monkeypatch.setattr(reconcile, "EXPIRE_SWEEP", 0.0)
+    assert reconciler.run().expired == 1  # the sweep
+    assert {b.jail for b in ledger.active_bans()} == {"wplogin"}
+    monkeypatch.setattr(reconcile, "EXPIRE_SWEEP", 3600.0)
+    clock.now = T0 + timedelta(seconds=601)
+    assert reconciler.run().expired == 1 and firewall.entries == set()  # its own: lifted when due
 
 
 def heals(tmp_path: Path) -> list[tuple[object, ...]]:

@@ -36,10 +36,17 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.orm import Session
 
 from journalban.events import BanDecision, Failure
-from journalban.ledger.models import MATCHED_TEXT_LIMIT, Heal, SpoolDelivery
+from journalban.ledger.models import MATCHED_TEXT_LIMIT, Ban, Heal, SpoolDelivery
 from journalban.ledger.models import Failure as FailureRow
-from journalban.ledger.store import (RECORD_ATTEMPTS, ActiveBan, EnforcedBans, Ledger, LedgerNotReady,
-                                     SchemaNotCurrent)
+from journalban.ledger.store import (
+    ACTIVE_COLUMNS,
+    RECORD_ATTEMPTS,
+    ActiveBan,
+    EnforcedBans,
+    Ledger,
+    LedgerNotReady,
+    SchemaNotCurrent,
+)
 from journalban.sources.files import Position
 from journalban.sources.journal import JournalCursor
 
@@ -352,25 +359,37 @@ class SpoolingLedger(Ledger):
         with self._lock:
             return [*self._known, *self._spooled_bans]
 
-    def enforced_bans(self) -> EnforcedBans:
-        """What the reconciler enforces. While the server answers, its bans (and now and then
-        a full read, with expiries, kept for a time it may not answer); while it is away,
-        the last bans it gave and those decided since, less those whose time is up."""
+    def enforced_bans(self, jails: Collection[str] | None = None) -> EnforcedBans:
+        """What the reconciler enforces (of ``jails``, if given). While the server answers, its
+        bans (and now and then a full read, with expiries, kept for a time it may not answer);
+        while it is away, the last bans it gave and those decided since, less those whose time
+        is up."""
         if not self._away:
             try:
-                enforced = super().enforced_bans()
+                enforced = super().enforced_bans(jails)
                 self._entries = enforced.entries
                 if time.monotonic() >= self._snapshot_due:
-                    self.active_bans()
+                    self._snapshot(jails)
                 return enforced
             except Exception as exc:
                 if not ledger_lost(exc):
                     raise
                 self._lose(exc)
         with self._lock:
-            bans = [*self._known, *self._spooled_bans]
+            bans = [b for b in (*self._known, *self._spooled_bans) if jails is None or b.jail in jails]
             entries = (self._entries | {(b.jail, b.address) for b in bans}) - self._expired
             return EnforcedBans(frozenset(entries), min((b.expires_at for b in bans), default=None))
+
+    def _snapshot(self, jails: Collection[str] | None) -> None:
+        """The bans in force of ``jails`` with their expiries, kept for a time the server may
+        not answer. Of these jails only: a busy fleet's other jails hold thousands, and this
+        runs inside a reconcile."""
+        query = self._enforced_here(select(*ACTIVE_COLUMNS))  # type: ignore[arg-type]  # as in store.py
+        if jails is not None:
+            query = query.where(Ban.jail.in_(sorted(jails)))
+        with self.transaction() as session:
+            self._known = [ActiveBan(*row) for row in session.execute(query.order_by(Ban.id))]
+        self._snapshot_due = time.monotonic() + SNAPSHOT_EVERY
 
     def expire_bans(self, now: datetime) -> list[ActiveBan]:
         """While away, nothing is ended in the ledger: ``active_bans`` leaves the bans whose

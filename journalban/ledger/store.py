@@ -508,15 +508,16 @@ class Ledger:
             return session.scalar(select(func.max(Failure.id))) or 0
 
     def fleet_failures(self, after: int, since: datetime | None = None) -> list[tuple[int, FailureEvent]]:
-        """Failures of fleet-scoped jails that other hosts recorded, with an id above ``after``,
-        in id order. With ``since``: only those since then that no ban has consumed (what a
-        starting host must count)."""
+        """Failures of fleet-scoped jails that other hosts recorded and no ban has consumed, with
+        an id above ``after``, in id order. With ``since``: only those since then (what a
+        starting host must count). A consumed failure counts nowhere else: read after its ban
+        was lifted, it would open that ban again."""
         if not self.fleet_jails:
             return []
         query = select(Failure).where(Failure.id > after, Failure.node != self.node,
-                                      Failure.jail.in_(sorted(self.fleet_jails)))
+                                      Failure.jail.in_(sorted(self.fleet_jails)), Failure.ban_id.is_(None))
         if since is not None:
-            query = query.where(Failure.occurred_at >= since, Failure.ban_id.is_(None))
+            query = query.where(Failure.occurred_at >= since)
         with self.transaction() as session:
             return [(r.id, FailureEvent(jail=r.jail, address=r.address, time=r.occurred_at, rule=r.rule,
                                         text=r.text, source=r.source))

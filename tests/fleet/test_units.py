@@ -1,10 +1,11 @@
 """The fleet's pure parts, and what the ledger does for a fleet on real PostgreSQL."""
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,12 @@ import pytest
 from sqlalchemy import text
 
 from journalban import fleet as fleet_module
+from journalban.detector import Detector, JailPolicy
 from journalban.events import BanDecision, Failure
-from journalban.fleet import FleetCursor, FleetListener, Notice, listening_connection, parse_notice
+from journalban.fleet import FleetCursor, FleetListener, FleetWatcher, Notice, listening_connection, parse_notice
 from journalban.ledger import queries
 from journalban.ledger.store import NOTIFY_CHANNEL, Ledger
+from journalban.pipeline import Pipeline
 from tests.ledger.test_ledger import T0, failure
 
 F = failure("203.0.113.9")
@@ -154,3 +157,87 @@ def _wait(probe: Any, timeout: float = 10.0) -> None:
     while not probe():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+class CountedLedger(Ledger):
+    """The real ledger, counting the pulls' queries as they start."""
+
+    pulls = 0
+
+    def fleet_failures(self, after: int, since: datetime | None = None) -> list[tuple[int, Failure]]:
+        self.pulls += 1
+        return super().fleet_failures(after, since)
+
+
+def test_a_pull_waits_off_the_loop_and_notices_meanwhile_make_one_more(
+        fleet: list[Ledger], postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pull held up by the server (here a lock on the failures) leaves the event loop free
+    and a ban's wake on time; the ten notices heard meanwhile cause one more pull, not ten."""
+    web1 = fleet[0]
+    monkeypatch.setattr(fleet_module, "PULL_EVERY", 60.0)  # only notices pull
+    web2 = CountedLedger(postgres_url, node="web2", fleet_jails={"wplogin"})
+    pipeline = Pipeline({}, Detector({"wplogin": JailPolicy("wplogin", 3, 600, 600)}), web2, lambda bans: None)
+    wakes: list[float] = []
+    heard: list[Notice] = []
+
+    async def scenario() -> None:
+        watcher = FleetWatcher(web2, pipeline, lambda: wakes.append(time.monotonic()),
+                               lambda: datetime.now(UTC), 600)
+        listen = watcher.listener.on_notices
+
+        def hear(notices: list[Notice]) -> None:
+            heard.extend(notices)
+            listen(notices)
+
+        watcher.listener.on_notices = hear
+        watcher.start()
+        assert web2.pulls == 1  # at start, at once
+        await _until(watcher.listener.connected.is_set)
+        web1.record([F], [], {}, T0)  # a fleet failure, and its notice: pulled and counted
+        await _until(lambda: pipeline.counters["fleet"] == 1 and heard)
+        await asyncio.sleep(0.3)
+        before, woken = web2.pulls, len(wakes)  # (the listener's connect woke it once)
+        with listening_connection(web1) as other, listening_connection(web1) as blocker:
+            blocker.execute("BEGIN")
+            blocker.execute("LOCK TABLE failures IN ACCESS EXCLUSIVE MODE")
+            released = threading.Event()  # a pull on the loop would hold it up: let go in the end
+
+            def let_go() -> None:
+                released.set()
+                blocker.execute("ROLLBACK")
+
+            unblock = threading.Timer(20.0, let_go)
+            unblock.start()
+            notify(other, "failures web1 wplogin -")
+            await _until(lambda: web2.pulls == before + 1)  # this pull waits for the lock; the loop does not
+            for _ in range(10):
+                notify(other, "failures web1 wplogin -")
+            notify(other, "ban web1 wplogin 203.0.113.9")
+            await _until(lambda: len(heard) == 13 and len(wakes) == woken + 1)  # the ban woke the reconciler
+            await asyncio.sleep(0.3)
+            assert web2.pulls == before + 1  # none started while one is in flight
+            unblock.cancel()
+            assert not released.is_set()  # all this while the pull waited for the lock
+            blocker.execute("COMMIT")
+        await _until(lambda: web2.pulls == before + 2)  # one more for all eleven notices heard meanwhile
+        await asyncio.sleep(0.5)
+        assert web2.pulls == before + 2 and len(wakes) == woken + 1
+        await watcher.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        web2.close()
+    assert pipeline.counters["fleet"] == 1
+
+
+def notify(connection: psycopg.Connection[Any], payload: str) -> None:
+    connection.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, payload))
+
+
+async def _until(probe: Any, timeout: float = 10.0) -> None:
+    """Wait on the event loop (which must stay free meanwhile) until ``probe()`` holds."""
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)

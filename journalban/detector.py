@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 
 from journalban.events import FOREVER, BanDecision, Failure
-from journalban.windows import Times, WindowKey, add, ipv4_int, size, trimmed, unpack, window_key
+from journalban.windows import WindowKey, Windows, ipv4_int, size, unpack, window_key
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
@@ -88,7 +88,7 @@ class Detector:
 
     def __init__(self, policies: Mapping[str, JailPolicy]) -> None:
         self.policies = dict(policies)
-        self._windows: dict[str, dict[WindowKey, Times]] = {}  # jail → address → times
+        self._windows: dict[str, Windows] = {}  # jail → address → times
         self._banned_until: dict[Key, datetime] = {}
         self._previous_bans: dict[Key, int] = {}
         self._banned_in_subnet: dict[Key, set[str]] = {}  # (jail, subnet) → banned hosts in it
@@ -106,9 +106,10 @@ class Detector:
                 self._banned_in_subnet.setdefault((jail, subnet), set()).add(address)
         for failure in open_failures:
             if failure.jail in self.policies:
-                windows = self._windows.setdefault(failure.jail, {})
-                key = window_key(failure.address)
-                windows[key] = add(windows.get(key), failure.time.timestamp(), float("-inf"))
+                windows = self._windows.get(failure.jail)
+                if windows is None:
+                    windows = self._windows[failure.jail] = Windows()
+                windows.add(window_key(failure.address), failure.time.timestamp(), float("-inf"))
         growing = {name for name, policy in self.policies.items() if policy.bantime_increment}
         self._previous_bans.update((key, n) for key, n in (ban_counts or {}).items() if key[0] in growing)
 
@@ -140,14 +141,13 @@ class Detector:
             return Verdict.ALREADY_BANNED, None
         windows = self._windows.get(jail)
         if windows is None:
-            windows = self._windows[jail] = {}
+            windows = self._windows[jail] = Windows()
         wkey: WindowKey = v4 if v4 is not None else address
-        held = add(windows.get(wkey), when, window_start)
+        held = windows.add(wkey, when, window_start)
         count = size(held)
         if count < policy.maxretry:
-            windows[wkey] = held
             return Verdict.COUNTED, None
-        windows.pop(wkey, None)
+        windows.pop(wkey)
         return Verdict.BANNED, (count, min(unpack(held)))
 
     def ban(self, failure: Failure, count: int, first: float, now: datetime) -> BanDecision:
@@ -219,12 +219,7 @@ class Detector:
         for jail, windows in self._windows.items():
             policy = self.policies.get(jail)
             start = (now - timedelta(seconds=policy.findtime) if policy else now).timestamp()
-            for wkey, held in list(windows.items()):
-                kept = trimmed(held, start)
-                if kept is None:
-                    del windows[wkey]
-                elif kept is not held:
-                    windows[wkey] = kept
+            windows.trim(start)
         for key, hosts in list(self._banned_in_subnet.items()):
             hosts -= {h for h in hosts if (key[0], h) not in self._banned_until}
             if not hosts:

@@ -29,10 +29,12 @@ import itertools
 import operator
 import re
 import shlex
+import socket
+import struct
 import subprocess
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
+from typing import Generic, TypeVar
 
 from journalban.firewall.base import Actual, Diff, Entry, FirewallError, JailLayout, kinds_by_jail
 
@@ -49,6 +51,7 @@ LOG_LIMIT = ("-m", "limit", "--limit", "6/min", "--limit-burst", "10")
 TIMEOUT = 300.0  # a restore of 100,000 rules takes seconds; a hung tool must still end
 REBUILD_ABOVE = 200  # deletions in one chain beyond which the chain is flushed and refilled
 
+View = TypeVar("View")
 Rule = tuple[str, ...]  # a rule's words after "-A CHAIN", as iptables-save prints them
 Table = dict[str, list[Rule]]  # the filter table: chain -> its rules in order
 
@@ -345,6 +348,11 @@ def _line(*words: str) -> str:
 
 def plan_apply(table: Table, jails: Sequence[JailLayout], diff: Diff, family: Family) -> str | None:
     """The restore text for one family: layout repairs, then deletions, then insertions."""
+    return plan_batch(table, jails, diff, family).text()
+
+
+def plan_batch(table: Table, jails: Sequence[JailLayout], diff: Diff, family: Family) -> Batch:
+    """``plan_apply``'s batch, which also holds the table it leaves behind."""
     batch = Batch(table)
     if diff.repair_layout:
         _repair(batch, jails, family)
@@ -361,7 +369,7 @@ def plan_apply(table: Table, jails: Sequence[JailLayout], diff: Diff, family: Fa
         hosts, nets = additions.get(jail_name, ([], []))
         if removals.get(jail_name) or hosts or nets:
             _plan_entries(batch, jail, family, removals.get(jail_name, set()), hosts, nets)
-    return batch.text()
+    return batch
 
 
 def _plan_entries(batch: Batch, jail: JailLayout, family: Family, remove: set[str], hosts: list[str],
@@ -478,6 +486,60 @@ def missing_hook_error(missing: Iterable[str]) -> FirewallError:
                          "and hooked in by the first reconcile after it appears")
 
 
+# --- the kernel's generation ----------------------------------------------------------
+
+NETLINK_NETFILTER = 12
+NFT_MSG_GETGEN = (10 << 8) | 16  # NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETGEN
+NFT_MSG_NEWGEN = (10 << 8) | 15  # its answer
+NFTA_GEN_ID = 1
+_GETGEN = struct.pack("=IHHII", 20, NFT_MSG_GETGEN, 1, 0, 0) + struct.pack("=BBH", 0, 0, 0)  # NLM_F_REQUEST
+
+
+def ruleset_generation() -> int | None:
+    """The nf_tables ruleset generation of this process's network namespace (None if the kernel
+    will not tell). Every committed nftables transaction changes it, whoever commits it (nft,
+    iptables-nft, Docker, an operator), and nothing else does: a listing taken while it stayed
+    at g is the ruleset until it moves. One netlink round trip, no process."""
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+            sock.settimeout(1.0)
+            sock.send(_GETGEN)
+            data = sock.recv(4096)
+    except OSError:
+        return None
+    if len(data) < 20:
+        return None
+    length, kind = struct.unpack_from("=IH", data)
+    if kind != NFT_MSG_NEWGEN:
+        return None
+    at = 20  # nlmsghdr and nfgenmsg
+    while at + 4 <= min(length, len(data)):
+        size, attribute = struct.unpack_from("=HH", data, at)
+        if attribute & 0x7FFF == NFTA_GEN_ID and size >= 8:
+            return int(struct.unpack_from("!I", data, at + 4)[0])
+        at += max((size + 3) & ~3, 4)
+    return None
+
+
+def next_generation(generation: int, commits: int) -> int:
+    return (generation + commits) & 0xFFFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class Known(Generic[View]):
+    """What a backend read or left behind, valid while the ruleset generation stays ``generation``."""
+
+    generation: int
+    jails: tuple[JailLayout, ...]
+    actual: Actual
+    view: View  # the backend's own parsed listing, for planning
+
+
+def entries_after(actual: Actual, diff: Diff) -> frozenset[Entry]:
+    """The entries an applied ``diff`` leaves."""
+    return (actual.entries - diff.remove) | diff.add if diff.remove else actual.entries | diff.add
+
+
 # --- run ---------------------------------------------------------------------------
 
 class Runner:
@@ -507,16 +569,40 @@ class Runner:
 
 
 class IptablesFirewall(Runner):
-    """The fail2ban-style layout: chain ``jb-<jail>``, hooked in at the top of its chain."""
+    """The fail2ban-style layout: chain ``jb-<jail>``, hooked in at the top of its chain.
+
+    With iptables-nft and no command prefix (the kernel asked is the one the tools
+    change), what a read saw or an apply left is kept with the ruleset generation it
+    holds at: while the generation has not moved, a read is that, without two
+    ``iptables-save`` processes (a new ban's reconcile then runs one tool, the restore).
+    Any change by anyone moves the generation, so drift is still seen at the next read."""
 
     name = "iptables"
 
     def __init__(self, command_prefix: Sequence[str] = ()) -> None:
         super().__init__(command_prefix)
         self._read: dict[int, Table] = {}  # per family: the table the last read saw, for the apply after it
+        self._known: Known[dict[int, Table]] | None = None
+        self._nf_tables: bool | None = None  # which iptables: only nf_tables moves the generation
+
+    def generation(self) -> int | None:
+        """The ruleset generation, where it tells when the tables change (else None)."""
+        if self.command_prefix:
+            return None
+        if self._nf_tables is None:  # asked once: "iptables v1.8.9 (nf_tables)" or "(legacy)"
+            try:
+                self._nf_tables = "(nf_tables)" in self.run([V4.save.removesuffix("-save"), "-V"])
+            except FirewallError:
+                self._nf_tables = False
+        return ruleset_generation() if self._nf_tables else None
 
     def read(self, jails: Sequence[JailLayout]) -> Actual:
+        known, self._known = self._known, None
+        if known is not None and known.jails == tuple(jails) and self.generation() == known.generation:
+            self._known, self._read = known, dict(known.view)
+            return known.actual
         self._read = {}
+        before = self.generation()
         entries: set[Entry] = set()
         ok = True
         tables = {}
@@ -525,7 +611,10 @@ class IptablesFirewall(Runner):
             entries |= entries_in(table, jails, family)
             ok = ok and layout_ok(table, jails, family)
         self._read = tables
-        return Actual(entries=frozenset(entries), layout_ok=ok)
+        actual = Actual(entries=frozenset(entries), layout_ok=ok)
+        if before is not None and self.generation() == before:
+            self._known = Known(before, tuple(jails), actual, tables)
+        return actual
 
     def apply(self, jails: Sequence[JailLayout], diff: Diff) -> None:
         """One batch per family, planned on the table the read of this pass saw (saving
@@ -533,6 +622,11 @@ class IptablesFirewall(Runner):
         batch fails (a ``-D`` of a rule gone), nothing was changed and it is planned again
         on a fresh save."""
         seen, self._read = self._read, {}
+        known, self._known = self._known, None
+        start = self.generation() if known is not None else None
+        planned_on_seen = start is not None and known is not None and start == known.generation
+        commits = 0
+        after = dict(seen)
         changed = {version for entries in (diff.add, diff.remove) for kinds in kinds_by_jail(entries).values()
                    for version in (4, 6) if kinds.hosts(version) or kinds.nets(version)}
         missing: list[str] = []
@@ -541,19 +635,28 @@ class IptablesFirewall(Runner):
                 continue
             table = seen.get(family.version)
             if table is not None:
+                batch = plan_batch(table, jails, diff, family)
                 try:
-                    self.restore(family, plan_apply(table, jails, diff, family))
+                    self.restore(family, batch.text())
+                    commits += batch.text() is not None
+                    after[family.version] = batch.table
                 except FirewallError:
                     table = None  # changed since the read: planned again below
             if table is None:
+                planned_on_seen = False
                 table = self.save(family)
                 self.restore(family, plan_apply(table, jails, diff, family))
             if diff.repair_layout:
                 missing += missing_chains(table, hooks_by_chain(jails, jump_rules))
         if missing:
             raise missing_hook_error(missing)
+        if planned_on_seen and known is not None and self.generation() == next_generation(known.generation, commits):
+            ok = (all(layout_ok(after[f.version], jails, f) for f in FAMILIES) if diff.repair_layout
+                  else known.actual.layout_ok)
+            self._known = Known(next_generation(known.generation, commits), tuple(jails),
+                                Actual(entries_after(known.actual, diff), ok), after)
 
     def remove(self, jails: Sequence[JailLayout]) -> None:
-        self._read = {}
+        self._read, self._known = {}, None
         for family in FAMILIES:
             self.restore(family, plan_remove(self.save(family), jails))

@@ -1,7 +1,7 @@
 """Every benchmark in one go: one table on stdout, and ``bench/RESULTS.md``.
 
     .venv/bin/python -m bench.run [--lines 1000000] [--f2b-lines 100000] [--daemon-lines 1000000]
-                                  [--rss-lines 3000000 --rss-sources 1000000] [--latency-bans 200]
+                                  [--rss-lines 3000000 --rss-sources 1000000] [--latency-bans 1000]
                                   [--startup-bans 100000] [--grammars all] [--only replay,grammar,daemon,...]
                                   [--no-results-file]
 
@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--daemon-lines", type=int, default=1_000_000)
     parser.add_argument("--rss-lines", type=int, default=3_000_000)
     parser.add_argument("--rss-sources", type=int, default=1_000_000)
-    parser.add_argument("--latency-bans", type=int, default=200)
+    parser.add_argument("--latency-bans", type=int, default=1000,
+                        help="bench.daemon: bans per intake kind and backend (fail2ban: its --f2b-bans 300)")
     parser.add_argument("--startup-bans", type=int, default=100_000)
     parser.add_argument("--grammars", default="all", help="comma-separated grammar names for bench.grammar, or all")
     parser.add_argument("--only", default="replay,grammar,daemon,intake,enforce,report,fleet")
@@ -187,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:
             sections.append((f"bench.{name} output ({figure.command})", output))
     print_figures(figures)
     sizes = (f"replay {args.lines:,} lines (fail2ban-regex on {args.f2b_lines:,}); daemon throughput "
-             f"{args.daemon_lines:,} lines; latency {args.latency_bans} bans; start-up {args.startup_bans:,} bans; "
+             f"{args.daemon_lines:,} lines; latency {args.latency_bans} bans per intake and backend; start-up and RSS "
+             f"{args.startup_bans:,} bans; "
              f"RSS {args.rss_lines:,} lines from {args.rss_sources:,} addresses")
     if not args.no_results_file:
         write_results(figures, sections, sizes, argv)

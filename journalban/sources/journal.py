@@ -211,13 +211,18 @@ def check_since(since: str) -> str:
     return since
 
 
+BATCH_SECONDS = 0.02  # a read's time limit: the event loop's other sources wait no longer
+_CLOCK_EVERY = 255  # entries between looks at the clock (a mask: every 256th)
+
+
 class JournalSource:
     """Follow the journal through one descriptor the caller polls.
 
     Use: ``open()``; call ``read()`` once, then each time ``fileno()`` is readable,
     and again at once while ``more_pending`` is true (a batch stopped at
-    ``max_batch``: the descriptor does not become readable again for entries
-    already written). ``read()`` calls ``process()`` itself, so a descriptor that
+    ``max_batch`` entries or ``max_seconds``: the descriptor does not become
+    readable again for entries already written; the time limit hands the event
+    loop back to files and syslog during a flood). ``read()`` calls ``process()`` itself, so a descriptor that
     signalled rotation or vacuuming (INVALIDATE) is handled by reading on. When
     ``poll_interval`` is not None the descriptor may miss changes (a journal on a
     network file system) and the caller calls ``read()`` on that timer too.
@@ -246,6 +251,7 @@ class JournalSource:
         cursor: JournalCursor | None = None,
         since: str = "now",
         max_batch: int = 10000,
+        max_seconds: float = BATCH_SECONDS,
         may_match: Callable[[bytes], bool] | None = None,
         poll: bool | None = None,
     ) -> None:
@@ -262,6 +268,7 @@ class JournalSource:
         self._files = tuple(files)
         self._cursor = cursor
         self._max_batch = max_batch
+        self._max_seconds = max_seconds
         self._may_match = may_match
         self._poll = poll
         self._reader: journal.Reader | None = None
@@ -272,7 +279,7 @@ class JournalSource:
 
     @property
     def more_pending(self) -> bool:
-        """The last ``read()`` stopped at ``max_batch``: call it again without waiting."""
+        """The last ``read()`` stopped at ``max_batch`` or ``max_seconds``: call it again without waiting."""
         return self._more_pending
 
     def __str__(self) -> str:
@@ -394,7 +401,13 @@ class JournalSource:
         may_match, make, limit = self._may_match, self._make_event, self._max_batch
         unread, self._on_unread = self._on_unread, False
         count = no_message = unreadable = ruled_out = own = 0
-        while count < limit and (unread or advance()):
+        deadline, timed_out = time.monotonic() + self._max_seconds, False
+        while count < limit:
+            if not count & _CLOCK_EVERY and count and time.monotonic() >= deadline:
+                timed_out = True
+                break
+            if not (unread or advance()):
+                break
             unread = False
             count += 1
             try:
@@ -417,7 +430,7 @@ class JournalSource:
                 own += 1
             else:
                 append(event)
-        self._more_pending = count == limit
+        self._more_pending = count == limit or timed_out
         counters = self.counters
         counters["read"] += count
         counters["converted"] += len(events)

@@ -225,3 +225,20 @@ def test_own_lines_are_told_apart_when_senders_repeat(tmp_path: Path) -> None:
     assert [(e.app, e.fields["_UID"], e.pid) for e in events] == [("journalban", "1000", 2000 + n + 1)
                                                                   for n in range(0, 60, 3)]
     assert source.counters["own"] == 40 and source.counters["read"] == 60
+
+
+def test_a_read_past_its_time_limit_stops_and_the_next_reads_deliver_the_rest_once(tmp_path: Path) -> None:
+    """The time limit hands the loop back during a flood: a read of a journal bigger than
+    one look at the clock stops there, says more is pending, and nothing is lost or doubled."""
+    total = 1000
+    path = build_journal(b"".join(entry(n, f"{FAILED} #{n}") for n in range(total)), tmp_path / "x.journal")
+    with JournalSource(SSH_UNIT, files=[str(path)], since="all", max_seconds=0.0) as source:
+        source.open()
+        batches = []
+        while True:
+            events, _ = source.read()
+            batches.append(len(events))
+            if not source.more_pending:
+                break
+    assert batches[0] == 256 and len(batches) >= 4
+    assert sum(batches) == total and source.counters["read"] == total

@@ -48,7 +48,8 @@ class JailPolicy:
         if v4 is None and ":" not in address:
             v4 = ipv4_int(address)
         if v4 is not None:
-            return v4 >> 24 == 127 or any(first <= v4 <= last for first, last in self._ignored4)
+            return v4 >> 24 == 127 or (bool(self._ignored4) and any(first <= v4 <= last
+                                                                  for first, last in self._ignored4))
         if address == "::1":
             return True
         if not self._ignores6:
@@ -130,9 +131,8 @@ class Detector:
             v4 = ipv4_int(address) if ":" not in address else None
         else:
             v4 = key if isinstance(key, int) else None
-        if v4 is None or v4 >> 24 == 127 or policy._ignored4:
-            if policy.ignores(address, v4):
-                return Verdict.IGNORED, None
+        if policy.ignores(address, v4):
+            return Verdict.IGNORED, None
         window_start = now - policy.findtime
         if when < window_start:
             return Verdict.TOO_OLD, None

@@ -132,11 +132,12 @@ def _replay_blocks(stream: BinaryIO, grammar: Grammar, file_format: str, source:
         return None  # a scanner forced, e.g. to compare them
     try:
         fd, begin = stream.fileno(), stream.tell()
-        size = os.fstat(fd).st_size
+        status = os.fstat(fd)
     except (AttributeError, OSError, io.UnsupportedOperation):
         return None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    if not stat.S_ISREG(status.st_mode):
         return None
+    size = status.st_size
     read_time = options.read_time or datetime.now(UTC)
     decider = BlockDecider.build(grammar, file_format, source, read_time)
     if decider is None:

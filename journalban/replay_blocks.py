@@ -31,8 +31,8 @@ from multiprocessing import get_context
 from typing import Any, Literal
 
 from journalban.grammar import Grammar, scan_translate
-from journalban.grammar.grammar import MAX_MESSAGE, normalise_address
-from journalban.grammar.scan import hyperscan_available
+from journalban.grammar.grammar import normalise_address
+from journalban.grammar.scan import LINE_END, compiled_database, hyperscan_available
 from journalban.sources.lines import BLOCK
 from journalban.sources.syslog.rfc3164 import StampSeconds
 from journalban.windows import WindowKey, window_key
@@ -40,8 +40,6 @@ from journalban.windows import WindowKey, window_key
 # A line holding any of these bytes goes to the exact path: outside ASCII the rules
 # speak Unicode, and \x1c-\x1f are whitespace to a text pattern's \s but not to bytes'.
 _UNSURE = rb"[\x1c-\x1f\x80-\xff][^\n]*$"
-_LONG_LINE = rb"^[^\n]*$"  # with a minimum length of MAX_MESSAGE + 1
-_LINE_END = rb"\r*$"
 _UNSURE_ID, _LONG_ID, _FIRST_RULE = 0, 1, 2
 _ID_BITS = 10  # a hit is ``end << _ID_BITS | id``: one int, sorted by end then id
 _MAX_RULES = (1 << _ID_BITS) - _FIRST_RULE
@@ -112,7 +110,8 @@ class BlockDecider:
         self._database = database
         self._stamp_seconds = StampSeconds(read_time)
         self._captured: dict[tuple[bytes, float], float | None] = {}
-        self._apps: dict[bytes, bool] = {}
+        self._apps: dict[bytes, bool] = {}  # syslog app → whether the grammar reads it
+        self._reads_raw = grammar.selector.selects(source, None, {})  # raw: every line of this file, or none
         self._addresses: dict[bytes, tuple[str, WindowKey]] = {}  # as written → normalised; a botnet repeats
 
     @classmethod
@@ -136,10 +135,10 @@ class BlockDecider:
             rules.append(_Rule(rule.name, rule.action == "ignore", pattern, addresses[0], tuple(addresses[1:]),
                                tuple(groups[group] for group, name in rule.captures if name == "stamp")))
             if body is not None:  # None: it matches no ASCII line, which is all this path decides
-                expressions.append(b"(?:" + body.encode("ascii") + b")" + _LINE_END)
+                expressions.append(b"(?:" + body.encode("ascii") + b")" + LINE_END)
                 ids.append(_FIRST_RULE + index)
         try:
-            database = _database(expressions, ids)
+            database = compiled_database(expressions, long_lines=True, ids=[*ids, _LONG_ID])
         except Exception:  # hyperscan.error: the exact path does without
             return None
         return cls(grammar, file_format, source, read_time, rules, database)
@@ -227,23 +226,19 @@ class BlockDecider:
             if not selected:
                 return False
             start = header.end()
-        elif not self._apps.setdefault(b"", self.grammar.selector.selects(self.source, None, {})):
+        elif not self._reads_raw:
             return False
-        rules = self._rules
-        if len(ids) > 1:
-            for rule_id in ids:
-                rule = rules[rule_id - _FIRST_RULE]
-                if rule.ignore and rule.pattern.fullmatch(block, start, end) is not None:
-                    ignored[rule.name] += 1
-                    return False
-        for rule_id in ids:
-            rule = rules[rule_id - _FIRST_RULE]
+        rules = [self._rules[rule_id - _FIRST_RULE] for rule_id in ids]
+        for rule in rules:  # every ignore rule before any fail rule, as Grammar.decide asks them
+            if rule.ignore and rule.pattern.fullmatch(block, start, end) is not None:
+                ignored[rule.name] += 1
+                return False
+        for rule, rule_id in zip(rules, ids, strict=True):
+            if rule.ignore:
+                continue
             found = rule.pattern.fullmatch(block, start, end)
             if found is None:
                 continue
-            if rule.ignore:
-                ignored[rule.name] += 1
-                return False
             raw = found[rule.address]
             if raw is None:
                 raw = next(found[group] for group in rule.other_addresses if found[group] is not None)
@@ -278,20 +273,6 @@ class BlockDecider:
             if len(self._captured) > 100_000:
                 self._captured.clear()
         return reference if seconds is None else seconds
-
-
-def _database(expressions: list[bytes], ids: list[int]) -> Any:
-    import hyperscan
-
-    extension = hyperscan.ExpressionExt  # type: ignore[attr-defined]
-    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-    database.compile(
-        expressions=[*expressions, _LONG_LINE], ids=[*ids, _LONG_ID],
-        flags=[hyperscan.HS_FLAG_MULTILINE] * (len(expressions) + 1),
-        ext=[extension(0)] * len(expressions)
-        + [extension(hyperscan.HS_EXT_FLAG_MIN_LENGTH, min_length=MAX_MESSAGE + 1)],
-    )
-    return database
 
 
 def shares(fd: int, begin: int, size: int, count: int) -> list[tuple[int, int]]:

@@ -86,7 +86,7 @@ class HyperscanScanner:
     engine = "hyperscan"
 
     def __init__(self, rule_expressions: list[bytes]) -> None:
-        self._database = _compiled([_NON_ASCII, *rule_expressions], long_lines=True)
+        self._database = compiled_database([_NON_ASCII, *rule_expressions], long_lines=True)
 
     def flagged(self, buffer: bytes) -> list[int]:
         ends: list[int] = []
@@ -108,7 +108,7 @@ class HyperscanScanner:
 # message may be (``Grammar.decide`` rejects those, which counts them).
 _NON_ASCII = rb"[\x80-\xff][^\n]*$"
 _LONG_LINE = rb"^[^\n]*$"  # with a minimum match length: far cheaper to build than [^\n]{16385}
-_LINE_END = rb"\r*$"
+LINE_END = rb"\r*$"
 
 
 def hyperscan_expressions(rules: tuple[CompiledRule, ...], warn: Callable[[str], None],
@@ -128,10 +128,10 @@ def hyperscan_expressions(rules: tuple[CompiledRule, ...], warn: Callable[[str],
         if body is None:  # can only match text with non-ASCII characters
             continue
         if body:
-            expression = b"(?:" + body.encode("ascii") + b")" + _LINE_END
+            expression = b"(?:" + body.encode("ascii") + b")" + LINE_END
             try:
                 if check_each:
-                    _compiled([expression])
+                    compiled_database([expression])
                 expressions.append(expression)
                 continue
             except hyperscan.error as error:
@@ -146,8 +146,10 @@ def hyperscan_expressions(rules: tuple[CompiledRule, ...], warn: Callable[[str],
     return expressions
 
 
-def _compiled(expressions: list[bytes], long_lines: bool = False) -> Any:
-    """A block-mode database; with ``long_lines``, also every line over ``MAX_MESSAGE``."""
+def compiled_database(expressions: list[bytes], long_lines: bool = False, ids: list[int] | None = None) -> Any:
+    """A block-mode database; with ``long_lines``, also every line over ``MAX_MESSAGE``
+    (reported as the last id). ``ids``: each expression's (and that line's) id; default
+    their places."""
     import hyperscan
 
     extension = hyperscan.ExpressionExt  # type: ignore[attr-defined]  # not in the wheel's stubs
@@ -156,7 +158,7 @@ def _compiled(expressions: list[bytes], long_lines: bool = False) -> Any:
         expressions = [*expressions, _LONG_LINE]
         extensions.append(extension(hyperscan.HS_EXT_FLAG_MIN_LENGTH, min_length=MAX_MESSAGE + 1))
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-    database.compile(expressions=expressions, ids=list(range(len(expressions))),
+    database.compile(expressions=expressions, ids=ids if ids is not None else list(range(len(expressions))),
                      flags=[hyperscan.HS_FLAG_MULTILINE] * len(expressions), ext=extensions)
     return database
 

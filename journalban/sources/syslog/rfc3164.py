@@ -62,6 +62,7 @@ class StampSeconds:
     worked out a minute at a time, as ``parse_traditional_stamp`` does."""
 
     def __init__(self, reference: datetime, zone: tzinfo | None = None) -> None:
+        self._reference = reference
         self._latest = _latest(reference)
         self._latest_seconds = self._latest.timestamp()
         self._zone = zone
@@ -97,7 +98,7 @@ class StampSeconds:
         return hours
 
     def _exactly(self, stamp: str | bytes) -> float | None:
-        parsed = parse_traditional_stamp(_text(stamp), 0, self._latest - timedelta(days=1), self._zone)
+        parsed = parse_traditional_stamp(_text(stamp), 0, self._reference, self._zone)
         return None if parsed is None else parsed[0].timestamp()
 
 

@@ -228,17 +228,21 @@ class BlockDecider:
             start = header.end()
         elif not self._reads_raw:
             return False
-        rules = [self._rules[rule_id - _FIRST_RULE] for rule_id in ids]
-        for rule in rules:  # every ignore rule before any fail rule, as Grammar.decide asks them
-            if rule.ignore and rule.pattern.fullmatch(block, start, end) is not None:
-                ignored[rule.name] += 1
-                return False
-        for rule, rule_id in zip(rules, ids, strict=True):
-            if rule.ignore:
-                continue
+        rules = self._rules
+        if len(ids) > 1:  # every ignore rule before any fail rule, as Grammar.decide asks them
+            for rule_id in ids:
+                rule = rules[rule_id - _FIRST_RULE]
+                if rule.ignore and rule.pattern.fullmatch(block, start, end) is not None:
+                    ignored[rule.name] += 1
+                    return False
+        for rule_id in ids:  # one id, the common case, costs one fullmatch
+            rule = rules[rule_id - _FIRST_RULE]
             found = rule.pattern.fullmatch(block, start, end)
             if found is None:
                 continue
+            if rule.ignore:
+                ignored[rule.name] += 1
+                return False
             raw = found[rule.address]
             if raw is None:
                 raw = next(found[group] for group in rule.other_addresses if found[group] is not None)

@@ -21,7 +21,7 @@ from journalban.events import BanDecision, Event, Failure
 from journalban.grammar import Grammar, Match, Rejected
 from journalban.grammar.scan import ENGINE_ENV, AllLines, BufferScanner, build_scanner
 from journalban.match import prefilter
-from journalban.replay_blocks import BlockDecider, cpu_count, decided_shares
+from journalban.replay_blocks import BlockDecider, collector_paused, cpu_count, decided_shares
 from journalban.replay_fail2ban import datepattern_of, fail2ban_event
 from journalban.sources.lines import BLOCK, FlaggedLines, line_event, read_whole_lines
 
@@ -158,19 +158,22 @@ def _replay_blocks(stream: BinaryIO, grammar: Grammar, file_format: str, source:
     lines = seen = 0
     matched = [0] * len(rules)
     count, line, ban = run.detector.count, run.line, run.ban
-    for share in decided_shares(decider, fd, begin, size, options.workers or cpu_count()):
-        lines += share.lines
-        seen += len(share)
-        run.summary.ignored.update(share.ignored)
-        for record in share.in_order():
-            if isinstance(record, str):
-                line(0, record, line_event(source, record, file_format, read_time) if may_match(record) else None)
-                continue
-            when, address, key, rule, start, end = record
-            matched[rule] += 1
-            reached = count(JAIL, address, when, when, key)[1]
-            if reached is not None:
-                ban(failure_at(start, end), reached)
+    with collector_paused():
+        for share in decided_shares(decider, fd, begin, size, options.workers or cpu_count()):
+            lines += share.lines
+            seen += len(share)
+            run.summary.ignored.update(share.ignored)
+            for rule, n in share.matched.items():
+                matched[rule] += n
+            for run_or_line in share.in_order():
+                if isinstance(run_or_line, str):
+                    line(0, run_or_line,
+                         line_event(source, run_or_line, file_format, read_time) if may_match(run_or_line) else None)
+                    continue
+                for when, address, key, start, end in run_or_line:
+                    reached = count(JAIL, address, when, when, key)[1]
+                    if reached is not None:
+                        ban(failure_at(start, end), reached)
     run.summary.matched.update({rule: n for rule, n in zip(rules, matched, strict=True) if n})
     stream.seek(size)
     return run.finish(lines, seen)

@@ -18,12 +18,14 @@ their failures in file order, since windows and bans depend on that order.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice, pairwise
@@ -32,7 +34,7 @@ from typing import Any, Literal
 
 from journalban.grammar import Grammar, scan_translate
 from journalban.grammar.grammar import normalise_address
-from journalban.grammar.scan import LINE_END, compiled_database, hyperscan_available
+from journalban.grammar.scan import LINE_END, compiled_database, hyperscan_available, long_line_ends
 from journalban.sources.lines import BLOCK
 from journalban.sources.syslog.rfc3164 import StampSeconds
 from journalban.windows import WindowKey, window_key
@@ -48,11 +50,16 @@ _HEADER = re.compile(
     rb"([A-Z][a-z]{2} {1,2}[0-9]{1,2} [0-9]{2}:[0-9]{2}:[0-9]{2}) "
     rb"(\S{1,255}) ([^\s\[\]:]{1,48})(?:\[([^\s\]]{1,128})\])?: "
 )
+_HEADER_GROUPS = _HEADER.groups
+_CR, _NEWLINE = ord("\r"), ord("\n")
+# Flags under which a rule's pattern can follow _HEADER in one regex and read as it does alone
+# (the header has no ``.``, ``^`` or ``$``; case and verbose flags would change it).
+_HEADED_FLAGS = re.DOTALL | re.MULTILINE
 _ADDRESS_MEMORY = 200_000
 SHARE_MIN = 8 << 20  # bytes: a smaller file is read in one process, without workers
 
-Fast = tuple[float, str, WindowKey, int, int, int]  # time, address and its window key, rule index,
-# line start and end (file offsets)
+Fast = tuple[float, str, WindowKey, int, int]  # time, address and its window key, line start and end
+# (file offsets)
 
 
 @dataclass
@@ -64,10 +71,10 @@ class ShareResult:
     times: array[float] = field(default_factory=lambda: array("d"))
     addresses: list[str] = field(default_factory=list)
     keys: list[WindowKey] = field(default_factory=list)  # the detector's, worked out here
-    rules: array[int] = field(default_factory=lambda: array("H"))
     starts: array[int] = field(default_factory=lambda: array("q"))  # the line's offsets in the file
     ends: array[int] = field(default_factory=lambda: array("q"))
     exact: list[tuple[int, str]] = field(default_factory=list)  # (failures before it, line)
+    matched: Counter[int] = field(default_factory=Counter)  # rule index → failures
     ignored: Counter[str] = field(default_factory=Counter)
     lines: int = 0
 
@@ -75,15 +82,15 @@ class ShareResult:
         """How many lines it decided, or left to the exact path."""
         return len(self.addresses) + len(self.exact) + sum(self.ignored.values())
 
-    def in_order(self) -> Iterator[Fast | str]:
-        """Each failure, and each line left to the exact path, in file order."""
-        failures = zip(self.times, self.addresses, self.keys, self.rules, self.starts, self.ends, strict=True)
+    def in_order(self) -> Iterator[Iterator[Fast] | str]:
+        """Runs of failures, and each line left to the exact path between them, in file order."""
+        failures = zip(self.times, self.addresses, self.keys, self.starts, self.ends, strict=True)
         done = 0
         for before, line in self.exact:
-            yield from islice(failures, before - done)
+            yield islice(failures, before - done)
             done = before
             yield line
-        yield from failures
+        yield failures
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,7 @@ class _Rule:
     name: str
     ignore: bool
     pattern: re.Pattern[bytes]
+    headed: re.Pattern[bytes] | None  # _HEADER then the pattern: a syslog line in one fullmatch
     address: int  # the regex group that holds the address, or else
     other_addresses: tuple[int, ...]  # those that may hold it instead (an endpoint's forms)
     stamps: tuple[int, ...]  # the regex groups that may hold a captured stamp
@@ -113,6 +121,16 @@ class BlockDecider:
         self._apps: dict[bytes, bool] = {}  # syslog app → whether the grammar reads it
         self._reads_raw = grammar.selector.selects(source, None, {})  # raw: every line of this file, or none
         self._addresses: dict[bytes, tuple[str, WindowKey]] = {}  # as written → normalised; a botnet repeats
+        # ids of the fail rules that read a syslog line in one fullmatch: a line several of them
+        # may match is asked of each in order (an ignore rule among them must be asked first)
+        self._headed_fail_rules = frozenset(_FIRST_RULE + index for index, rule in enumerate(rules)
+                                            if rule.headed is not None and not rule.ignore)
+        # by hit id: (header and rule's fullmatch, the address's group in it, rule index) of a fail rule
+        # whose address has one group and whose time is the header's; None for any other id
+        self._lane: list[tuple[Callable[[bytes, int, int], re.Match[bytes] | None], int, int] | None] = [
+            None, None, *((rule.headed.fullmatch, rule.address + _HEADER_GROUPS, index)
+                          if rule.headed is not None and not rule.ignore and not rule.other_addresses
+                          and not rule.stamps else None for index, rule in enumerate(rules))]
 
     @classmethod
     def build(cls, grammar: Grammar, file_format: str, source: str, read_time: datetime) -> BlockDecider | None:
@@ -125,20 +143,27 @@ class BlockDecider:
         expressions: list[bytes] = [_UNSURE]
         ids: list[int] = [_UNSURE_ID]
         for index, rule in enumerate(grammar.rules):
+            flags = rule.pattern.flags & ~re.UNICODE
             try:
-                pattern = re.compile(rule.pattern.pattern.encode("ascii"), rule.pattern.flags & ~re.UNICODE)
+                pattern = re.compile(rule.pattern.pattern.encode("ascii"), flags)
                 body = scan_translate.translate(rule.pattern)
             except (UnicodeEncodeError, re.error, scan_translate.Untranslatable):
                 return None
+            headed = None
+            if file_format == "syslog" and not flags & ~_HEADED_FLAGS:
+                try:
+                    headed = re.compile(_HEADER.pattern + b"(?:" + pattern.pattern + b")", flags)
+                except re.error:  # a flag written inline at the pattern's start
+                    headed = None
             groups = rule.pattern.groupindex
             addresses = [groups[group] for group, name in rule.captures if name == "address"] or [0]  # ignore rules
-            rules.append(_Rule(rule.name, rule.action == "ignore", pattern, addresses[0], tuple(addresses[1:]),
+            rules.append(_Rule(rule.name, rule.action == "ignore", pattern, headed, addresses[0], tuple(addresses[1:]),
                                tuple(groups[group] for group, name in rule.captures if name == "stamp")))
             if body is not None:  # None: it matches no ASCII line, which is all this path decides
                 expressions.append(b"(?:" + body.encode("ascii") + b")" + LINE_END)
                 ids.append(_FIRST_RULE + index)
         try:
-            database = compiled_database(expressions, long_lines=True, ids=[*ids, _LONG_ID])
+            database = compiled_database(expressions, ids=ids)
         except Exception:  # hyperscan.error: the exact path does without
             return None
         return cls(grammar, file_format, source, read_time, rules, database)
@@ -146,29 +171,37 @@ class BlockDecider:
     def share(self, read: Callable[[int, int], bytes], start: int, stop: int, block: int = BLOCK) -> ShareResult:
         """The lines of the file between offsets ``start`` and ``stop`` (both at a line's
         start), read by ``read(offset, size)`` a block of whole lines at a time."""
+        with collector_paused():
+            return self._share(read, start, stop, block)
+
+    def _share(self, read: Callable[[int, int], bytes], start: int, stop: int, block: int) -> ShareResult:
         result = ShareResult()
-        pending = b""  # a line begun in the previous block
-        offset = start  # file offset of ``pending``'s first byte
-        while offset + len(pending) < stop:
+        pending = b""  # a line longer than a block, begun in the blocks before
+        offset = start  # file offset of the next line to decide
+        while offset < stop:
             data = read(offset + len(pending), min(block, stop - offset - len(pending)))
             if not data:
                 break
             buffer = pending + data if pending else data
-            cut = buffer.rfind(b"\n") + 1
-            if cut == 0 and offset + len(buffer) < stop:
+            # Up to its last newline; the line begun after it is read again with the next
+            # block, which copies a line, not the block.
+            cut = len(buffer) if offset + len(buffer) >= stop else buffer.rfind(b"\n") + 1
+            if cut == 0:
                 pending = buffer  # no line ends in it yet
                 continue
-            whole = buffer[:cut] if cut else buffer
-            self._block(whole, offset, result)
-            pending = buffer[cut:] if cut else b""
-            offset += len(whole)
+            self._block(buffer, cut, offset, result)
+            pending = b""
+            offset += cut
         if pending:
-            self._block(pending, offset, result)
+            self._block(pending, len(pending), offset, result)
         return result
 
-    def _block(self, block: bytes, base: int, result: ShareResult) -> None:
-        """Decide the flagged lines of ``block`` (whole lines; file offset ``base``)."""
-        result.lines += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+    def _block(self, block: bytes, cut: int, base: int, result: ShareResult) -> None:
+        """Decide the flagged lines of ``block`` up to ``cut`` (whole lines; file offset ``base``);
+        what follows ``cut`` is the start of a line decided with the next block."""
+        last_newline = block[cut - 1] == _NEWLINE
+        result.lines += block.count(b"\n", 0, cut) + (0 if last_newline else 1)
+        limit = cut - 1 if last_newline else cut  # where the block's last line ends
         hits: list[int] = []
         add = hits.append
 
@@ -176,33 +209,56 @@ class BlockDecider:
             add(end << _ID_BITS | rule_id)
 
         self._database.scan(block, match_event_handler=on_match)
+        hits += [end << _ID_BITS | _LONG_ID for end in long_line_ends(block)]
         hits.sort()
-        size, mask = len(block), (1 << _ID_BITS) - 1
-        rfind, exact = block.rfind, result.exact
+        while hits and hits[-1] >> _ID_BITS > limit:
+            hits.pop()  # in the line after ``cut``, or after the last newline (no line there)
+        mask = (1 << _ID_BITS) - 1
+        rfind, exact, decide = block.rfind, result.exact, self._line
         times, addresses, keys = result.times.append, result.addresses.append, result.keys.append
-        rules = result.rules.append
         starts, ends = result.starts.append, result.ends.append
+        matched, ignored = result.matched, result.ignored
+        lane, stamp_seconds, apps, known = self._lane, self._stamp_seconds, self._apps, self._addresses
         index, count = 0, len(hits)
         while index < count:
-            end = hits[index] >> _ID_BITS
-            ids = [hits[index] & mask]
+            hit = hits[index]
             index += 1
-            while index < count and hits[index] >> _ID_BITS == end:
-                ids.append(hits[index] & mask)
-                index += 1
-            if end == size and block.endswith(b"\n"):
-                continue  # after the last newline: no line there
+            end = hit >> _ID_BITS
             start = rfind(b"\n", 0, end) + 1
+            if index == count or hits[index] >> _ID_BITS != end:
+                # The common case, inline: a syslog line one fail rule may match, of an app the
+                # grammar reads, with a sound stamp and an address seen before. Anything else
+                # takes ``_line``, which decides it from the start.
+                fast = lane[hit & mask]
+                if fast is not None and block[end - 1] != _CR:
+                    found = fast[0](block, start, end)
+                    if found is not None and apps.get(found[3]):
+                        when = stamp_seconds(found[1])
+                        address = known.get(found[fast[1]])
+                        if when is not None and address is not None:
+                            times(when)
+                            addresses(address[0])
+                            keys(address[1])
+                            matched[fast[2]] += 1
+                            starts(base + start)
+                            ends(base + end)
+                            continue
+                ids = [hit & mask]
+            else:
+                ids = [hit & mask]
+                while index < count and hits[index] >> _ID_BITS == end:
+                    ids.append(hits[index] & mask)
+                    index += 1
             decided = None
-            if ids[0] >= _FIRST_RULE and block[end - 1:end] != b"\r":
-                decided = self._line(block, start, end, ids, result.ignored)
+            if ids[0] >= _FIRST_RULE and block[end - 1] != _CR:
+                decided = decide(block, start, end, ids, ignored)
             if decided is None:
                 exact.append((len(result.addresses), block[start:end].decode("utf-8", "replace").rstrip("\r")))
             elif decided is not False:
                 times(decided[0])
                 addresses(decided[1][0])
                 keys(decided[1][1])
-                rules(decided[2])
+                matched[decided[2]] += 1
                 starts(base + start)
                 ends(base + end)
 
@@ -210,8 +266,25 @@ class BlockDecider:
               ignored: Counter[str]) -> tuple[float, tuple[str, WindowKey], int] | Literal[False] | None:
         """A failure's (time, (address, window key), rule index); False for a line no rule takes (or
         an ignore rule does: counted in ``ignored``); None: the exact path decides it."""
+        rules = self._rules
         when = 0.0
         if self.file_format == "syslog":
+            if len(ids) == 1 or self._headed_fail_rules.issuperset(ids):  # header and rule in one fullmatch
+                for rule_id in ids:
+                    rule = rules[rule_id - _FIRST_RULE]
+                    if rule.headed is None:
+                        break
+                    found = rule.headed.fullmatch(block, start, end)
+                    if found is not None:
+                        stamped = self._stamp_seconds(found[1])
+                        if stamped is None:
+                            return None
+                        if not self._selects(found[3]):
+                            return False
+                        if rule.ignore:
+                            ignored[rule.name] += 1
+                            return False
+                        return self._failure(found, rule, rule_id - _FIRST_RULE, stamped, _HEADER_GROUPS)
             header = _HEADER.match(block, start, end)
             if header is None:
                 return None
@@ -219,23 +292,18 @@ class BlockDecider:
             if stamped is None:
                 return None
             when = stamped
-            app = header[3]
-            selected = self._apps.get(app)
-            if selected is None:
-                selected = self._apps[app] = self.grammar.selector.selects(self.source, app.decode("ascii"), {})
-            if not selected:
+            if not self._selects(header[3]):
                 return False
             start = header.end()
         elif not self._reads_raw:
             return False
-        rules = self._rules
         if len(ids) > 1:  # every ignore rule before any fail rule, as Grammar.decide asks them
             for rule_id in ids:
                 rule = rules[rule_id - _FIRST_RULE]
                 if rule.ignore and rule.pattern.fullmatch(block, start, end) is not None:
                     ignored[rule.name] += 1
                     return False
-        for rule_id in ids:  # one id, the common case, costs one fullmatch
+        for rule_id in ids:
             rule = rules[rule_id - _FIRST_RULE]
             found = rule.pattern.fullmatch(block, start, end)
             if found is None:
@@ -243,26 +311,39 @@ class BlockDecider:
             if rule.ignore:
                 ignored[rule.name] += 1
                 return False
-            raw = found[rule.address]
-            if raw is None:
-                raw = next(found[group] for group in rule.other_addresses if found[group] is not None)
-            address = self._addresses.get(raw)
-            if address is None:
-                text = normalise_address(raw.decode("ascii"))
-                if text is None:
-                    return None  # the exact path rejects it, and says so
-                if len(self._addresses) >= _ADDRESS_MEMORY:
-                    self._addresses.clear()
-                address = self._addresses[raw] = (text, window_key(text))
-            for group in rule.stamps:
-                if found[group] is not None:
-                    when = self._stamped(found[group], when)
-                    break
-            else:
-                if self.file_format == "raw":
-                    when = self.read_time.timestamp()
-            return when, address, rule_id - _FIRST_RULE
+            return self._failure(found, rule, rule_id - _FIRST_RULE, when, 0)
         return False
+
+    def _selects(self, app: bytes) -> bool:
+        """Whether the grammar reads this syslog app's lines."""
+        selected = self._apps.get(app)
+        if selected is None:
+            selected = self._apps[app] = self.grammar.selector.selects(self.source, app.decode("ascii"), {})
+        return selected
+
+    def _failure(self, found: re.Match[bytes], rule: _Rule, index: int, when: float,
+                 shift: int) -> tuple[float, tuple[str, WindowKey], int] | None:
+        """The failure a fail rule's match makes (its groups ``shift`` places on, past a
+        header's); None where the exact path must decide."""
+        raw = found[rule.address + shift]
+        if raw is None:
+            raw = next(found[group + shift] for group in rule.other_addresses if found[group + shift] is not None)
+        address = self._addresses.get(raw)
+        if address is None:
+            text = normalise_address(raw.decode("ascii"))
+            if text is None:
+                return None  # the exact path rejects it, and says so
+            if len(self._addresses) >= _ADDRESS_MEMORY:
+                self._addresses.clear()
+            address = self._addresses[raw] = (text, window_key(text))
+        for group in rule.stamps:
+            if found[group + shift] is not None:
+                when = self._stamped(found[group + shift], when)
+                break
+        else:
+            if self.file_format == "raw":
+                when = self.read_time.timestamp()
+        return when, address, index
 
     def _stamped(self, stamp: bytes, when: float) -> float:
         """A captured stamp's time, as ``replay._Failures`` reads it: relative to the
@@ -277,6 +358,20 @@ class BlockDecider:
             if len(self._captured) > 100_000:
                 self._captured.clear()
         return reference if seconds is None else seconds
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cycle collector off meanwhile: a replay makes a tuple or two a failure and no
+    cycles, yet the collector, set off by the count of new objects, walked the windows and
+    results again and again (6% of a replay's time, 14% of its loop)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def shares(fd: int, begin: int, size: int, count: int) -> list[tuple[int, int]]:

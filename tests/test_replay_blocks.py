@@ -165,3 +165,26 @@ def test_a_grammar_the_fast_path_cannot_promise_is_replayed_exactly(tmp_path: Pa
     log.write_text("caf\u00e9 203.0.113.9\ncaf\u00e9 203.0.113.9\nnoise\n")
     summary = replayed(grammar, log, fast=True)
     assert summary.matched == {"cafe": 2} and len(summary.bans) == 1
+
+
+@pytest.mark.parametrize("block", [1, 7, 100, 4096, 70_000])
+def test_any_block_size_decides_the_same(block: int, tmp_path: Path) -> None:
+    """Blocks end at their last newline and the line after is read again with the next
+    block; a line longer than a block is gathered whole. None of that shows in the result."""
+    grammar = load_grammar(GRAMMARS / "sshd.grammar")
+    examples = [header(grammar, n).encode() + e.text.encode() for n, e in enumerate(grammar.examples)]
+    data = b"\n".join(examples + awkward_lines(grammar) + examples) + b"\n" + corpus("sshd", 2000) + examples[0]
+    log = tmp_path / "blocks.log"
+    log.write_bytes(data)
+    decider = BlockDecider.build(grammar, "syslog", "file:test", READ_TIME)
+    assert decider is not None
+    fd = os.open(log, os.O_RDONLY)
+    try:
+        def read(offset: int, size: int) -> bytes:
+            return os.pread(fd, size, offset)
+
+        whole = decider.share(read, 0, len(data), block=len(data))
+        assert whole.lines == data.count(b"\n") + 1 and len(whole.addresses) > 100
+        assert decider.share(read, 0, len(data), block=block) == whole
+    finally:
+        os.close(fd)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from journalban.grammar import Grammar, load_grammar
 from journalban.grammar.grammar import MAX_MESSAGE
-from journalban.grammar.scan import ENGINES, BufferScanner, build_scanner, hyperscan_available
+from journalban.grammar.scan import ENGINES, BufferScanner, build_scanner, hyperscan_available, long_line_ends
 from journalban.grammar.scan_translate import translate
 
 GRAMMARS = Path(__file__).resolve().parents[2] / "grammars"
@@ -146,6 +146,31 @@ def test_non_ascii_and_overlong_lines_always_go_to_the_exact_path(engine: str) -
         "",
     ]
     assert flagged_lines(scanner, lines) == {0, 1, 2, 3, 5}
+
+
+def naive_long_line_ends(buffer: bytes, longer_than: int) -> list[int]:
+    ends, start = [], 0
+    for line in buffer.split(b"\n"):
+        if len(line) > longer_than:
+            ends.append(start + len(line))
+        start += len(line) + 1
+    return ends
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(lengths=st.lists(st.integers(min_value=0, max_value=40), max_size=30), longer_than=st.integers(0, 12),
+       trailing_newline=st.booleans())
+def test_long_line_ends_finds_every_long_line_and_no_other(lengths: list[int], longer_than: int,
+                                                           trailing_newline: bool) -> None:
+    buffer = b"\n".join(b"x" * length for length in lengths) + (b"\n" if trailing_newline else b"")
+    assert long_line_ends(buffer, longer_than) == naive_long_line_ends(buffer, longer_than)
+
+
+def test_long_line_ends_at_the_message_limit() -> None:
+    lines = [b"a" * MAX_MESSAGE, b"b" * (MAX_MESSAGE + 1), b"", b"c" * (3 * MAX_MESSAGE), b"d" * 5]
+    for buffer in (b"\n".join(lines), b"\n".join(lines) + b"\n", b"\n".join(lines[:4])):
+        assert long_line_ends(buffer) == naive_long_line_ends(buffer, MAX_MESSAGE)
+    assert len(long_line_ends(b"\n".join(lines))) == 2
 
 
 def test_an_untranslatable_rule_narrows_to_its_literal_with_a_warning(

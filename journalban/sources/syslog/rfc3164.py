@@ -59,7 +59,7 @@ class StampSeconds:
     (``Nov  5 10:11:12``, as text or ASCII bytes), with the local-time work done once
     an hour of log: a fast path sees a stamp on every line, and a week of log holds ten
     thousand minutes. An hour whose UTC offset changes within it (a DST switch) is
-    worked out a minute at a time, as ``parse_traditional_stamp`` does."""
+    worked out a stamp at a time, as ``parse_traditional_stamp`` does."""
 
     def __init__(self, reference: datetime, zone: tzinfo | None = None) -> None:
         self._reference = reference
@@ -67,25 +67,35 @@ class StampSeconds:
         self._latest_seconds = self._latest.timestamp()
         self._zone = zone
         self._hours: dict[str | bytes, tuple[float, ...] | None] = {}  # None: not one offset all hour
+        self._minutes: dict[str | bytes, tuple[float, ...]] = {}  # (): worked out a stamp at a time
 
     def __call__(self, stamp: str | bytes) -> float | None:
-        hour = self._hours.get(stamp[:-6], ())
-        if hour == ():
-            hour = self._hour(stamp)
-        if hour is None or not (stamp[-5:-3].isdigit() and stamp[-2:].isdigit()):
+        starts = self._minutes.get(stamp[:-3])
+        if starts is None:
+            starts = self._minute(stamp[:-3])
+        second = _SECOND_OF.get(stamp[-3:])
+        if second is None or not starts:
             return self._exactly(stamp)
-        second = int(stamp[-2:])
-        if second > 59 or int(stamp[-5:-3]) > 59:
-            return None
-        into = int(stamp[-5:-3]) * 60 + second
-        for start in hour:
-            if start + into <= self._latest_seconds:
-                return start + into
+        for start in starts:
+            if start + second <= self._latest_seconds:
+                return start + second
         return self._exactly(stamp)  # older than the recent years: rare, so not cached
 
-    def _hour(self, stamp: str | bytes) -> tuple[float, ...] | None:
-        found = _TRADITIONAL.fullmatch(_text(stamp))
-        if found is None or found[1] not in MONTHS or found[4] > "59":
+    def _minute(self, minute: str | bytes) -> tuple[float, ...]:
+        """``Nov  5 10:11``'s start in each recent year that has it, latest first."""
+        hour = self._hours.get(minute[:-3], ())
+        if hour == ():
+            hour = self._hour(minute[:-3])
+        into = _MINUTE_OF.get(minute[-3:])
+        if len(self._minutes) >= _HOUR_MEMORY:
+            self._minutes.clear()
+        starts = self._minutes[minute] = () if hour is None or into is None else tuple(
+            start + into for start in hour)
+        return starts
+
+    def _hour(self, hour_text: str | bytes) -> tuple[float, ...] | None:
+        found = _TRADITIONAL.fullmatch(_text(hour_text) + ":00:00")
+        if found is None or found[1] not in MONTHS:
             return None
         month, day, hour = found.group(1, 2, 3)
         starts = _minute_starts((month, day, hour, "00"), self._latest.year, self._zone, _RECENT_YEARS)
@@ -94,12 +104,17 @@ class StampSeconds:
             end - start == _HOUR_SPAN for start, end in zip(starts, ends, strict=True))
         if len(self._hours) >= _HOUR_MEMORY:
             self._hours.clear()
-        hours = self._hours[stamp[:-6]] = tuple(start.timestamp() for start in starts) if uniform else None
+        hours = self._hours[hour_text] = tuple(start.timestamp() for start in starts) if uniform else None
         return hours
 
     def _exactly(self, stamp: str | bytes) -> float | None:
         parsed = parse_traditional_stamp(_text(stamp), 0, self._reference, self._zone)
         return None if parsed is None else parsed[0].timestamp()
+
+
+# ":ss" and ":mm" as written (text or bytes) → seconds into the minute and into the hour
+_SECOND_OF: dict[str | bytes, int] = {f":{n:02d}": n for n in range(60)} | {f":{n:02d}".encode(): n for n in range(60)}
+_MINUTE_OF: dict[str | bytes, int] = {written: n * 60 for written, n in _SECOND_OF.items()}
 
 
 def _text(stamp: str | bytes) -> str:

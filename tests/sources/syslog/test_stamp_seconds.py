@@ -43,3 +43,17 @@ def test_an_unreadable_stamp_is_none_and_spoils_no_minute() -> None:
     assert seconds("Nov 14 22:13:61") is None
     assert seconds("Nov 14 22:13:20") == parse_traditional_stamp(
         "Nov 14 22:13:20", 0, REFERENCES[0], None)[0].timestamp()  # type: ignore[index]
+
+
+def test_bytes_and_odd_stamps_read_as_the_parser_reads_them() -> None:
+    """A minute's cache must not vouch for a stamp whose seconds or separators differ."""
+    reference = REFERENCES[0]
+    seconds = StampSeconds(reference)
+    odd = ["Nov 14 22:13:20", "Nov 14 22:13:١٢", "Nov 14 22:13-12", "Nov 14 22-13:12", "Nov 14 22:1:12",
+           "Nov 14 22:13:2", "Nov 14 24:13:20", "Nov 32 22:13:20", "Nov 14 22:13:59", "Nov 14 22:13:20"]
+    for stamp in odd:
+        parsed = parse_traditional_stamp(stamp, 0, reference, None)
+        expected = None if parsed is None else parsed[0].timestamp()
+        assert seconds(stamp) == expected, stamp
+        if stamp.isascii():
+            assert seconds(stamp.encode()) == expected, stamp

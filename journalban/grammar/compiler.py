@@ -19,12 +19,14 @@ from .model import Alternatives, Element, Literal, OptionalGroup, Placeholder, R
 
 _OCTETS = r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}"
 _HEX = r"[0-9A-Fa-f]"
-# IPv6 with a dotted tail first, then plain IPv6 (never ending in a lone ':' or in
-# ':::', so "2001:db8::1: msg" leaves ": msg"), then IPv4; ipaddress has the last word.
+# IPv4, then IPv6 with a dotted tail, then plain IPv6 (never ending in a lone ':' or in
+# ':::', so "2001:db8::1: msg" leaves ": msg"); ipaddress has the last word. Where IPv4
+# matches (digits, then '.') neither IPv6 form can, as both need a ':' before any '.',
+# so its place changes no match; first, it spares the common address two failed tries.
 ADDRESS = (
-    rf"(?>(?:{_HEX}{{0,4}}:){{2,6}}{_OCTETS}(?![0-9])"
-    rf"|(?:{_HEX}{{1,4}}|:)(?::{_HEX}{{0,4}}){{1,7}}(?<![^:]:)(?<!:::)"
-    rf"|{_OCTETS}(?![0-9]))"
+    rf"(?>{_OCTETS}(?![0-9])"
+    rf"|(?:{_HEX}{{0,4}}:){{2,6}}{_OCTETS}(?![0-9])"
+    rf"|(?:{_HEX}{{1,4}}|:)(?::{_HEX}{{0,4}}){{1,7}}(?<![^:]:)(?<!:::))"
 )
 # ADDR:PORT with the port required. Bracketed IPv6, or an address run split at its
 # last ':' followed by digits and then no address character: with a port always

@@ -5,9 +5,10 @@ recognises into a ``Failure``; the detector turns failures into ``BanDecision``.
 Each has a readable ``str`` so a stage's output can be printed and compared.
 """
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from typing import Any
 
 # The expiry of a permanent ban: a real time, so plain SQL such as
 # ``expires_at > CURRENT_TIMESTAMP`` treats it as active without special cases.
@@ -44,6 +45,49 @@ class Failure:
 
     def __str__(self) -> str:
         return f"{self.time.isoformat()} {self.jail} {self.address} {self.rule}"
+
+
+def slot_setters(cls: type) -> tuple[Callable[[Any, Any], None], ...]:
+    """Each field's slot descriptor ``__set__``, in field order: sets one slot of a new
+    instance directly, where the frozen ``__init__`` goes through ``object.__setattr__``."""
+    return tuple(cls.__dict__[item.name].__set__ for item in fields(cls))
+
+
+_new = object.__new__
+_EVENT_SLOTS = slot_setters(Event)
+_FAILURE_SLOTS = slot_setters(Failure)
+
+
+def new_event(time: datetime, source: str, message: str, host: str | None, app: str | None, pid: int | None,
+              fields: Mapping[str, str]) -> Event:
+    """``Event(...)`` with every field given in order, for a source's per-entry loop: about
+    half the cost of the class call (no ``__init__``, no ``object.__setattr__`` per field)."""
+    event = _new(Event)
+    set_time, set_source, set_message, set_host, set_app, set_pid, set_fields = _EVENT_SLOTS
+    set_time(event, time)
+    set_source(event, source)
+    set_message(event, message)
+    set_host(event, host)
+    set_app(event, app)
+    set_pid(event, pid)
+    set_fields(event, fields)
+    return event
+
+
+def new_failure(jail: str, address: str, time: datetime, rule: str, text: str, source: str,
+                captures: Mapping[str, str]) -> Failure:
+    """``Failure(...)`` with every field given in order, for the matcher's per-event path
+    (a quarter of the cost of the class called with keywords); see ``new_event``."""
+    failure = _new(Failure)
+    set_jail, set_address, set_time, set_rule, set_text, set_source, set_captures = _FAILURE_SLOTS
+    set_jail(failure, jail)
+    set_address(failure, address)
+    set_time(failure, time)
+    set_rule(failure, rule)
+    set_text(failure, text)
+    set_source(failure, source)
+    set_captures(failure, captures)
+    return failure
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from journalban.addresses import CANONICAL_IPV4
-from journalban.events import Event
+from journalban.events import Event, slot_setters
 
 from . import stamps
 from .applies import JournalMatches, Selector
@@ -39,6 +39,21 @@ class Match:
     def __str__(self) -> str:
         fields = "".join(f" {key}={value}" for key, value in self.captures.items())
         return f"{self.rule} address={self.address}{fields}"
+
+
+_new = object.__new__
+_MATCH_SLOTS = slot_setters(Match)
+
+
+def _new_match(rule: str, address: str, captures: Mapping[str, str], stamp: str | None) -> Match:
+    """``Match(...)`` for the per-message path, at half the cost (see ``events.new_event``)."""
+    match = _new(Match)
+    set_rule, set_address, set_captures, set_stamp = _MATCH_SLOTS
+    set_rule(match, rule)
+    set_address(match, address)
+    set_captures(match, captures)
+    set_stamp(match, stamp)
+    return match
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +132,14 @@ class Grammar:
 
     def match(self, message: str) -> Match | Rejected | None:
         """The failure a message reports; None when no fail rule (or an ignore rule) matches."""
-        return self.decide(message)[1]
+        dispatch = self._dispatch
+        if dispatch is None or len(message) > MAX_MESSAGE:
+            return self.decide(message)[1]
+        found = dispatch.fullmatch(message)  # as ``decide`` does, without its tuple: once per event
+        if found is None:
+            return None
+        branch = dispatch.branches[found.lastgroup]  # type: ignore[index]
+        return None if branch.rule.action == "ignore" else _result(branch.rule, found, branch.captures)
 
     def decide(self, message: str) -> tuple[str | None, Match | Rejected | None]:
         """Like ``match`` but also names the deciding rule, ignore rules included.
@@ -169,4 +191,4 @@ def _result(rule: CompiledRule, found: re.Match[str], groups: tuple[tuple[str, s
     address = normalise_address(raw)
     if address is None:
         return Rejected(rule.name, f"invalid address {raw!r}")
-    return Match(rule.name, address, captures, stamp)
+    return _new_match(rule.name, address, captures, stamp)

@@ -2,10 +2,10 @@
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from journalban.events import Event, Failure
+from journalban.events import Event, Failure, new_failure
 from journalban.grammar import Grammar, Match, Rejected
 from journalban.grammar.scan import AllLines, BufferScanner, LiteralScanner, build_scanner
 
@@ -51,8 +51,7 @@ class JailMatcher:
         rule = self._rules.get(found.rule)
         if rule is None:
             rule = self._rules[found.rule] = f"{self.grammar.name}/{found.rule}"
-        return Failure(jail=self.jail, address=found.address, time=time, rule=rule, text=event.message,
-                       source=event.source, captures=found.captures)
+        return new_failure(self.jail, found.address, time, rule, event.message, event.source, found.captures)
 
 
 def prefilter(grammars: Iterable[Grammar]) -> Callable[[str], bool]:
@@ -114,43 +113,62 @@ def _needs(grammars: Iterable[Grammar]) -> list[tuple[str, ...]] | None:
 _COMMON = frozenset(" abcdefghilmnoprstu.,:;=-_/0123456789")
 
 
-def _key(literals: tuple[Any, ...]) -> Any:
-    """The piece of one of ``literals`` (all text, or all bytes) to search for: starting
-    with an uncommon character, at least 6 long, else as long as can be (trailing
-    spaces trimmed)."""
-    best: tuple[tuple[bool, bool, int], Any] | None = None
-    for literal in literals:
-        text = literal.decode("latin-1") if isinstance(literal, bytes) else literal
+def _benign(grammars: Iterable[Grammar]) -> list[str]:
+    """The grammars' examples of lines that are no failure ("no match", or an ignore
+    rule's): the everyday lines of what they read, where a search key should not be."""
+    out: list[str] = []
+    for grammar in grammars:
+        ignored = {rule.name for rule in grammar.rules if rule.action == "ignore"}
+        out += [example.text for example in grammar.examples
+                if example.outcome == "no match" or (example.outcome == "match" and example.rule in ignored)]
+    return out
+
+
+def _key(literals: tuple[str, ...], benign: Sequence[str] = ()) -> str:
+    """The piece of one of ``literals`` to search for: in the fewest of the ``benign``
+    lines (a key found there is found in everyday lines, and costs a look at the rule's
+    other literals each time), then starting with an uncommon character, at least 6
+    long, else as long as can be (trailing spaces trimmed)."""
+    best: tuple[tuple[int, bool, bool, int], str] | None = None
+    for text in literals:
         for at in range(len(text)):
             piece = text[at:].rstrip(" ")
             if len(piece) < 3:
                 break
-            score = (piece[0] not in _COMMON, len(piece) >= 6, len(piece))
+            score = (-sum(piece in line for line in benign), piece[0] not in _COMMON, len(piece) >= 6, len(piece))
             if best is None or score > best[0]:
-                best = (score, piece.encode("latin-1") if isinstance(literal, bytes) else piece)
+                best = (score, piece)
     return best[1] if best is not None else max(literals, key=len)
 
 
-def _keyed(needs: list[tuple[Any, ...]]) -> Callable[[Any], bool]:
-    """True when some rule's literals (text, or bytes) are all in the message. One
-    C-level search for a key per rule (a piece of one of its literals, see ``_key``)
-    rules out most messages; at each key found, only the rules keyed there (or by a
-    prefix of it: the search takes the longest key at a place) are checked, and the
-    search goes on one character further. No groups: they would cost ``re`` its
-    first-character scan."""
-    keyed: dict[Any, list[tuple[Any, ...]]] = {}
+def _keyed(needs: list[tuple[str, ...]], benign: Sequence[str], on_bytes: bool) -> Callable[[Any], bool]:
+    """True when some rule's literals are all in the message (text, or with ``on_bytes``
+    UTF-8 bytes). One C-level search for a key per rule (a piece of one of its literals,
+    see ``_key``) rules out most messages; at each key found, only the rules keyed there
+    (or by a prefix of it: the search takes the longest key at a place) are checked, and
+    the search goes on one character further. No groups: they would cost ``re`` its
+    first-character scan. Bytes are decoded for the check (``in`` on bytes costs four
+    times ``in`` on text), which finds the same literals; see ``prefilter_bytes``."""
+    keyed: dict[str, list[tuple[str, ...]]] = {}
     for literals in needs:
-        keyed.setdefault(_key(literals), []).append(literals)
+        keyed.setdefault(_key(literals, benign), []).append(literals)
     keys = sorted(keyed, key=len, reverse=True)
-    rules = {key: [literals for other in keys if key.startswith(other) for literals in keyed[other]] for key in keys}
-    search = re.compile((b"|" if isinstance(keys[0], bytes) else "|").join(map(re.escape, keys))).search
+    rules: dict[Any, list[tuple[str, ...]]] = {
+        key.encode() if on_bytes else key: [literals for other in keys if key.startswith(other)
+                                            for literals in keyed[other]]
+        for key in keys}
+    pattern = "|".join(map(re.escape, keys))
+    search = re.compile(pattern.encode() if on_bytes else pattern).search
 
     def may_match(message: Any) -> bool:
         found = search(message)
+        if found is None:
+            return False
+        text = message.decode("utf-8", "replace") if on_bytes else message
         while found is not None:
             for literals in rules[found.group()]:
                 for literal in literals:
-                    if literal not in message:
+                    if literal not in text:
                         break
                 else:
                     return True
@@ -164,18 +182,21 @@ def prefilter_text(grammars: Iterable[Grammar]) -> Callable[[str], bool] | None:
     """A test on a decoded message, False only when no fail rule of these grammars can
     match it (it lacks some literal of every fail rule); None when nothing can be ruled
     out. Lets a source skip building an ``Event`` for it."""
+    grammars = list(grammars)
     needs = _needs(grammars)
-    return None if needs is None else _keyed(needs)
+    return None if needs is None else _keyed(needs, _benign(grammars), on_bytes=False)
 
 
 def prefilter_bytes(grammars: Iterable[Grammar]) -> Callable[[bytes], bool] | None:
     """``prefilter_text`` on raw UTF-8 bytes, so a source can drop a message before even
-    decoding it. (Undecodable bytes become U+FFFD when decoded, which no literal holds
-    here, so a literal found in the decoded text is in the bytes too.)"""
+    decoding it. A literal (valid UTF-8, without U+FFFD) is in the bytes exactly when it
+    is in their decoded text: undecodable bytes become U+FFFD, and a literal's first
+    byte, never a continuation byte, is never taken into a broken sequence before it."""
+    grammars = list(grammars)
     needs = _needs(grammars)
     if needs is None or any("\ufffd" in text for literals in needs for text in literals):
         return None
-    return _keyed([tuple(text.encode() for text in literals) for literals in needs])
+    return _keyed(needs, _benign(grammars), on_bytes=True)
 
 
 def syslog_keep(grammars: Iterable[Grammar]) -> Callable[[str | None, str], bool]:

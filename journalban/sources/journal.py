@@ -22,7 +22,7 @@ from typing import Self
 from systemd import journal
 
 from journalban.durations import parse_duration
-from journalban.events import Event
+from journalban.events import Event, new_event
 
 __all__ = ["SINCE_KEYWORDS", "JournalCursor", "JournalError", "JournalSource"]
 
@@ -120,19 +120,25 @@ class _EventMaker:
         # The memo key: every raw value the origin (and is_own) depends on.
         self.key_fields = tuple(dict.fromkeys((*self.keep, *OWN_FIELDS, "_HOSTNAME")))
         self._memo: dict[tuple[object, ...], _Origin | None] = {}
+        # The last entry's key and origin: the next entry is most often the same sender's,
+        # and comparing the raw values costs less than hashing them (each is a new bytes).
+        self._last: tuple[tuple[object, ...], _Origin | None] = ((), None)
 
     def __call__(self, entry: _Entry, message: bytes, usec: int) -> Event | None:
         """The entry's event; None when it is journalban's own line."""
         key = tuple(map(entry.get, self.key_fields))
-        try:
-            origin = self._memo[key]
-        except KeyError:
-            origin = self._origin(entry)
-            if len(self._memo) >= self.MEMO:
-                self._memo.clear()
-            self._memo[key] = origin
-        except TypeError:  # a field the entry holds more than once (a list): not memoised
-            origin = self._origin(entry)
+        last_key, origin = self._last
+        if key != last_key:
+            try:
+                origin = self._memo[key]
+            except KeyError:
+                origin = self._origin(entry)
+                if len(self._memo) >= self.MEMO:
+                    self._memo.clear()
+                self._memo[key] = origin
+            except TypeError:  # a field the entry holds more than once (a list): not memoised
+                origin = self._origin(entry)
+            self._last = key, origin
         if origin is None:
             return None
         fields, app, host = origin
@@ -142,7 +148,7 @@ class _EventMaker:
         except (TypeError, ValueError):
             pid = _pid(raw_pid)
         stamp = _fromtimestamp(usec / 1e6, UTC) if 0 <= usec < _FLOAT_EXACT_USEC else _time(usec)
-        return Event(stamp, SOURCE_NAME, message.decode("utf-8", errors="replace"), host, app, pid, fields)
+        return new_event(stamp, SOURCE_NAME, message.decode("utf-8", "replace"), host, app, pid, fields)
 
     def _origin(self, entry: _Entry) -> _Origin | None:
         if is_own(entry):

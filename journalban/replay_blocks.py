@@ -28,8 +28,9 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import islice, pairwise
+from itertools import islice, pairwise, repeat
 from multiprocessing import get_context
+from operator import add, call, itemgetter
 from typing import Any, Literal
 
 from journalban.grammar import Grammar, scan_translate
@@ -42,7 +43,8 @@ from journalban.windows import WindowKey, window_key
 # A line holding any of these bytes goes to the exact path: outside ASCII the rules
 # speak Unicode, and \x1c-\x1f are whitespace to a text pattern's \s but not to bytes'.
 _UNSURE = rb"[\x1c-\x1f\x80-\xff][^\n]*$"
-_UNSURE_ID, _LONG_ID, _FIRST_RULE = 0, 1, 2
+_CR_AT_END = rb"\r$"  # the exact path takes the \r off first: such a line goes there, if a rule may match it
+_UNSURE_ID, _LONG_ID, _CR_ID, _FIRST_RULE = 0, 1, 2, 3
 _ID_BITS = 10  # a hit is ``end << _ID_BITS | id``: one int, sorted by end then id
 _MAX_RULES = (1 << _ID_BITS) - _FIRST_RULE
 # ``journalban.sources.lines._COMMON_HEADER`` for bytes, with the stamp as a group.
@@ -51,7 +53,7 @@ _HEADER = re.compile(
     rb"(\S{1,255}) ([^\s\[\]:]{1,48})(?:\[([^\s\]]{1,128})\])?: "
 )
 _HEADER_GROUPS = _HEADER.groups
-_CR, _NEWLINE = ord("\r"), ord("\n")
+_NEWLINE = ord("\n")
 # Flags under which a rule's pattern can follow _HEADER in one regex and read as it does alone
 # (the header has no ``.``, ``^`` or ``$``; case and verbose flags would change it).
 _HEADED_FLAGS = re.DOTALL | re.MULTILINE
@@ -125,12 +127,18 @@ class BlockDecider:
         # may match is asked of each in order (an ignore rule among them must be asked first)
         self._headed_fail_rules = frozenset(_FIRST_RULE + index for index, rule in enumerate(rules)
                                             if rule.headed is not None and not rule.ignore)
-        # by hit id: (header and rule's fullmatch, the address's group in it, rule index) of a fail rule
-        # whose address has one group and whose time is the header's; None for any other id
-        self._lane: list[tuple[Callable[[bytes, int, int], re.Match[bytes] | None], int, int] | None] = [
-            None, None, *((rule.headed.fullmatch, rule.address + _HEADER_GROUPS, index)
-                          if rule.headed is not None and not rule.ignore and not rule.other_addresses
-                          and not rule.stamps else None for index, rule in enumerate(rules))]
+        # The lane, by hit id: a fail rule whose address has one group and whose time is the
+        # header's decides a syslog line it alone may match in one fullmatch of header and rule
+        # (``_lane_match``), whose stamp, app and address ``_lane_parts`` takes; any other id
+        # never matches there, so its line is decided one by one.
+        on_lane = [file_format == "syslog" and rule.headed is not None and not rule.ignore
+                   and not rule.other_addresses and not rule.stamps for rule in rules]
+        off: list[Any] = [_off_lane] * _FIRST_RULE
+        self._lane_match: list[Any] = off + [
+            rule.headed.fullmatch if lane and rule.headed is not None else _off_lane
+            for rule, lane in zip(rules, on_lane, strict=True)]
+        self._lane_parts: list[Any] = [itemgetter(1, 3, 1)] * _FIRST_RULE + [
+            itemgetter(1, 3, rule.address + _HEADER_GROUPS) for rule in rules]
 
     @classmethod
     def build(cls, grammar: Grammar, file_format: str, source: str, read_time: datetime) -> BlockDecider | None:
@@ -140,8 +148,8 @@ class BlockDecider:
         if file_format not in ("syslog", "raw") or not hyperscan_available() or len(grammar.rules) > _MAX_RULES:
             return None
         rules: list[_Rule] = []
-        expressions: list[bytes] = [_UNSURE]
-        ids: list[int] = [_UNSURE_ID]
+        expressions: list[bytes] = [_UNSURE, _CR_AT_END]
+        ids: list[int] = [_UNSURE_ID, _CR_ID]
         for index, rule in enumerate(grammar.rules):
             flags = rule.pattern.flags & ~re.UNICODE
             try:
@@ -213,54 +221,83 @@ class BlockDecider:
         hits.sort()
         while hits and hits[-1] >> _ID_BITS > limit:
             hits.pop()  # in the line after ``cut``, or after the last newline (no line there)
+        if hits:
+            self._decide(block, base, result, hits)
+
+    def _decide(self, block: bytes, base: int, result: ShareResult, hits: list[int]) -> None:
+        """The lines ``hits`` flag, in file order: those on the lane a block at a time, in calls
+        that loop in C; the rest (a line several expressions hit, an unknown app, an unsure
+        line) one by one through ``_line``, and their failures put in their place."""
         mask = (1 << _ID_BITS) - 1
-        rfind, exact, decide = block.rfind, result.exact, self._line
-        times, addresses, keys = result.times.append, result.addresses.append, result.keys.append
-        starts, ends = result.starts.append, result.ends.append
-        matched, ignored = result.matched, result.ignored
-        lane, stamp_seconds, apps, known = self._lane, self._stamp_seconds, self._apps, self._addresses
-        index, count = 0, len(hits)
-        while index < count:
-            hit = hits[index]
+        ends = [hit >> _ID_BITS for hit in hits]
+        ids = [hit & mask for hit in hits]
+        lane_match = [self._lane_match[rule_id] for rule_id in ids]
+        if len(set(ends)) < len(ends):  # a line several expressions hit leaves the lane
+            seen = Counter(ends)
+            lane_match = [match if seen[end] == 1 else _off_lane for match, end in zip(lane_match, ends, strict=True)]
+        starts = [at + 1 for at in map(block.rfind, repeat(b"\n"), repeat(0), ends)]
+        found = [m if m is not None else _NO_MATCH for m in map(call, lane_match, repeat(block), starts, ends)]
+        stamps, apps, raws = zip(*map(call, [self._lane_parts[rule_id] for rule_id in ids], found), strict=True)
+        selected = map(self._apps.get, apps)  # None: an app not seen yet, or no match
+        stamp_seconds = self._stamp_seconds
+        times = [stamp_seconds(stamp) if ok else None for stamp, ok in zip(stamps, selected, strict=True)]
+        addresses = list(map(self._addresses.get, raws))
+        for at in [at for at, address in enumerate(addresses) if address is None and times[at] is not None]:
+            raw = raws[at]  # first seen: None if the exact path must say why it is no address
+            addresses[at] = self._address(raw) if raw is not None else None
+        off_lane = [at for at, (when, address) in enumerate(zip(times, addresses, strict=True))
+                    if when is None or address is None]
+        done = 0
+        index = 0
+        while index < len(off_lane):
+            at = off_lane[index]
+            self._take(result, times, addresses, ids, starts, ends, base, done, at)
+            last = at  # a line's hits are next to each other
+            while last + 1 < len(ends) and ends[last + 1] == ends[at]:
+                last += 1
             index += 1
-            end = hit >> _ID_BITS
-            start = rfind(b"\n", 0, end) + 1
-            if index == count or hits[index] >> _ID_BITS != end:
-                # The common case, inline: a syslog line one fail rule may match, of an app the
-                # grammar reads, with a sound stamp and an address seen before. Anything else
-                # takes ``_line``, which decides it from the start.
-                fast = lane[hit & mask]
-                if fast is not None and block[end - 1] != _CR:
-                    found = fast[0](block, start, end)
-                    if found is not None and apps.get(found[3]):
-                        when = stamp_seconds(found[1])
-                        address = known.get(found[fast[1]])
-                        if when is not None and address is not None:
-                            times(when)
-                            addresses(address[0])
-                            keys(address[1])
-                            matched[fast[2]] += 1
-                            starts(base + start)
-                            ends(base + end)
-                            continue
-                ids = [hit & mask]
-            else:
-                ids = [hit & mask]
-                while index < count and hits[index] >> _ID_BITS == end:
-                    ids.append(hits[index] & mask)
-                    index += 1
-            decided = None
-            if ids[0] >= _FIRST_RULE and block[end - 1] != _CR:
-                decided = decide(block, start, end, ids, ignored)
-            if decided is None:
-                exact.append((len(result.addresses), block[start:end].decode("utf-8", "replace").rstrip("\r")))
-            elif decided is not False:
-                times(decided[0])
-                addresses(decided[1][0])
-                keys(decided[1][1])
-                matched[decided[2]] += 1
-                starts(base + start)
-                ends(base + end)
+            while index < len(off_lane) and off_lane[index] <= last:
+                index += 1
+            self._one(block, base, result, starts[at], ends[at], ids[at:last + 1])
+            done = last + 1
+        self._take(result, times, addresses, ids, starts, ends, base, done, len(ends))
+
+    def _take(self, result: ShareResult, times: list[float | None], addresses: list[Any], ids: list[int],
+              starts: list[int], ends: list[int], base: int, begin: int, stop: int) -> None:
+        """The lane's failures ``begin`` to ``stop`` into ``result``."""
+        if begin >= stop:
+            return
+        result.times.extend(times[begin:stop])  # type: ignore[arg-type]  # all floats on the lane
+        result.addresses += map(itemgetter(0), addresses[begin:stop])
+        result.keys += map(itemgetter(1), addresses[begin:stop])
+        result.matched.update(map(_RULE_INDEX.__getitem__, ids[begin:stop]))
+        result.starts.extend(map(add, starts[begin:stop], repeat(base)))
+        result.ends.extend(map(add, ends[begin:stop], repeat(base)))
+
+    def _one(self, block: bytes, base: int, result: ShareResult, start: int, end: int, ids: list[int]) -> None:
+        """One line off the lane, decided by ``_line`` or left to the exact path."""
+        if ids == [_CR_ID]:
+            return  # only its \r flagged it: no rule may match it
+        decided = self._line(block, start, end, ids, result.ignored) if ids[0] >= _FIRST_RULE else None
+        if decided is None:
+            result.exact.append((len(result.addresses), block[start:end].decode("utf-8", "replace").rstrip("\r")))
+        elif decided is not False:
+            result.times.append(decided[0])
+            result.addresses.append(decided[1][0])
+            result.keys.append(decided[1][1])
+            result.matched[decided[2]] += 1
+            result.starts.append(base + start)
+            result.ends.append(base + end)
+
+    def _address(self, raw: bytes) -> tuple[str, WindowKey] | None:
+        """An address as written, normalised with its window key (None: not an address), remembered."""
+        text = normalise_address(raw.decode("ascii"))
+        if text is None:
+            return None  # the exact path rejects it, and says so
+        if len(self._addresses) >= _ADDRESS_MEMORY:
+            self._addresses.clear()
+        address = self._addresses[raw] = (text, window_key(text))
+        return address
 
     def _line(self, block: bytes, start: int, end: int, ids: list[int],
               ignored: Counter[str]) -> tuple[float, tuple[str, WindowKey], int] | Literal[False] | None:
@@ -328,14 +365,9 @@ class BlockDecider:
         raw = found[rule.address + shift]
         if raw is None:
             raw = next(found[group + shift] for group in rule.other_addresses if found[group + shift] is not None)
-        address = self._addresses.get(raw)
+        address = self._addresses.get(raw) or self._address(raw)
         if address is None:
-            text = normalise_address(raw.decode("ascii"))
-            if text is None:
-                return None  # the exact path rejects it, and says so
-            if len(self._addresses) >= _ADDRESS_MEMORY:
-                self._addresses.clear()
-            address = self._addresses[raw] = (text, window_key(text))
+            return None
         for group in rule.stamps:
             if found[group + shift] is not None:
                 when = self._stamped(found[group + shift], when)
@@ -372,6 +404,22 @@ def collector_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+class _NoMatch:
+    """Where the lane's fullmatch found nothing: every group of it is None."""
+
+    def __getitem__(self, group: int) -> None:
+        return None
+
+
+_NO_MATCH = _NoMatch()
+_RULE_INDEX = list(range(-_FIRST_RULE, (1 << _ID_BITS) - _FIRST_RULE))  # hit id → rule index
+
+
+def _off_lane(_block: bytes, _start: int, _end: int) -> None:
+    """The lane's fullmatch for an id that is not on it."""
+    return None
 
 
 def shares(fd: int, begin: int, size: int, count: int) -> list[tuple[int, int]]:

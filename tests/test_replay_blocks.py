@@ -188,3 +188,23 @@ def test_any_block_size_decides_the_same(block: int, tmp_path: Path) -> None:
         assert decider.share(read, 0, len(data), block=block) == whole
     finally:
         os.close(fd)
+
+
+def test_a_crlf_line_goes_to_the_exact_path_only_if_a_rule_may_match_it(tmp_path: Path) -> None:
+    """Its \\r flags every CRLF line; only those a rule also flags are read exactly."""
+    grammar = load_grammar(GRAMMARS / "sshd.grammar")
+    failure = header(grammar).encode() + b"Failed password for root from 203.0.113.9 port 22 ssh2"
+    noise = header(grammar).encode() + b"Accepted publickey for deploy from 192.0.2.1 port 22 ssh2"
+    data = b"\r\n".join([noise] * 50 + [failure] + [noise] * 50) + b"\r\n"
+    decider = BlockDecider.build(grammar, "syslog", "file:test", READ_TIME)
+    assert decider is not None
+    log = tmp_path / "crlf.log"
+    log.write_bytes(data)
+    fd = os.open(log, os.O_RDONLY)
+    try:
+        result = decider.share(lambda offset, size: os.pread(fd, size, offset), 0, len(data))
+    finally:
+        os.close(fd)
+    assert result.lines == 101
+    assert [line for _, line in result.exact] == [failure.decode()]
+    assert len(result.addresses) == 0

@@ -157,7 +157,7 @@ def _replay_blocks(stream: BinaryIO, grammar: Grammar, file_format: str, source:
 
     lines = seen = 0
     matched = [0] * len(rules)
-    count, line, ban = run.detector.count, run.line, run.ban
+    count_each, line, ban = run.detector.count_each, run.line, run.ban
     with collector_paused():
         for share in decided_shares(decider, fd, begin, size, options.workers or cpu_count()):
             lines += share.lines
@@ -170,10 +170,10 @@ def _replay_blocks(stream: BinaryIO, grammar: Grammar, file_format: str, source:
                     line(0, run_or_line,
                          line_event(source, run_or_line, file_format, read_time) if may_match(run_or_line) else None)
                     continue
-                for when, address, key, start, end in run_or_line:
-                    reached = count(JAIL, address, when, when, key)[1]
-                    if reached is not None:
-                        ban(failure_at(start, end), reached)
+                low, high = run_or_line
+                for index, reached in count_each(JAIL, share.times[low:high], share.addresses[low:high],
+                                                 share.keys[low:high]):
+                    ban(failure_at(share.starts[low + index], share.ends[low + index]), reached)
     run.summary.matched.update({rule: n for rule, n in zip(rules, matched, strict=True) if n})
     stream.seek(size)
     return run.finish(lines, seen)

@@ -28,7 +28,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import islice, pairwise, repeat
+from itertools import pairwise, repeat
 from multiprocessing import get_context
 from operator import add, call, itemgetter
 from typing import Any, Literal
@@ -60,10 +60,6 @@ _HEADED_FLAGS = re.DOTALL | re.MULTILINE
 _ADDRESS_MEMORY = 200_000
 SHARE_MIN = 8 << 20  # bytes: a smaller file is read in one process, without workers
 
-Fast = tuple[float, str, WindowKey, int, int]  # time, address and its window key, line start and end
-# (file offsets)
-
-
 @dataclass
 class ShareResult:
     """One share of the file: its failures in order as columns (cheap to send between
@@ -84,15 +80,17 @@ class ShareResult:
         """How many lines it decided, or left to the exact path."""
         return len(self.addresses) + len(self.exact) + sum(self.ignored.values())
 
-    def in_order(self) -> Iterator[Iterator[Fast] | str]:
-        """Runs of failures, and each line left to the exact path between them, in file order."""
-        failures = zip(self.times, self.addresses, self.keys, self.starts, self.ends, strict=True)
+    def in_order(self) -> Iterator[tuple[int, int] | str]:
+        """Runs of failures (their index range), and each line left to the exact path between
+        them, in file order."""
         done = 0
         for before, line in self.exact:
-            yield islice(failures, before - done)
+            if before > done:
+                yield done, before
             done = before
             yield line
-        yield failures
+        if len(self.addresses) > done:
+            yield done, len(self.addresses)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,13 @@
 import gc
 import ipaddress
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from journalban.detector import Detector, JailPolicy, Verdict
 from journalban.events import FOREVER, Failure
+from journalban.windows import window_key
 
 T0 = datetime(2026, 4, 23, 10, 0, tzinfo=UTC)
 
@@ -189,3 +191,40 @@ def test_sweep_drops_the_old_head_of_a_window_and_keeps_the_rest(count: int) -> 
     _, ban = d.observe(failure("203.0.113.9", last), last)
     assert ban is not None
     assert (ban.failure_count, ban.first_failure_at) == (count + 1, T0 + timedelta(seconds=10))
+
+
+@pytest.mark.parametrize("subnet_threshold", [0, 2])
+def test_count_each_decides_as_count_does(subnet_threshold: int) -> None:
+    """A replay's run through ``count_each`` gives the bans ``count`` gives, in the same
+    places: ignored, loopback and already-banned addresses (and subnets) included."""
+    rng = random.Random(7)
+    pool = ["203.0.113.9", "203.0.113.10", "198.51.100.7", "192.0.2.5", "127.0.0.1", "2001:db8::1",
+            "2001:db9::5", "198.51.100.8", "203.0.113.11"]
+    times, addresses = [], []
+    at = T0.timestamp()
+    for _ in range(3000):
+        at += rng.choice([0.0, 1.0, 30.0, 200.0, 900.0])
+        times.append(at)
+        addresses.append(rng.choice(pool))
+    keys = [window_key(address) for address in addresses]
+
+    def bans(use_each: bool) -> list[tuple[int, str, int, float]]:
+        d = detector(maxretry=3, subnet_threshold=subnet_threshold)
+        out = []
+        if use_each:
+            for index, reached in d.count_each("ssh", times, addresses, keys):
+                when = datetime.fromtimestamp(times[index], UTC)
+                decision = d.ban(failure(addresses[index], when), *reached, when)
+                out.append((index, decision.address, *reached))
+            return out
+        for index, (when, address, key) in enumerate(zip(times, addresses, keys, strict=True)):
+            reached = d.count("ssh", address, when, when, key)[1]
+            if reached is not None:
+                moment = datetime.fromtimestamp(when, UTC)
+                decision = d.ban(failure(address, moment), *reached, moment)
+                out.append((index, decision.address, *reached))
+        return out
+
+    expected = bans(use_each=False)
+    assert len(expected) > 20
+    assert bans(use_each=True) == expected

@@ -3,18 +3,18 @@
 Under a botnet a batch of 10,000 lines opens hundreds of bans; one SELECT, INSERT
 and UPDATE each, through the ORM, cost more than everything else the daemon does
 with those lines. Here the bans in force are looked up once per jail, the new rows
-go in with one multi-row INSERT that returns their ids in order, and the failures
+go in with multi-row INSERTs of plain tuples that return their ids, and the failures
 of earlier batches are linked with one ``executemany``. The rows get what the ORM
 hooks of ``store`` would give them (node, derived columns, the fleet's notes).
 """
 
+import itertools
 import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
 from journalban.events import BanDecision
@@ -24,6 +24,9 @@ from journalban.ledger.views import ban_seconds, day_of, network_of
 log = logging.getLogger(__name__)
 
 LOOKUP = 500  # addresses per IN (...) list
+INSERT_ROWS = 500  # bans per INSERT: 5,500 parameters, under every dialect's limit
+_BAN_COLUMNS = ("jail", "address", "started_at", "expires_at", "reason", "ended_at", "end_reason", "node", "day",
+                "network", "seconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,15 +44,17 @@ def in_bulk(decisions: Sequence[BanDecision]) -> bool:
     return len({(d.jail, d.address) for d in decisions}) == len(decisions)
 
 
-def open_bans(session: Session, decisions: Sequence[BanDecision], now: datetime, node: str) -> list[int]:
+def open_bans(session: Session, decisions: Sequence[BanDecision], now: datetime, node: str,
+              stored: Callable[[datetime], object]) -> list[int]:
     """The ban row id for each decision, in order: a new row, or the ban already in force
     for its jail and address (another host's, an operator's), whose failures it joins.
     A ban in force but past its time, not yet lifted, is ended first; a decision already
-    past its expiry (an old log replayed) is recorded ended."""
+    past its expiry (an old log replayed) is recorded ended. ``stored`` gives a time as
+    the column holds it (``store._stored_time``)."""
     in_force = _in_force(session, [d for d in decisions if d.expiry > now])
     notes = _notes(session)
     ids: list[int | None] = []
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[object, ...]] = []
     stale: list[int] = []
     for decision in decisions:
         ended_at, end_reason = None, None
@@ -67,20 +72,35 @@ def open_bans(session: Session, decisions: Sequence[BanDecision], now: datetime,
                 if notes is not None:
                     notes.add(f"end {node} {decision.jail} {decision.address}")
         ids.append(None)
-        rows.append({"jail": decision.jail, "address": decision.address, "started_at": decision.start,
-                     "expires_at": decision.expiry, "reason": decision.reason, "ended_at": ended_at,
-                     "end_reason": end_reason, "node": node, "day": day_of(decision.start),
-                     "network": network_of(decision.address),
-                     "seconds": ban_seconds(decision.start, decision.expiry)})
+        rows.append((decision.jail, decision.address, stored(decision.start), stored(decision.expiry),
+                     decision.reason, None if ended_at is None else stored(ended_at), end_reason, node,
+                     day_of(decision.start), network_of(decision.address),
+                     ban_seconds(decision.start, decision.expiry)))
         if notes is not None:
             notes.add(f"{'ban' if ended_at is None else 'end'} {node} {decision.jail} {decision.address}")
     connection = session.connection()
     if stale:  # the one-active-ban index must see them ended before the new rows
         connection.execute(update(Ban).where(Ban.id.in_(stale)).values(ended_at=now, end_reason="expired"))
     if rows:
-        new = iter(connection.execute(insert(Ban).returning(Ban.id, sort_by_parameter_order=True), rows).scalars())
-        return [next(new) if known is None else known for known in ids]
+        new = _insert(connection, rows)
+        return [new[(d.jail, d.address)] if known is None else known for d, known in zip(decisions, ids, strict=True)]
     return [known for known in ids if known is not None]  # every one joins a ban in force
+
+
+def _insert(connection: Connection, rows: Sequence[tuple[object, ...]]) -> dict[tuple[str, str], int]:
+    """The new bans in multi-row INSERTs of plain tuples; each one's id by its jail and address
+    (one row per pair, see ``in_bulk``), since RETURNING promises no order (asking SQLAlchemy
+    for the parameters' order made SQLite's INSERT one statement per ban)."""
+    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    values = f"({', '.join([mark] * len(_BAN_COLUMNS))})"
+    out: dict[tuple[str, str], int] = {}
+    for start in range(0, len(rows), INSERT_ROWS):
+        part = rows[start:start + INSERT_ROWS]
+        sql = (f"INSERT INTO {Ban.__tablename__} ({', '.join(_BAN_COLUMNS)}) VALUES "
+               f"{', '.join([values] * len(part))} RETURNING id, jail, address")
+        for ban_id, jail, address in connection.exec_driver_sql(sql, tuple(itertools.chain.from_iterable(part))):
+            out[(jail, address)] = ban_id
+    return out
 
 
 def link_earlier(session: Session, links: Sequence[tuple[BanDecision, int]], node: str,

@@ -1,5 +1,8 @@
 """Opening the ledger database: the one place that knows dialect particulars."""
 
+import logging
+import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -7,7 +10,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 
+log = logging.getLogger(__name__)
+
 WAL_CHECKPOINT_PAGES = 16384  # SQLite pages (4 KiB) of WAL between checkpoints
+BACKGROUND_CHECKPOINT_BYTES = 16 << 20  # a WAL file this big is checkpointed by WalCheckpointer
+BACKGROUND_CHECKPOINT_EVERY = 0.5  # seconds between its checkpoints at most
 
 
 def create_ledger_engine(url: str) -> Engine:
@@ -36,6 +43,69 @@ def create_ledger_engine(url: str) -> Engine:
         cursor.close()
 
     return engine
+
+
+class WalCheckpointer:
+    """Copies a busy SQLite ledger's WAL back into the database from a thread of its own.
+
+    Left to SQLite, the commit that takes the WAL past ``wal_autocheckpoint`` copies it
+    back itself: under a flood, the thread that reads the files paid for every
+    checkpoint (a tenth of its ledger time). ``after_commit`` asks this thread to do it
+    instead, at most every ``BACKGROUND_CHECKPOINT_EVERY``, once the WAL file has grown
+    to ``BACKGROUND_CHECKPOINT_BYTES``: a PASSIVE checkpoint is one call into SQLite,
+    which lets go of the GIL throughout, so it runs on the other core beside the
+    writer. The autocheckpoint stays, should this thread fall behind.
+    """
+
+    def __init__(self, engine: Engine, wal: Path) -> None:
+        self.engine = engine
+        self.wal = wal
+        self._wanted = threading.Event()
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def after_commit(self) -> None:
+        if self._wanted.is_set() or self._closing.is_set():
+            return
+        try:
+            if os.stat(self.wal).st_size < BACKGROUND_CHECKPOINT_BYTES:
+                return
+        except OSError:
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="ledger-checkpoint", daemon=True)
+            self._thread.start()
+        self._wanted.set()
+
+    def close(self) -> None:
+        self._closing.set()
+        self._wanted.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            if self._closing.is_set():
+                return
+            try:
+                with self.engine.connect() as connection:
+                    connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            except Exception as exc:  # a busy or vanished database: the autocheckpoint still runs
+                log.debug("background WAL checkpoint failed: %s", exc)
+            if self._closing.wait(BACKGROUND_CHECKPOINT_EVERY):
+                return
+            self._wanted.clear()
+            if self._closing.is_set():  # closed just before the clear: its wake is gone
+                return
+
+
+def wal_checkpointer(engine: Engine) -> WalCheckpointer | None:
+    """The background checkpointer of a SQLite ledger in a file; None for any other."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return WalCheckpointer(engine, Path(f"{url.database}-wal"))
 
 
 def upgrades_itself(engine: Engine) -> bool:

@@ -35,6 +35,9 @@ JOURNAL = "journal"
 RETRY_OPEN = 30.0  # seconds between attempts to open a source that failed
 VANISHED_AFTER = 300.0  # seconds a file a glob found may be missing (rotation) before it is let go
 FILE_PREFIX = "file:"
+MERGE_EVENTS = 4096  # candidate lines of a behind file per batch (a flood of failures: one slice)
+MERGE_BYTES = 8 << 20  # bytes of a behind file per batch
+MERGE_SECONDS = 0.1  # reading per batch, so the journal, syslog and control wait no longer
 
 
 def file_source(path: str) -> str:
@@ -225,9 +228,27 @@ class Intake:
         if time.monotonic() >= self._next_rescan:
             self.rescan_files()
         for followed in self.files:
-            for chunk in followed.follower.poll():
-                now = self.clock()
-                self.pipeline.process(followed.source, followed.events(chunk.block, now), chunk.position, now)
+            self._read(followed)
+
+    def _read(self, followed: FollowedFile) -> None:
+        """One batch of a file: a slice, or while the file is behind, slices until the batch
+        holds ``MERGE_EVENTS`` candidate lines, ``MERGE_BYTES`` or ``MERGE_SECONDS`` of reading.
+        One batch is one ledger transaction: a burst's failures go in a few large ones, each
+        with the position after its last line, not one commit per 1 MiB slice."""
+        events: list[Event] = []
+        position: Position | None = None
+        size = 0
+        until = time.monotonic() + MERGE_SECONDS
+        while True:
+            chunks = followed.follower.poll()
+            for chunk in chunks:
+                events += followed.events(chunk.block, self.clock())
+                position, size = chunk.position, size + len(chunk.block)
+            if (not chunks or not followed.follower.behind or len(events) >= MERGE_EVENTS or size >= MERGE_BYTES
+                    or time.monotonic() >= until):
+                break
+        if position is not None:
+            self.pipeline.process(followed.source, events, position, self.clock())
 
     # --- journald
 

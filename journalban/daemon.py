@@ -67,6 +67,7 @@ def release_free_memory() -> None:
     except (OSError, AttributeError):  # not glibc
         pass
 STATUS_EVERY = timedelta(seconds=10)
+BURST_RECONCILE = 0.05  # seconds between the reconciles a burst's bans wake
 
 
 def policy(jail: JailConfig, own: tuple[IPNetwork, ...]) -> JailPolicy:
@@ -132,6 +133,9 @@ class Daemon:
         self.control = ControlServer(config.control_socket, DaemonContext(self, self.hooks, self.reload))
         self._tasks: set[asyncio.Task[object]] = set()
         self.fleet: FleetWatcher | None = None  # on a shared ledger only
+        self._bursting = False  # a followed file was left behind a full slice: more to read at once
+        self._next_reconcile = 0.0  # time.monotonic() before which a burst's bans wake no reconcile
+        self._deferred_reconcile = 0.0  # the _next_reconcile a wake is already scheduled for
 
     def status_line(self) -> str:
         """One line for systemd's STATUS=: what has been read and decided so far."""
@@ -140,9 +144,21 @@ class Daemon:
                 f"{c['banned']} bans, {self.detector.tracked} addresses in window")
 
     def _banned(self, bans: list[BanDecision]) -> None:
-        self.schedule.wake()
+        self._wake_reconcile()
         for ban in bans:
             self.hooks.banned(ban.jail, ban.address, ban.reason)
+
+    def _wake_reconcile(self) -> None:
+        """Reconcile now; while a file is read a full slice at a time, at most every
+        ``BURST_RECONCILE``: each run reads every ban in force, and run back to back after
+        every batch of a burst they took a tenth of the reading's time (the GIL, a core)."""
+        now = time.monotonic()
+        if not self._bursting or now >= self._next_reconcile:
+            self.schedule.wake()
+            self._next_reconcile = now + BURST_RECONCILE
+        elif self._deferred_reconcile != self._next_reconcile:  # one pending wake covers the batches until then
+            self.schedule.wake(datetime.now(UTC) + timedelta(seconds=self._next_reconcile - now))
+            self._deferred_reconcile = self._next_reconcile
 
     def _expired(self, bans: list[ActiveBan]) -> None:
         """Called from the scheduler's thread; hooks hand over to the event loop."""
@@ -278,7 +294,6 @@ class Daemon:
         watch = FileWatch([f.follower.path for f in self.intake.files], globs) if self.intake.files or globs else None
         if watch is not None and watch.available:
             loop.add_reader(watch.fileno(), lambda: watch.changed() and self._wake.set())
-        bursting = False
         try:
             while not self._stop.is_set():
                 if self.notifier.enabled and time.monotonic() >= next_heartbeat:
@@ -292,11 +307,11 @@ class Daemon:
                     release_free_memory()
                     next_sweep = now + SWEEP_EVERY
                 if any(f.follower.behind for f in self.intake.files):
-                    bursting = True
+                    self._bursting = True
                     await asyncio.sleep(0)  # more to read: let the journal, syslog and control run first
                     continue
-                if bursting:  # a burst's batches are freed: give their memory back
-                    bursting = False
+                if self._bursting:  # a burst's batches are freed: give their memory back
+                    self._bursting = False
                     release_free_memory()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.config.file_poll_interval)

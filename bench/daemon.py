@@ -37,6 +37,10 @@ the end): SQLite ledger and ``[control] socket`` there, ``[sources.files] poll_i
 5. **Profile** (``--profile-lines``): run 1 again under ``python -m cProfile`` (the main
    thread only: the reconcile scheduler's thread is not seen) and print where the time
    goes, grouped by stage of the file path.
+
+``JOURNALBAN_BENCH_TREE=DIR`` runs the daemon from another tree (its working directory,
+which ``python -m`` puts before ``PYTHONPATH``), e.g. ``git archive HEAD journalban grammars
+migrations packaging | tar -x -C DIR``: the previous commit, A/B on the same machine state.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import pstats
 import re
 import signal
@@ -64,6 +69,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+TREE = Path(os.environ.get("JOURNALBAN_BENCH_TREE") or ROOT)  # the journalban the daemon runs
 
 from bench.latency import KINDS  # noqa: E402
 from bench.replay import PYTHON, Corpus, corpus  # noqa: E402
@@ -117,7 +123,7 @@ class Daemon:
                 "-c", str(cfg)]
         self._err = self.stderr.open("w")
         self.started = time.perf_counter()
-        self.process = subprocess.Popen([*prefix, *argv], stdout=subprocess.DEVNULL, stderr=self._err, cwd=ROOT)
+        self.process = subprocess.Popen([*prefix, *argv], stdout=subprocess.DEVNULL, stderr=self._err, cwd=TREE)
         self.ready_at: float | None = None
 
     def wait_ready(self, timeout: float = 120.0) -> float:

@@ -31,13 +31,14 @@ from datetime import UTC, datetime
 from itertools import pairwise, repeat
 from multiprocessing import get_context
 from operator import add, call, itemgetter
+from socket import inet_aton, inet_ntoa
 from typing import Any, Literal
 
 from journalban.grammar import Grammar, scan_translate
 from journalban.grammar.grammar import normalise_address
 from journalban.grammar.scan import LINE_END, compiled_database, hyperscan_available, long_line_ends
 from journalban.sources.lines import BLOCK
-from journalban.sources.syslog.rfc3164 import StampSeconds
+from journalban.sources.syslog.rfc3164 import SECOND_OF, StampSeconds
 from journalban.windows import WindowKey, window_key
 
 # A line holding any of these bytes goes to the exact path: outside ASCII the rules
@@ -47,11 +48,14 @@ _CR_AT_END = rb"\r$"  # the exact path takes the \r off first: such a line goes 
 _UNSURE_ID, _LONG_ID, _CR_ID, _FIRST_RULE = 0, 1, 2, 3
 _ID_BITS = 10  # a hit is ``end << _ID_BITS | id``: one int, sorted by end then id
 _MAX_RULES = (1 << _ID_BITS) - _FIRST_RULE
-# ``journalban.sources.lines._COMMON_HEADER`` for bytes, with the stamp as a group.
+# ``journalban.sources.lines._COMMON_HEADER`` for bytes, with the stamp as a group, its
+# minute and its ":ss" as groups within it, then the host, the app and the pid. A second
+# past 59 (no time at all, to the exact path) leaves a line to the exact path whole.
 _HEADER = re.compile(
-    rb"([A-Z][a-z]{2} {1,2}[0-9]{1,2} [0-9]{2}:[0-9]{2}:[0-9]{2}) "
+    rb"(([A-Z][a-z]{2} {1,2}[0-9]{1,2} [0-9]{2}:[0-9]{2})(:[0-5][0-9])) "
     rb"(\S{1,255}) ([^\s\[\]:]{1,48})(?:\[([^\s\]]{1,128})\])?: "
 )
+_STAMP, _MINUTE, _SECOND, _APP = 1, 2, 3, 5
 _HEADER_GROUPS = _HEADER.groups
 _NEWLINE = ord("\n")
 # Flags under which a rule's pattern can follow _HEADER in one regex and read as it does alone
@@ -117,6 +121,7 @@ class BlockDecider:
         self._rules = rules
         self._database = database
         self._stamp_seconds = StampSeconds(read_time)
+        self._whole_minutes = self._stamp_seconds.whole_minutes
         self._captured: dict[tuple[bytes, float], float | None] = {}
         self._apps: dict[bytes, bool] = {}  # syslog app → whether the grammar reads it
         self._reads_raw = grammar.selector.selects(source, None, {})  # raw: every line of this file, or none
@@ -135,8 +140,8 @@ class BlockDecider:
         self._lane_match: list[Any] = off + [
             rule.headed.fullmatch if lane and rule.headed is not None else _off_lane
             for rule, lane in zip(rules, on_lane, strict=True)]
-        self._lane_parts: list[Any] = [itemgetter(1, 3, 1)] * _FIRST_RULE + [
-            itemgetter(1, 3, rule.address + _HEADER_GROUPS) for rule in rules]
+        self._lane_parts: list[Any] = [itemgetter(_MINUTE, _SECOND, _APP, 1)] * _FIRST_RULE + [
+            itemgetter(_MINUTE, _SECOND, _APP, rule.address + _HEADER_GROUPS) for rule in rules]
 
     @classmethod
     def build(cls, grammar: Grammar, file_format: str, source: str, read_time: datetime) -> BlockDecider | None:
@@ -235,10 +240,17 @@ class BlockDecider:
             lane_match = [match if seen[end] == 1 else _off_lane for match, end in zip(lane_match, ends, strict=True)]
         starts = [at + 1 for at in map(block.rfind, repeat(b"\n"), repeat(0), ends)]
         found = [m if m is not None else _NO_MATCH for m in map(call, lane_match, repeat(block), starts, ends)]
-        stamps, apps, raws = zip(*map(call, [self._lane_parts[rule_id] for rule_id in ids], found), strict=True)
+        minutes, seconds, apps, raws = zip(*map(call, map(self._lane_parts.__getitem__, ids), found), strict=True)
+        # A time is its minute's start plus its second: no stamp is parsed on the lane. A
+        # block holds hours of log, so its minutes are worked out once each, then looked up.
+        bases = list(map(self._whole_minutes.get, minutes))  # None: a minute not seen yet, or no match
+        if None in bases:
+            for minute in {minute for minute, base in zip(minutes, bases, strict=True) if base is None} - {None}:
+                self._stamp_seconds.whole_minute(minute)  # None: its lines leave the lane
+            bases = list(map(self._whole_minutes.get, minutes))
         selected = map(self._apps.get, apps)  # None: an app not seen yet, or no match
-        stamp_seconds = self._stamp_seconds
-        times = [stamp_seconds(stamp) if ok else None for stamp, ok in zip(stamps, selected, strict=True)]
+        times = [base + SECOND_OF[second] if ok and base is not None else None
+                 for base, second, ok in zip(bases, seconds, selected, strict=True)]
         addresses = list(map(self._addresses.get, raws))
         for at in [at for at, address in enumerate(addresses) if address is None and times[at] is not None]:
             raw = raws[at]  # first seen: None if the exact path must say why it is no address
@@ -288,13 +300,24 @@ class BlockDecider:
             result.ends.append(base + end)
 
     def _address(self, raw: bytes) -> tuple[str, WindowKey] | None:
-        """An address as written, normalised with its window key (None: not an address), remembered."""
-        text = normalise_address(raw.decode("ascii"))
-        if text is None:
-            return None  # the exact path rejects it, and says so
+        """An address as written, normalised with its window key (None: not an address), remembered.
+        Each worker meets a botnet's addresses anew, so the common case, a dotted quad written
+        as ``normalise_address`` would write it, is told by ``inet_aton`` and back."""
+        text = raw.decode("ascii")
+        try:
+            packed = inet_aton(text)
+        except OSError:
+            packed = b""
+        if packed and inet_ntoa(packed) == text:
+            address = (text, int.from_bytes(packed, "big"))  # normalised already; its window key
+        else:
+            normalised = normalise_address(text)
+            if normalised is None:
+                return None  # the exact path rejects it, and says so
+            address = (normalised, window_key(normalised))
         if len(self._addresses) >= _ADDRESS_MEMORY:
             self._addresses.clear()
-        address = self._addresses[raw] = (text, window_key(text))
+        self._addresses[raw] = address
         return address
 
     def _line(self, block: bytes, start: int, end: int, ids: list[int],
@@ -311,10 +334,10 @@ class BlockDecider:
                         break
                     found = rule.headed.fullmatch(block, start, end)
                     if found is not None:
-                        stamped = self._stamp_seconds(found[1])
+                        stamped = self._stamp_seconds(found[_STAMP])
                         if stamped is None:
                             return None
-                        if not self._selects(found[3]):
+                        if not self._selects(found[_APP]):
                             return False
                         if rule.ignore:
                             ignored[rule.name] += 1
@@ -323,11 +346,11 @@ class BlockDecider:
             header = _HEADER.match(block, start, end)
             if header is None:
                 return None
-            stamped = self._stamp_seconds(header[1])
+            stamped = self._stamp_seconds(header[_STAMP])
             if stamped is None:
                 return None
             when = stamped
-            if not self._selects(header[3]):
+            if not self._selects(header[_APP]):
                 return False
             start = header.end()
         elif not self._reads_raw:

@@ -8,18 +8,24 @@ newline), the benchmark corpora, and fail2ban's own sample logs where installed.
 """
 
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import cache
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from journalban import replay_blocks
 from journalban.grammar import Grammar, load_grammar
+from journalban.grammar.grammar import normalise_address
 from journalban.grammar.scan import build_scanner
 from journalban.replay import ReplayOptions, ReplaySummary, replay_file
 from journalban.replay_blocks import BlockDecider, shares
+from journalban.sources.syslog.rfc3164 import parse_traditional_stamp
+from journalban.windows import window_key
 from tests.corpora import corpus, mixed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,6 +121,57 @@ def test_benchmark_corpora_give_the_same_summary_and_bans(
     log.write_bytes(corpus(kind, 30000))
     summary = assert_fast_equals_exact(load_grammar(GRAMMARS / f"{grammar_name}.grammar"), log, monkeypatch)
     assert summary["matched"] > 1000 and summary["bans"]
+
+
+def test_stamps_around_the_latest_moment_and_at_year_ends_decide_the_same(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lane adds a line's second to its minute's start: every second either side of the
+    latest moment a stamp may name (a day after reading, local time), the year's turns,
+    Feb 29 and a 60th second must read as the exact path reads them."""
+    latest = (READ_TIME + timedelta(days=1)).astimezone()  # the stamps are local, as the paths read them
+    moments = [latest + timedelta(seconds=n) for n in range(-150, 150)]
+    stamps = [m.strftime("%b %e %H:%M:%S") for m in moments]
+    stamps += [f"{day} {time}" for day in ("Dec 31", "Jan  1", "Feb 29", "Feb 28", "Mar  1")
+               for time in ("00:00:00", "12:30:45", "23:59:59", "23:59:60")]
+    lines = [f"{stamp} web1 sshd[{n}]: Failed password for root from 198.51.100.{n % 7} port 22 ssh2"
+             for n, stamp in enumerate(stamps * 2)]
+    log = tmp_path / "stamps.log"
+    log.write_text("\n".join(lines) + "\n")
+    grammar = load_grammar(GRAMMARS / "sshd.grammar")
+    decider = BlockDecider.build(grammar, "syslog", "file:test", READ_TIME)
+    assert decider is not None
+    data = log.read_bytes()
+    # small blocks: a block's lines take the lane once an earlier block has shown their app
+    result = decider.share(lambda offset, size: data[offset:offset + size], 0, len(data), block=2048)
+    assert len(result.times) > len(lines) // 2 and decider._stamp_seconds.whole_minutes
+    for when, start in zip(result.times, result.starts, strict=True):  # each failure's own time, not just the bans'
+        stamp = data[start:start + 15].decode()
+        parsed = parse_traditional_stamp(stamp, 0, READ_TIME, None)
+        assert parsed is not None and parsed[0].timestamp() == when, stamp
+    summary = assert_fast_equals_exact(grammar, log, monkeypatch)
+    assert summary["matched"] > len(lines) // 2 and summary["bans"]
+
+
+@cache
+def sshd_decider() -> BlockDecider:
+    decider = BlockDecider.build(load_grammar(GRAMMARS / "sshd.grammar"), "syslog", "file:test", READ_TIME)
+    assert decider is not None
+    return decider
+
+
+@given(st.one_of(
+    st.tuples(*[st.integers(0, 300)] * 4).map(lambda q: ".".join(map(str, q))),
+    st.from_regex(r"\A[0-9.x]{1,16}\Z"),  # short forms, leading zeros, hex: inet_aton reads them all
+    st.ip_addresses().map(str),
+    st.ip_addresses(v=4).map(lambda a: f"::ffff:{a}"),
+))
+@settings(max_examples=2000, deadline=None)
+def test_an_address_reads_as_normalise_address_and_window_key_read_it(text: str) -> None:
+    decider = sshd_decider()
+    normalised = normalise_address(text)
+    expected = None if normalised is None else (normalised, window_key(normalised))
+    assert decider._address(text.encode()) == expected
+    assert decider._addresses.get(text.encode()) == expected
 
 
 FAIL2BAN_CASES = [("sshd", "sshd"), ("dovecot", "dovecot"), ("postfix", "postfix"), ("exim", "exim"),

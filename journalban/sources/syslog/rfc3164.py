@@ -68,18 +68,39 @@ class StampSeconds:
         self._zone = zone
         self._hours: dict[str | bytes, tuple[float, ...] | None] = {}  # None: not one offset all hour
         self._minutes: dict[str | bytes, tuple[float, ...]] = {}  # (): worked out a stamp at a time
+        self.whole_minutes: dict[str | bytes, float] = {}  # see ``whole_minute``
 
     def __call__(self, stamp: str | bytes) -> float | None:
         starts = self._minutes.get(stamp[:-3])
         if starts is None:
             starts = self._minute(stamp[:-3])
-        second = _SECOND_OF.get(stamp[-3:])
+        second = SECOND_OF.get(stamp[-3:])
         if second is None or not starts:
             return self._exactly(stamp)
         for start in starts:
             if start + second <= self._latest_seconds:
                 return start + second
         return self._exactly(stamp)  # older than the recent years: rare, so not cached
+
+    def whole_minute(self, minute: str | bytes) -> float | None:
+        """The start of ``minute`` (``Nov  5 10:11``) where each of its seconds reads as that
+        start plus the second (the common case, remembered in ``whole_minutes`` for callers
+        that look up a block of stamps at once); None where some second reads otherwise or
+        not at all (the latest moment a stamp may name falls within it, a DST hour)."""
+        starts = self._minutes.get(minute)
+        if starts is None:
+            starts = self._minute(minute)
+        latest = self._latest_seconds
+        for start in starts:  # latest year first, as ``__call__`` asks them
+            if start > latest:
+                continue  # none of its seconds reads in this year
+            if start + 59 > latest:
+                return None  # its first seconds read in this year, its last ones earlier
+            if len(self.whole_minutes) >= _HOUR_MEMORY:
+                self.whole_minutes.clear()
+            self.whole_minutes[minute] = start
+            return start
+        return None
 
     def _minute(self, minute: str | bytes) -> tuple[float, ...]:
         """``Nov  5 10:11``'s start in each recent year that has it, latest first."""
@@ -113,8 +134,8 @@ class StampSeconds:
 
 
 # ":ss" and ":mm" as written (text or bytes) → seconds into the minute and into the hour
-_SECOND_OF: dict[str | bytes, int] = {f":{n:02d}": n for n in range(60)} | {f":{n:02d}".encode(): n for n in range(60)}
-_MINUTE_OF: dict[str | bytes, int] = {written: n * 60 for written, n in _SECOND_OF.items()}
+SECOND_OF: dict[str | bytes, int] = {f":{n:02d}": n for n in range(60)} | {f":{n:02d}".encode(): n for n in range(60)}
+_MINUTE_OF: dict[str | bytes, int] = {written: n * 60 for written, n in SECOND_OF.items()}
 
 
 def _text(stamp: str | bytes) -> str:
@@ -132,14 +153,14 @@ def _latest(reference: datetime) -> datetime:
     return reference.astimezone(UTC) + timedelta(days=1)
 
 
-_RECENT_YEARS, _ALL_YEARS = 2, 9  # the latest year + 1 and the latest year; then back to 7 before it
+_RECENT_YEARS, _ALL_YEARS = 3, 9  # the latest year + 1 (a zone ahead of UTC) back to the year before; then 6 more
 
 
 @lru_cache(maxsize=8192)
 def _minute_starts(minute: tuple[str, str, str, str], latest_year: int, zone: tzinfo | None,
                    years: int) -> tuple[datetime, ...]:
     """UTC start of a local minute (month, day, hour, minute as written) in each of the
-    first ``years`` candidate years that has it, latest first (the recent two almost
+    first ``years`` candidate years that has it, latest first (the recent three almost
     always hold it; -8: Feb 29 needs a leap year). Cached: a log has many lines a
     minute, and the local-time conversion is the costly part of a stamp."""
     month, day, hour, at = MONTHS[minute[0]], int(minute[1]), int(minute[2]), int(minute[3])

@@ -57,3 +57,25 @@ def test_bytes_and_odd_stamps_read_as_the_parser_reads_them() -> None:
         assert seconds(stamp) == expected, stamp
         if stamp.isascii():
             assert seconds(stamp.encode()) == expected, stamp
+
+
+@pytest.mark.parametrize("zone", ZONES, ids=["local", "utc", "+14", "-11", "berlin", "lord-howe"])
+@pytest.mark.parametrize("reference", REFERENCES, ids=lambda r: r.strftime("%Y-%m-%d"))
+def test_a_whole_minute_reads_every_second_as_its_start_plus_the_second(
+        reference: datetime, zone: timezone | None) -> None:
+    """The fast path adds a second to the minute's start without parsing the stamp: only
+    where that gives what the stamp's own parse gives, for every second of the minute."""
+    seconds = StampSeconds(reference, zone)
+    latest = (reference + timedelta(days=1)).astimezone(zone)
+    minutes = {stamp[:-3] for stamp in stamps()} | {latest.strftime("%b %e %H:%M")}
+    whole = 0
+    for minute in sorted(minutes):
+        start = seconds.whole_minute(minute)
+        if start is None:
+            continue
+        whole += 1
+        assert seconds.whole_minutes[minute] == start
+        for second in range(60):
+            assert seconds(f"{minute}:{second:02d}") == start + second, (minute, second)
+    assert whole > len(minutes) // 2
+    assert seconds.whole_minute(latest.strftime("%b %e %H:%M")) is None, "its later seconds are last year's"

@@ -163,8 +163,12 @@ class Detector:
         if windows is None:
             windows = self._windows[jail] = Windows()
         add, pop, banned, banned_at = windows.add, windows.pop, self._banned_until, self._banned_at
+        ranges4 = bool(policy._ignored4)
         for index, (when, address, key) in enumerate(zip(times, addresses, keys, strict=True)):
-            if ignores(address, key if type(key) is int else None):
+            if type(key) is int:  # ``ignores`` for IPv4, its loopback test inline
+                if key >> 24 == 127 or (ranges4 and ignores(address, key)):
+                    continue
+            elif ignores(address, None):
                 continue
             if banned and (banned_at((jail, address), when) or (
                     subnets and banned_at((jail, str(policy.subnet_of(address))), when))):

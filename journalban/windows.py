@@ -40,9 +40,12 @@ def unpack(times: Times) -> tuple[float, ...]:
 
 
 def size(times: Times) -> int:
-    if isinstance(times, float | complex):
-        return 1 if isinstance(times, float) else 2
-    return len(times) // 8 if isinstance(times, bytes) else len(times)
+    kind = type(times)  # not ``isinstance(times, float | complex)``, which builds the union each call
+    if kind is float:
+        return 1
+    if kind is complex:
+        return 2
+    return len(times) // 8 if kind is bytes else len(times)  # type: ignore[arg-type]
 
 
 def oldest(times: "bytes | complex | array[float]") -> float:
@@ -149,7 +152,11 @@ class Windows:
         suffixes: array[int] = bucket[0]
         i = bisect_left(suffixes, suffix)
         if i < len(suffixes) and suffixes[i] == suffix:
-            held = bucket[i + 1] = add(bucket[i + 1], t, start)
+            held = bucket[i + 1]
+            if type(held) is float:  # ``add``'s commonest case, without the call: a replay's hot loop
+                held = bucket[i + 1] = t if held < start else complex(held, t)
+            else:
+                held = bucket[i + 1] = add(held, t, start)
             return held
         suffixes.insert(i, suffix)
         bucket.insert(i + 1, t)

@@ -201,6 +201,7 @@ class Daemon:
             self.notifier.send("STOPPING=1")
             await self.control.stop()
             await self.intake.close()
+            self._commit_positions()
             if self.fleet is not None:
                 await self.fleet.stop()
             self.schedule.stop()
@@ -210,6 +211,14 @@ class Daemon:
             log.info("journalban stopped")
         if self._failure is not None:
             raise DaemonFailed(f"journalban: {self._failure}")
+
+    def _commit_positions(self) -> None:
+        """The positions read past at the end: if the ledger will not take them, those lines
+        (which produced nothing) are read again at the next start."""
+        try:
+            self.pipeline.commit_positions(self.clock())
+        except Exception as exc:  # stopping anyway; the ledger's own error says why
+            log.error("positions not recorded at stop, their lines will be read again: %s", exc)
 
     def _purge(self) -> None:
         """Retention: failures older than ``[ledger] keep_failures`` go; bans stay."""
@@ -302,6 +311,7 @@ class Daemon:
                 self._wake.clear()
                 self.intake.poll_files()
                 now = self.clock()
+                self.pipeline.commit_positions(now, due_only=True)
                 if now >= next_sweep:
                     self.detector.sweep(now)
                     release_free_memory()

@@ -25,6 +25,11 @@ from journalban.sources.ledger_bans import LEDGER, ban_events
 
 log = logging.getLogger(__name__)
 RECORD_ATTEMPTS = 10
+# A batch that produced nothing but a new position (journald's and a busy host's everyday
+# lines) has its position committed with the next batch that records something, or once
+# it has waited this long: a commit per small batch held the loop while failures queued.
+# Lines read again after a crash in between produced nothing, so they produce nothing again.
+POSITION_DELAY = 1.0
 _COUNTED = {verdict: verdict.value for verdict in Verdict}  # an enum's .value is a descriptor call per event
 
 
@@ -36,6 +41,8 @@ class Pipeline:
         self.ledger = ledger
         self.on_ban = on_ban
         self.counters: Counter[str] = Counter()
+        self._positions: dict[str, Position | JournalCursor] = {}  # read past, not yet committed
+        self._positions_due = 0.0  # monotonic time by which they are committed
 
     def process(self, source: str, events: Sequence[Event], position: Position | JournalCursor | None,
                 now: datetime) -> list[BanDecision]:
@@ -47,11 +54,23 @@ class Pipeline:
         for event in events:
             self._observe(event, matchers, now, failures, bans)
         self._feed_ledger_readers(bans, now, failures)
-        if failures or bans or position is not None:
-            self._record(failures, bans, {source: position} if position else {}, now)
+        if position is not None:
+            if not self._positions:
+                self._positions_due = time.monotonic() + POSITION_DELAY
+            self._positions[source] = position
+        if failures or bans or (self._positions and time.monotonic() >= self._positions_due):
+            positions, self._positions = self._positions, {}
+            self._record(failures, bans, positions, now)
         if bans:
             self.on_ban(bans)
         return bans
+
+    def commit_positions(self, now: datetime, due_only: bool = False) -> None:
+        """Commit the positions of batches that produced nothing else (all of them, or
+        only once ``POSITION_DELAY`` has passed): called while idle, and at the end."""
+        if self._positions and (not due_only or time.monotonic() >= self._positions_due):
+            positions, self._positions = self._positions, {}
+            self._record([], [], positions, now)
 
     def _observe(self, event: Event, matchers: Sequence[JailMatcher], now: datetime,
                  failures: list[Failure], bans: list[BanDecision]) -> None:

@@ -193,3 +193,31 @@ def test_a_written_line_is_read_at_once_not_at_the_next_poll(tmp_path: Path) -> 
         await task
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("delay", [0.05, 3600.0])
+def test_the_position_past_lines_that_produced_nothing_is_committed_while_idle_or_at_stop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, delay: float) -> None:
+    """Such a position waits for the next batch that records something (``Pipeline``), yet
+    is never left behind for long: the idle daemon commits it once due, and a stop commits it."""
+    monkeypatch.setattr(pipeline_module, "POSITION_DELAY", delay)
+    log = tmp_path / "wp.log"
+    log.write_text("")
+
+    async def scenario() -> Daemon:
+        daemon, task, _ = await started(loaded(tmp_path))
+        with log.open("a") as f:
+            f.write("Apr 3 01:11:12 nothing to see here\n" * 100)
+        await until(lambda: daemon.intake.files[0].follower.position.offset == log.stat().st_size)
+        if delay < 1:
+            await until(lambda: daemon.ledger.positions())
+        else:
+            await asyncio.sleep(0.2)
+            assert daemon.ledger.positions() == {}, "not due: it waits"
+        daemon.stop()
+        await task
+        return daemon
+
+    daemon = asyncio.run(scenario())
+    (position,) = daemon.ledger.positions().values()
+    assert position.offset == log.stat().st_size

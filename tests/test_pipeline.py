@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import text
 
 from journalban import paths
+from journalban import pipeline as pipeline_module
 from journalban.detector import Detector, JailPolicy
 from journalban.events import BanDecision, Event
 from journalban.grammar import load_grammar
@@ -89,3 +90,42 @@ def test_every_failure_of_a_window_is_linked_to_its_ban_within_and_across_batche
     assert [tuple(r) for r in rows] == [("203.0.113.9", 1), ("203.0.113.9", 1), ("198.51.100.7", 0),
                                         ("203.0.113.9", 1), ("203.0.113.9", 1), ("203.0.113.9", 0)]
     assert [f.address for f in ledger.open_failures(NOW - timedelta(hours=1))] == ["198.51.100.7", "203.0.113.9"]
+
+
+def test_a_position_alone_waits_for_the_next_record_or_its_delay(ledger: Ledger,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that produced nothing is not a transaction of its own: its position goes
+    with the next batch that records something, or once ``POSITION_DELAY`` has passed,
+    or at the end; the latest position of each source wins."""
+    clock = [1000.0]
+    monkeypatch.setattr(pipeline_module.time, "monotonic", lambda: clock[0])
+    p = pipeline(ledger, "wp-limit-login", 1, [])
+    p.process(SOURCE, events("some unrelated line"), Position(7, 100), NOW)
+    p.process(SOURCE, events("another one"), Position(7, 200), NOW)
+    assert ledger.positions() == {}
+    p.commit_positions(NOW, due_only=True)
+    assert ledger.positions() == {}, "not due yet"
+    p.process(SOURCE, events("Apr 3 01:11:12 IP locked out by wp-limit-login: 203.0.113.9"), None, NOW)
+    assert ledger.positions() == {SOURCE: Position(7, 200)}, "with the next batch that records"
+
+    p.process(SOURCE, events("quiet"), Position(7, 300), NOW)
+    clock[0] += pipeline_module.POSITION_DELAY - 0.01
+    p.process(SOURCE, events("quiet"), Position(7, 400), NOW)
+    assert ledger.positions() == {SOURCE: Position(7, 200)}
+    clock[0] += 0.02
+    p.process(SOURCE, events("quiet"), Position(7, 500), NOW)
+    assert ledger.positions() == {SOURCE: Position(7, 500)}, "once the first of them waited its delay"
+
+    p.process(SOURCE, events("quiet"), Position(7, 600), NOW)
+    clock[0] += pipeline_module.POSITION_DELAY
+    p.commit_positions(NOW, due_only=True)
+    assert ledger.positions() == {SOURCE: Position(7, 600)}, "by the idle daemon"
+    p.process(SOURCE, events("quiet"), Position(7, 700), NOW)
+    p.commit_positions(NOW)
+    assert ledger.positions() == {SOURCE: Position(7, 700)}, "at the end"
+    assert count_failures(ledger) == 1
+
+
+def count_failures(ledger: Ledger) -> int:
+    with ledger.engine.connect() as connection:
+        return int(connection.execute(text("SELECT count(*) FROM failures")).scalar_one())

@@ -55,6 +55,7 @@ def read_through(path: Path, grammar: Grammar, ledger: Ledger, read_size: int = 
         for chunk in follower.poll():
             pipeline.process(followed.source, followed.events(chunk.block, NOW), chunk.position, NOW)
         if not follower.behind:
+            pipeline.commit_positions(NOW)  # as the daemon does once idle, and at its stop
             return followed
 
 

@@ -10,6 +10,7 @@ timer too (``poll_interval``) and reading never depends on the descriptor alone.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from journalban.events import Event
@@ -18,6 +19,14 @@ from journalban.sources.journal import JournalCursor, JournalSource
 __all__ = ["JournalFollower"]
 
 Deliver = Callable[[list[Event], JournalCursor | None], None]
+# While the journal holds more than a read takes (a backlog, a flood), reads are short so
+# that files and syslog get the loop between them, but their events are delivered together,
+# up to this many or this long after the first: one ledger transaction, not one per read.
+MERGE_EVENTS = 2048
+MERGE_SECONDS = 0.05
+# Only reads dense with events are held: one with fewer (a failure among everyday entries,
+# whose ban should not wait) is delivered at once, with whatever was held before it.
+MERGE_DENSE = 16
 
 
 class JournalFollower:
@@ -27,6 +36,8 @@ class JournalFollower:
     the read) raises, the follower stops for good and calls ``on_error``: the reader
     has already moved past entries whose failures were not recorded, and only a
     restart, which resumes after the last committed cursor, can get them back.
+    So can entries read but still held (a backlog's reads are delivered together) when
+    the follower stops: their cursor was never committed.
     """
 
     def __init__(self, source: JournalSource, deliver: Deliver, on_error: Callable[[BaseException], None]) -> None:
@@ -38,6 +49,9 @@ class JournalFollower:
         self._fd: int | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._again: asyncio.Handle | None = None
+        self._held: list[Event] = []  # read, not yet delivered: the journal had more
+        self._held_cursor: JournalCursor | None = None
+        self._held_since = 0.0
 
     @property
     def polling(self) -> bool:
@@ -70,7 +84,15 @@ class JournalFollower:
         self.counters["reads"] += 1
         try:
             events, cursor = self.source.read()
-            if events or cursor is not None:
+            if cursor is not None:
+                if self._held_cursor is None:
+                    self._held_since = time.monotonic()
+                self._held += events
+                self._held_cursor = cursor
+            if self._held_cursor is not None and (
+                    not self.source.more_pending or len(events) < MERGE_DENSE or len(self._held) >= MERGE_EVENTS
+                    or time.monotonic() - self._held_since >= MERGE_SECONDS):
+                events, cursor, self._held, self._held_cursor = self._held, self._held_cursor, [], None
                 self.deliver(events, cursor)
         except Exception as exc:
             self.stop()

@@ -10,10 +10,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from journalban.events import Event
 from journalban.grammar import load_grammar
 from journalban.match import JailMatcher, prefilter_bytes
 from journalban.sources import journal as journal_module
+from journalban.sources import journal_follow as journal_follow_module
 from journalban.sources.journal import POLL_INTERVAL, JournalCursor, JournalSource, _time, merge_groups
 from journalban.sources.journal_follow import JournalFollower
 from tests.sources.journal.journald import Journald, build_journal, export_record
@@ -243,3 +246,46 @@ def test_a_read_past_its_time_limit_stops_and_the_next_reads_deliver_the_rest_on
                 break
     assert batches[0] == journal_module._CLOCK_EVERY + 1 and len(batches) >= 4
     assert sum(batches) == total and source.counters["read"] == total
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_a_backlog_is_read_in_short_reads_and_delivered_in_merged_batches(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dense: bool) -> None:
+    """Each read stops at one look at the clock, handing the loop back; their events go to
+    ``deliver`` together, MERGE_EVENTS at a time, each batch with its last entry's cursor,
+    and the rest as soon as the journal has no more: nothing lost, nothing twice. Reads
+    sparser than MERGE_DENSE (a failure among everyday entries) are delivered at once."""
+    monkeypatch.setattr(journal_follow_module, "MERGE_EVENTS", 100)
+    if not dense:
+        monkeypatch.setattr(journal_follow_module, "MERGE_DENSE", journal_module._CLOCK_EVERY + 2)
+    monkeypatch.setattr(journal_follow_module, "MERGE_SECONDS", 3600.0)
+    total = 1000
+    path = build_journal(b"".join(entry(n, f"{FAILED} #{n}") for n in range(total)), tmp_path / "x.journal")
+
+    async def follow() -> tuple[list[tuple[list[Event], JournalCursor | None]], dict[str, int]]:
+        batches: list[tuple[list[Event], JournalCursor | None]] = []
+        errors: list[BaseException] = []
+        with JournalSource(SSH_UNIT, files=[str(path)], since="all", max_seconds=0.0) as source:
+            source.open()
+            follower = JournalFollower(source, lambda events, cursor: batches.append((events, cursor)), errors.append)
+            follower.start(asyncio.get_running_loop())
+            for _ in range(200):  # bounded
+                if sum(len(events) for events, _ in batches) == total:
+                    break
+                await asyncio.sleep(0.01)
+            follower.stop()
+        assert not errors
+        return batches, dict(follower.counters)
+
+    batches, counters = asyncio.run(follow())
+    assert [e.message for events, _ in batches for e in events] == [f"{FAILED} #{n}" for n in range(total)]
+    sizes = [len(events) for events, _ in batches]
+    step = journal_module._CLOCK_EVERY + 1
+    assert counters["reads"] >= total // step and sum(sizes) == total
+    if dense:
+        assert all(100 <= size < 100 + step for size in sizes[:-1]) and len(batches) < counters["reads"]
+    else:
+        assert all(size <= step for size in sizes), "each read delivered at once"
+    with JournalSource(SSH_UNIT, files=[str(path)], cursor=batches[-1][1]) as source:
+        source.open()
+        assert source.read()[0] == [], "the last batch's cursor is the last entry's"

@@ -16,6 +16,7 @@ from journalban.windows import WindowKey, Windows, ipv4_int, size, unpack, windo
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+LOOPBACK4_PREFIX = 127  # the first octet of 127.0.0.0/8, for an IPv4 address held as an integer
 REASON_TEXT_LIMIT = 200
 MAX_DOUBLINGS = 20
 
@@ -48,7 +49,7 @@ class JailPolicy:
         if v4 is None and ":" not in address:
             v4 = ipv4_int(address)
         if v4 is not None:
-            return v4 >> 24 == 127 or (bool(self._ignored4) and any(first <= v4 <= last
+            return v4 >> 24 == LOOPBACK4_PREFIX or (bool(self._ignored4) and any(first <= v4 <= last
                                                                   for first, last in self._ignored4))
         if address == "::1":
             return True
@@ -165,8 +166,8 @@ class Detector:
         add, pop, banned, banned_at = windows.add, windows.pop, self._banned_until, self._banned_at
         ranges4 = bool(policy._ignored4)
         for index, (when, address, key) in enumerate(zip(times, addresses, keys, strict=True)):
-            if type(key) is int:  # ``ignores`` for IPv4, its loopback test inline
-                if key >> 24 == 127 or (ranges4 and ignores(address, key)):
+            if type(key) is int:  # ``ignores`` for IPv4 without the call where it has no ranges
+                if key >> 24 == LOOPBACK4_PREFIX or (ranges4 and ignores(address, key)):
                     continue
             elif ignores(address, None):
                 continue

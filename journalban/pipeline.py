@@ -58,9 +58,10 @@ class Pipeline:
             if not self._positions:
                 self._positions_due = time.monotonic() + POSITION_DELAY
             self._positions[source] = position
-        if failures or bans or (self._positions and time.monotonic() >= self._positions_due):
-            positions, self._positions = self._positions, {}
-            self._record(failures, bans, positions, now)
+        if failures or bans:
+            self._record(failures, bans, self._take_positions(), now)
+        else:
+            self.commit_positions(now, due_only=True)
         if bans:
             self.on_ban(bans)
         return bans
@@ -69,8 +70,11 @@ class Pipeline:
         """Commit the positions of batches that produced nothing else (all of them, or
         only once ``POSITION_DELAY`` has passed): called while idle, and at the end."""
         if self._positions and (not due_only or time.monotonic() >= self._positions_due):
-            positions, self._positions = self._positions, {}
-            self._record([], [], positions, now)
+            self._record([], [], self._take_positions(), now)
+
+    def _take_positions(self) -> dict[str, Position | JournalCursor]:
+        positions, self._positions = self._positions, {}
+        return positions
 
     def _observe(self, event: Event, matchers: Sequence[JailMatcher], now: datetime,
                  failures: list[Failure], bans: list[BanDecision]) -> None:

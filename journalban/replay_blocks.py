@@ -243,14 +243,14 @@ class BlockDecider:
         minutes, seconds, apps, raws = zip(*map(call, map(self._lane_parts.__getitem__, ids), found), strict=True)
         # A time is its minute's start plus its second: no stamp is parsed on the lane. A
         # block holds hours of log, so its minutes are worked out once each, then looked up.
-        bases = list(map(self._whole_minutes.get, minutes))  # None: a minute not seen yet, or no match
-        if None in bases:
-            for minute in {minute for minute, base in zip(minutes, bases, strict=True) if base is None} - {None}:
+        minute_starts = list(map(self._whole_minutes.get, minutes))  # None: a minute not seen yet, or no match
+        if None in minute_starts:
+            for minute in {m for m, known in zip(minutes, minute_starts, strict=True) if known is None} - {None}:
                 self._stamp_seconds.whole_minute(minute)  # None: its lines leave the lane
-            bases = list(map(self._whole_minutes.get, minutes))
+            minute_starts = list(map(self._whole_minutes.get, minutes))
         selected = map(self._apps.get, apps)  # None: an app not seen yet, or no match
-        times = [base + SECOND_OF[second] if ok and base is not None else None
-                 for base, second, ok in zip(bases, seconds, selected, strict=True)]
+        times = [began + SECOND_OF[second] if ok and began is not None else None
+                 for began, second, ok in zip(minute_starts, seconds, selected, strict=True)]
         addresses = list(map(self._addresses.get, raws))
         for at in [at for at, address in enumerate(addresses) if address is None and times[at] is not None]:
             raw = raws[at]  # first seen: None if the exact path must say why it is no address
@@ -309,7 +309,7 @@ class BlockDecider:
         except OSError:
             packed = b""
         if packed and inet_ntoa(packed) == text:
-            address = (text, int.from_bytes(packed, "big"))  # normalised already; its window key
+            address: tuple[str, WindowKey] = (text, int.from_bytes(packed, "big"))  # normalised already; its key
         else:
             normalised = normalise_address(text)
             if normalised is None:

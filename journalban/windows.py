@@ -152,11 +152,7 @@ class Windows:
         suffixes: array[int] = bucket[0]
         i = bisect_left(suffixes, suffix)
         if i < len(suffixes) and suffixes[i] == suffix:
-            held = bucket[i + 1]
-            if type(held) is float:  # ``add``'s commonest case, without the call: a replay's hot loop
-                held = bucket[i + 1] = t if held < start else complex(held, t)
-            else:
-                held = bucket[i + 1] = add(held, t, start)
+            held = bucket[i + 1] = add(bucket[i + 1], t, start)
             return held
         suffixes.insert(i, suffix)
         bucket.insert(i + 1, t)

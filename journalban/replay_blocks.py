@@ -248,7 +248,11 @@ class BlockDecider:
             for minute in {m for m, known in zip(minutes, minute_starts, strict=True) if known is None} - {None}:
                 self._stamp_seconds.whole_minute(minute)  # None: its lines leave the lane
             minute_starts = list(map(self._whole_minutes.get, minutes))
-        selected = map(self._apps.get, apps)  # None: an app not seen yet, or no match
+        selected = list(map(self._apps.get, apps))  # None: an app not seen yet, or no match
+        if None in selected:  # a worker's first block: every line's app is new to it
+            for app in {app for app, known in zip(apps, selected, strict=True) if known is None} - {None}:
+                self._selects(app)
+            selected = list(map(self._apps.get, apps))
         times = [began + SECOND_OF[second] if ok and began is not None else None
                  for began, second, ok in zip(minute_starts, seconds, selected, strict=True)]
         addresses = list(map(self._addresses.get, raws))

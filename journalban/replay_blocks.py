@@ -51,10 +51,12 @@ _MAX_RULES = (1 << _ID_BITS) - _FIRST_RULE
 # ``journalban.sources.lines._COMMON_HEADER`` for bytes, with the stamp as a group, its
 # minute and its ":ss" as groups within it, then the host, the app and the pid. A second
 # past 59 (no time at all, to the exact path) leaves a line to the exact path whole.
-_HEADER = re.compile(
+_HEADER_OF_APPS = (
     rb"(([A-Z][a-z]{2} {1,2}[0-9]{1,2} [0-9]{2}:[0-9]{2})(:[0-5][0-9])) "
-    rb"(\S{1,255}) ([^\s\[\]:]{1,48})(?:\[([^\s\]]{1,128})\])?: "
+    rb"(\S{1,255}) (%s)(?:\[([^\s\]]{1,128})\])?: "
 )
+_ANY_APP = rb"[^\s\[\]:]{1,48}"
+_HEADER = re.compile(_HEADER_OF_APPS % _ANY_APP)
 _STAMP, _MINUTE, _SECOND, _APP = 1, 2, 3, 5
 _HEADER_GROUPS = _HEADER.groups
 _NEWLINE = ord("\n")
@@ -132,7 +134,8 @@ class BlockDecider:
                                             if rule.headed is not None and not rule.ignore)
         # The lane, by hit id: a fail rule whose address has one group and whose time is the
         # header's decides a syslog line it alone may match in one fullmatch of header and rule
-        # (``_lane_match``), whose stamp, app and address ``_lane_parts`` takes; any other id
+        # (``_lane_match``, whose header names only apps the grammar reads), and its minute,
+        # second and address (``_lane_address``) are taken from the match; any other id
         # never matches there, so its line is decided one by one.
         on_lane = [file_format == "syslog" and rule.headed is not None and not rule.ignore
                    and not rule.other_addresses and not rule.stamps for rule in rules]
@@ -140,8 +143,8 @@ class BlockDecider:
         self._lane_match: list[Any] = off + [
             rule.headed.fullmatch if lane and rule.headed is not None else _off_lane
             for rule, lane in zip(rules, on_lane, strict=True)]
-        self._lane_parts: list[Any] = [itemgetter(_MINUTE, _SECOND, _APP, 1)] * _FIRST_RULE + [
-            itemgetter(_MINUTE, _SECOND, _APP, rule.address + _HEADER_GROUPS) for rule in rules]
+        self._lane_address: list[Any] = [itemgetter(1)] * _FIRST_RULE + [
+            itemgetter(rule.address + _HEADER_GROUPS) for rule in rules]
 
     @classmethod
     def build(cls, grammar: Grammar, file_format: str, source: str, read_time: datetime) -> BlockDecider | None:
@@ -151,6 +154,7 @@ class BlockDecider:
         if file_format not in ("syslog", "raw") or not hyperscan_available() or len(grammar.rules) > _MAX_RULES:
             return None
         rules: list[_Rule] = []
+        apps = _read_apps(grammar, source)
         expressions: list[bytes] = [_UNSURE, _CR_AT_END]
         ids: list[int] = [_UNSURE_ID, _CR_ID]
         for index, rule in enumerate(grammar.rules):
@@ -161,9 +165,9 @@ class BlockDecider:
             except (UnicodeEncodeError, re.error, scan_translate.Untranslatable):
                 return None
             headed = None
-            if file_format == "syslog" and not flags & ~_HEADED_FLAGS:
+            if file_format == "syslog" and apps is not None and not flags & ~_HEADED_FLAGS:
                 try:
-                    headed = re.compile(_HEADER.pattern + b"(?:" + pattern.pattern + b")", flags)
+                    headed = re.compile(_HEADER_OF_APPS % apps + b"(?:" + pattern.pattern + b")", flags)
                 except re.error:  # a flag written inline at the pattern's start
                     headed = None
             groups = rule.pattern.groupindex
@@ -240,7 +244,9 @@ class BlockDecider:
             lane_match = [match if seen[end] == 1 else _off_lane for match, end in zip(lane_match, ends, strict=True)]
         starts = [at + 1 for at in map(block.rfind, repeat(b"\n"), repeat(0), ends)]
         found = [m if m is not None else _NO_MATCH for m in map(call, lane_match, repeat(block), starts, ends)]
-        minutes, seconds, apps, raws = zip(*map(call, map(self._lane_parts.__getitem__, ids), found), strict=True)
+        minutes = list(map(_MINUTE_OF_MATCH, found))
+        seconds = list(map(_SECOND_OF_MATCH, found))
+        raws = list(map(call, map(self._lane_address.__getitem__, ids), found))
         # A time is its minute's start plus its second: no stamp is parsed on the lane. A
         # block holds hours of log, so its minutes are worked out once each, then looked up.
         minute_starts = list(map(self._whole_minutes.get, minutes))  # None: a minute not seen yet, or no match
@@ -248,13 +254,8 @@ class BlockDecider:
             for minute in {m for m, known in zip(minutes, minute_starts, strict=True) if known is None} - {None}:
                 self._stamp_seconds.whole_minute(minute)  # None: its lines leave the lane
             minute_starts = list(map(self._whole_minutes.get, minutes))
-        selected = list(map(self._apps.get, apps))  # None: an app not seen yet, or no match
-        if None in selected:  # a worker's first block: every line's app is new to it
-            for app in {app for app, known in zip(apps, selected, strict=True) if known is None} - {None}:
-                self._selects(app)
-            selected = list(map(self._apps.get, apps))
-        times = [began + SECOND_OF[second] if ok and began is not None else None
-                 for began, second, ok in zip(minute_starts, seconds, selected, strict=True)]
+        times = [began + SECOND_OF[second] if began is not None else None
+                 for began, second in zip(minute_starts, seconds, strict=True)]
         addresses = list(map(self._addresses.get, raws))
         for at in [at for at, address in enumerate(addresses) if address is None and times[at] is not None]:
             raw = raws[at]  # first seen: None if the exact path must say why it is no address
@@ -429,6 +430,23 @@ def collector_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _read_apps(grammar: Grammar, source: str) -> bytes | None:
+    """The header's app for the lane's patterns: the apps the grammar reads from this source,
+    as alternatives, so a line the lane matches is one the grammar reads (``_ANY_APP`` where
+    it reads every app); None where it reads none."""
+    selector = grammar.selector
+    if selector.selects(source, " ", {}):  # no app is named so: every app is read
+        return _ANY_APP
+    names = sorted(name.encode("ascii") for name in grammar.syslog_apps
+                   if name.isascii() and selector.selects(source, name, {}))
+    names = [name for name in names if _ANY_APP_NAME.fullmatch(name)]  # else the header never reads it
+    return b"|".join(map(re.escape, names)) if names else None
+
+
+_ANY_APP_NAME = re.compile(_ANY_APP)
+_MINUTE_OF_MATCH, _SECOND_OF_MATCH = itemgetter(_MINUTE), itemgetter(_SECOND)
 
 
 class _NoMatch:

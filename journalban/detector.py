@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 
 from journalban.events import FOREVER, BanDecision, Failure
-from journalban.windows import WindowKey, Windows, ipv4_int, size, unpack, window_key
+from journalban.windows import DictWindows, WindowKey, Windows, ipv4_int, size, unpack, window_key
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
@@ -88,9 +88,12 @@ Key = tuple[str, str]  # (jail, address or network)
 class Detector:
     """Per (jail, address) sliding windows in event time, and the bans in force."""
 
-    def __init__(self, policies: Mapping[str, JailPolicy]) -> None:
+    def __init__(self, policies: Mapping[str, JailPolicy],
+                 windows: type[Windows] | type[DictWindows] = Windows) -> None:
+        """``windows``: how a jail's windows are kept (``DictWindows`` for a replay)."""
         self.policies = dict(policies)
-        self._windows: dict[str, Windows] = {}  # jail → address → times
+        self._new_windows = windows
+        self._windows: dict[str, Windows | DictWindows] = {}  # jail → address → times
         self._banned_until: dict[Key, datetime] = {}
         self._previous_bans: dict[Key, int] = {}
         self._banned_in_subnet: dict[Key, set[str]] = {}  # (jail, subnet) → banned hosts in it
@@ -110,7 +113,7 @@ class Detector:
             if failure.jail in self.policies:
                 windows = self._windows.get(failure.jail)
                 if windows is None:
-                    windows = self._windows[failure.jail] = Windows()
+                    windows = self._windows[failure.jail] = self._new_windows()
                 windows.add(window_key(failure.address), failure.time.timestamp(), float("-inf"))
         growing = {name for name, policy in self.policies.items() if policy.bantime_increment}
         self._previous_bans.update((key, n) for key, n in (ban_counts or {}).items() if key[0] in growing)
@@ -142,7 +145,7 @@ class Detector:
             return Verdict.ALREADY_BANNED, None
         windows = self._windows.get(jail)
         if windows is None:
-            windows = self._windows[jail] = Windows()
+            windows = self._windows[jail] = self._new_windows()
         wkey: WindowKey = v4 if v4 is not None else address
         held = windows.add(wkey, when, window_start)
         count = size(held)
@@ -162,7 +165,7 @@ class Detector:
         findtime, maxretry, ignores, subnets = policy.findtime, policy.maxretry, policy.ignores, policy.subnet_threshold
         windows = self._windows.get(jail)
         if windows is None:
-            windows = self._windows[jail] = Windows()
+            windows = self._windows[jail] = self._new_windows()
         add, pop, banned, banned_at = windows.add, windows.pop, self._banned_until, self._banned_at
         ranges4 = bool(policy._ignored4)
         for index, (when, address, key) in enumerate(zip(times, addresses, keys, strict=True)):

@@ -102,6 +102,46 @@ def trimmed(held: Times, start: float) -> Times | None:
     return pack(kept) if kept else None
 
 
+class DictWindows:
+    """One jail's windows in a plain dict by key. Counting into it takes about 60% of the
+    instructions of ``Windows`` (no bucket to find and search), but an IPv4 address with
+    one failure costs about 97 bytes against 50 there (a million random ones, measured
+    with tracemalloc): for a replay, which counts a log as fast as it can and ends.
+    ``Windows`` keeps its IPv6 addresses in one."""
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held: dict[WindowKey, Times] = {}
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def get(self, key: WindowKey) -> Times | None:
+        return self._held.get(key)
+
+    def add(self, key: WindowKey, t: float, start: float) -> Times:
+        """The window of ``key`` with ``t`` appended and entries older than ``start`` dropped,
+        kept and returned."""
+        held = self._held[key] = add(self._held.get(key), t, start)
+        return held
+
+    def pop(self, key: WindowKey) -> Times | None:
+        return self._held.pop(key, None)
+
+    def items(self) -> Iterator[tuple[WindowKey, Times]]:
+        yield from self._held.items()
+
+    def trim(self, start: float) -> None:
+        """Drop every entry older than ``start``, and the windows left empty."""
+        for key, held in list(self._held.items()):
+            now_held = trimmed(held, start)
+            if now_held is None:
+                del self._held[key]
+            elif now_held is not held:
+                self._held[key] = now_held
+
+
 _SUFFIX = 0xFFFF  # an IPv4 window's place in its bucket: the address's last 16 bits
 
 
@@ -120,7 +160,7 @@ class Windows:
 
     def __init__(self) -> None:
         self._v4: dict[int, list[Any]] = {}  # /16 → [suffixes, times of the first, ...]
-        self._other: dict[str, Times] = {}
+        self._other = DictWindows()  # IPv6, keyed by text
         self._count = 0
 
     def __len__(self) -> int:
@@ -141,8 +181,7 @@ class Windows:
         """The window of ``key`` with ``t`` appended and entries older than ``start`` dropped,
         kept and returned (``add`` of a module-level window, in place)."""
         if isinstance(key, str):
-            held = self._other[key] = add(self._other.get(key), t, start)
-            return held
+            return self._other.add(key, t, start)
         prefix, suffix = key >> 16, key & _SUFFIX
         bucket = self._v4.get(prefix)
         if bucket is None:
@@ -161,7 +200,7 @@ class Windows:
 
     def pop(self, key: WindowKey) -> Times | None:
         if isinstance(key, str):
-            return self._other.pop(key, None)
+            return self._other.pop(key)
         prefix, suffix = key >> 16, key & _SUFFIX
         bucket = self._v4.get(prefix)
         if bucket is None:
@@ -204,9 +243,4 @@ class Windows:
                 self._v4[prefix] = kept
             else:
                 del self._v4[prefix]
-        for key, held in list(self._other.items()):
-            now_held = trimmed(held, start)
-            if now_held is None:
-                del self._other[key]
-            elif now_held is not held:
-                self._other[key] = now_held
+        self._other.trim(start)

@@ -16,7 +16,8 @@ from journalban.windows import DictWindows, WindowKey, Windows, ipv4_int, size, 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
-LOOPBACK4_PREFIX = 127  # the first octet of 127.0.0.0/8, for an IPv4 address held as an integer
+# 127.0.0.0/8 as the integers of its first and last address (an IPv4 address held as an integer)
+LOOPBACK4_FIRST, LOOPBACK4_LAST = 127 << 24, (128 << 24) - 1
 REASON_TEXT_LIMIT = 200
 MAX_DOUBLINGS = 20
 
@@ -49,7 +50,7 @@ class JailPolicy:
         if v4 is None and ":" not in address:
             v4 = ipv4_int(address)
         if v4 is not None:
-            return v4 >> 24 == LOOPBACK4_PREFIX or (bool(self._ignored4) and any(first <= v4 <= last
+            return LOOPBACK4_FIRST <= v4 <= LOOPBACK4_LAST or (bool(self._ignored4) and any(first <= v4 <= last
                                                                   for first, last in self._ignored4))
         if address == "::1":
             return True
@@ -170,7 +171,7 @@ class Detector:
         ranges4 = bool(policy._ignored4)
         for index, (when, address, key) in enumerate(zip(times, addresses, keys, strict=True)):
             if type(key) is int:  # ``ignores`` for IPv4 without the call where it has no ranges
-                if key >> 24 == LOOPBACK4_PREFIX or (ranges4 and ignores(address, key)):
+                if LOOPBACK4_FIRST <= key <= LOOPBACK4_LAST or (ranges4 and ignores(address, key)):
                     continue
             elif ignores(address, None):
                 continue
@@ -178,7 +179,7 @@ class Detector:
                     subnets and banned_at((jail, str(policy.subnet_of(address))), when))):
                 continue  # already banned: as ``count`` says, not counted
             held = add(key, when, when - findtime)
-            count = size(held)
+            count = 1 if type(held) is float else size(held)  # an address's first failure in findtime, mostly
             if count >= maxretry:
                 pop(key)
                 yield index, (count, min(unpack(held)))

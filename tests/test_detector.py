@@ -60,7 +60,8 @@ def test_already_banned_until_expiry_then_counted_afresh() -> None:
     assert d.observe(failure("203.0.113.9", later), later)[0] is Verdict.BANNED
 
 
-@pytest.mark.parametrize("address", ["192.0.2.77", "2001:db8::5", "127.0.0.1", "127.9.9.9", "::1"])
+@pytest.mark.parametrize("address", ["192.0.2.77", "2001:db8::5", "127.0.0.0", "127.0.0.1", "127.9.9.9",
+                                     "127.255.255.255", "::1"])
 def test_ignoreip_cidr_and_loopback_are_never_counted(address: str) -> None:
     d = detector(maxretry=1, ignoreip=(ipaddress.ip_network("192.0.2.0/24"), ipaddress.ip_network("2001:db8::/32")))
     assert d.observe(failure(address, T0), T0)[0] is Verdict.IGNORED
@@ -71,6 +72,8 @@ def test_loopback_is_ignored_even_when_ignoreip_is_emptied() -> None:
     d = detector(maxretry=1, ignoreip=())
     assert d.observe(failure("127.0.0.1", T0), T0)[0] is Verdict.IGNORED
     assert d.observe(failure("192.0.2.77", T0), T0)[0] is Verdict.BANNED
+    for beside in ("126.255.255.255", "128.0.0.0"):  # either side of 127.0.0.0/8
+        assert d.observe(failure(beside, T0), T0)[0] is Verdict.BANNED
 
 
 def test_jails_count_separately() -> None:
@@ -199,7 +202,7 @@ def test_count_each_decides_as_count_does(subnet_threshold: int) -> None:
     places: ignored, loopback and already-banned addresses (and subnets) included."""
     rng = random.Random(7)
     pool = ["203.0.113.9", "203.0.113.10", "198.51.100.7", "192.0.2.5", "127.0.0.1", "2001:db8::1",
-            "2001:db9::5", "198.51.100.8", "203.0.113.11"]
+            "2001:db9::5", "198.51.100.8", "203.0.113.11", "126.255.255.255", "127.255.255.255", "128.0.0.0"]
     times, addresses = [], []
     at = T0.timestamp()
     for _ in range(3000):

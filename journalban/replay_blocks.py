@@ -23,7 +23,7 @@ import os
 import re
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from itertools import pairwise, repeat
 from multiprocessing import get_context
 from operator import add, call, itemgetter
-from socket import inet_aton, inet_ntoa
+from socket import inet_aton
 from typing import Any, Literal
 
 from journalban.grammar import Grammar, scan_translate
@@ -64,6 +64,8 @@ _NEWLINE = ord("\n")
 # (the header has no ``.``, ``^`` or ``$``; case and verbose flags would change it).
 _HEADED_FLAGS = re.DOTALL | re.MULTILINE
 _ADDRESS_MEMORY = 200_000
+_OCTET = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"  # 0-255, as inet_ntoa writes it
+_DOTTED_QUAD = re.compile(rb"(?:%s\.){3}%s" % (_OCTET, _OCTET))
 SHARE_MIN = 8 << 20  # bytes: a smaller file is read in one process, without workers
 
 @dataclass
@@ -256,10 +258,12 @@ class BlockDecider:
             minute_starts = list(map(self._whole_minutes.get, minutes))
         times = [began + SECOND_OF[second] if began is not None else None
                  for began, second in zip(minute_starts, seconds, strict=True)]
-        addresses = list(map(self._addresses.get, raws))
-        for at in [at for at, address in enumerate(addresses) if address is None and times[at] is not None]:
-            raw = raws[at]  # first seen: None if the exact path must say why it is no address
-            addresses[at] = self._address(raw) if raw is not None else None
+        addresses = list(map(self._addresses.get, raws))  # None: first seen, or no address
+        fresh = {raw for raw, address, when in zip(raws, addresses, times, strict=True)
+                 if address is None and when is not None} - {None}
+        if fresh:
+            self._remember(fresh)
+            addresses = list(map(self._addresses.get, raws))
         off_lane = [at for at, (when, address) in enumerate(zip(times, addresses, strict=True))
                     if when is None or address is None]
         done = 0
@@ -305,25 +309,26 @@ class BlockDecider:
             result.ends.append(base + end)
 
     def _address(self, raw: bytes) -> tuple[str, WindowKey] | None:
-        """An address as written, normalised with its window key (None: not an address), remembered.
-        Each worker meets a botnet's addresses anew, so the common case, a dotted quad written
-        as ``normalise_address`` would write it, is told by ``inet_aton`` and back."""
-        text = raw.decode("ascii")
-        try:
-            packed = inet_aton(text)
-        except OSError:
-            packed = b""
-        if packed and inet_ntoa(packed) == text:
-            address: tuple[str, WindowKey] = (text, int.from_bytes(packed, "big"))  # normalised already; its key
-        else:
-            normalised = normalise_address(text)
-            if normalised is None:
-                return None  # the exact path rejects it, and says so
-            address = (normalised, window_key(normalised))
-        if len(self._addresses) >= _ADDRESS_MEMORY:
+        """An address as written, normalised with its window key (None: not an address), remembered."""
+        self._remember((raw,))
+        return self._addresses.get(raw)
+
+    def _remember(self, raws: Collection[bytes]) -> None:
+        """Addresses as written, normalised with their window keys, remembered; one that is no
+        address is not (the exact path rejects it, and says why). Each worker meets a botnet's
+        addresses anew, so the common case, a dotted quad written as ``normalise_address``
+        would write it, is read a block's worth at a time in calls that loop in C."""
+        if len(self._addresses) + len(raws) > _ADDRESS_MEMORY:
             self._addresses.clear()
-        self._addresses[raw] = address
-        return address
+        quads = list(filter(_DOTTED_QUAD.fullmatch, raws))  # normalised already
+        texts = list(map(bytes.decode, quads))
+        self._addresses.update(zip(quads, zip(texts, map(int.from_bytes, map(inet_aton, texts)), strict=True),
+                                   strict=True))
+        if len(quads) < len(raws):
+            for raw in set(raws).difference(quads):
+                normalised = normalise_address(raw.decode("ascii"))
+                if normalised is not None:
+                    self._addresses[raw] = (normalised, window_key(normalised))
 
     def _line(self, block: bytes, start: int, end: int, ids: list[int],
               ignored: Counter[str]) -> tuple[float, tuple[str, WindowKey], int] | Literal[False] | None:

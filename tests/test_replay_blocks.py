@@ -176,6 +176,18 @@ def test_an_address_reads_as_normalise_address_and_window_key_read_it(text: str)
     assert decider._addresses.get(text.encode()) == expected
 
 
+def test_a_block_of_addresses_reads_as_each_one_alone() -> None:
+    texts = ["203.0.113.7", "0.0.0.0", "255.255.255.255", "256.1.1.1", "010.1.1.1", "1.2.3", "1.2.3.4.5",
+             "2001:db8::1", "::ffff:198.51.100.2", "10.0.0.01", "99.199.249.250", "example.org", "1.2.3.4 "]
+    decider = BlockDecider.build(load_grammar(GRAMMARS / "sshd.grammar"), "syslog", "file:test", READ_TIME)
+    assert decider is not None
+    decider._remember({text.encode() for text in texts})
+    for text in texts:
+        normalised = normalise_address(text)
+        assert decider._addresses.get(text.encode()) == (
+            None if normalised is None else (normalised, window_key(normalised))), text
+
+
 FAIL2BAN_CASES = [("sshd", "sshd"), ("dovecot", "dovecot"), ("postfix", "postfix"), ("exim", "exim"),
                   ("vsftpd", "vsftpd"), ("proftpd", "proftpd"), ("mysqld-auth", "mysqld-auth"),
                   ("nginx-http-auth", "nginx-http-auth"), ("nginx-botsearch", "nginx-botsearch"),

@@ -15,7 +15,10 @@ it the bare libsystemd loop under the same matches, the ceiling. Syslog: one sen
 process per run writes the corpus over TCP (octet-counted) or as datagrams over UDP;
 the listener runs with the ``keep`` and ``keep_raw`` filters the daemon builds and the sink runs the
 sshd matcher; sent, received and lost are counted (lost UDP datagrams also from the
-kernel's RcvbufErrors). Each row gives wall-clock and CPU rates: on a shared machine
+kernel's RcvbufErrors). The whole daemon (``--daemon-entries``, ``--daemon-messages``):
+``journalban run`` with a SQLite ledger over the journal (start-up included), and
+listening on TCP while one sender writes the syslog corpus (from its first byte), each
+until every failure is in the ledger. Each row gives wall-clock and CPU rates: on a shared machine
 the CPU rate says what the code does with one core. Everything runs in a temporary
 directory that is removed at the end, unless ``--cache`` names one.
 """
@@ -30,11 +33,13 @@ import os
 import pstats
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -222,61 +227,111 @@ def bench_journal(entries: int, cache: Path, profile: bool) -> list[Row]:
     return rows
 
 
-def bench_daemon(entries: int, tmp: Path, timeout: float) -> Row:
-    """The whole daemon: journalban run over a journal with recent stamps, until every failure is in the ledger."""
-    journal, expected = build_journal(entries, tmp, "--start", "now", "--span", "3600")
-    ledger = tmp / "ledger.db"
-    config = tmp / "journalban.toml"
+def ledger_failures(ledger: Path) -> int:
+    """The failure rows in a daemon's SQLite ledger (0 before it exists or while it is locked)."""
+    import sqlite3
+
+    if not ledger.exists():
+        return 0
+    try:
+        with sqlite3.connect(ledger, timeout=10) as db:
+            return int(db.execute("SELECT count(*) FROM failures").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+def daemon_config(tmp: Path, name: str, source: str, jail: str) -> tuple[Path, Path]:
+    """A config (and its ledger) for the whole-daemon runs: the sshd grammar on ``source``,
+    nothing banned (every failure is only counted and recorded), the dry-run firewall."""
+    ledger, config = tmp / f"ledger-{name}.db", tmp / f"journalban-{name}.toml"
     config.write_text(f"""
 [ledger]
 url = "sqlite:///{ledger}"
-
-[sources.journal]
-directory = "{journal}"
-since = "all"
-
+{source}
 [jails.sshd]
 grammar = "sshd"
-journal = true
+{jail}
 maxretry = 1000000000
 findtime = "1d"
 firewall = "dry-run"
 ignoreself = false
 """)
-    import sqlite3
+    return config, ledger
 
-    def recorded() -> int:
-        if not ledger.exists():
-            return 0
+
+@contextmanager
+def running_daemon(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``journalban run`` on ``config``, stopped (and killed if it will not stop) on the way out."""
+    with log.open("w") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "journalban", "run", "-c", str(config)],
+                                   stdout=subprocess.DEVNULL, stderr=sink, cwd=ROOT)
         try:
-            with sqlite3.connect(ledger, timeout=10) as db:
-                return int(db.execute("SELECT count(*) FROM failures").fetchone()[0])
-        except sqlite3.OperationalError:
-            return 0
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
-    log = (tmp / "daemon.log").open("w")
+
+def wait_for_failures(ledger: Path, expected: int, deadline: float, process: subprocess.Popen[bytes]) -> int:
+    """Poll the ledger until it holds ``expected`` failures, the deadline passes or the daemon exits."""
+    seen = 0
+    while time.perf_counter() < deadline and process.poll() is None:
+        seen = ledger_failures(ledger)
+        if seen >= expected:
+            break
+        time.sleep(0.05)
+    return seen
+
+
+def bench_daemon(entries: int, tmp: Path, timeout: float) -> Row:
+    """The whole daemon: journalban run over a journal with recent stamps, until every failure is in the ledger."""
+    journal, expected = build_journal(entries, tmp, "--start", "now", "--span", "3600")
+    config, ledger = daemon_config(tmp, "journal", f'[sources.journal]\ndirectory = "{journal}"\nsince = "all"\n',
+                                   "journal = true")
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "journalban", "run", "-c", str(config)],
-                               stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT)
-    try:
-        deadline = started + timeout
-        seen = 0
-        while time.perf_counter() < deadline and process.poll() is None:
-            seen = recorded()
-            if seen >= expected:
-                break
-            time.sleep(0.05)
+    with running_daemon(config, tmp / "daemon-journal.log") as process:
+        seen = wait_for_failures(ledger, expected, started + timeout, process)
         seconds = time.perf_counter() - started
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
     note = f"{seen:,} of {expected:,} failures in the ledger, start-up included"
     return Row("journald: whole daemon (SQLite ledger)", entries, seconds, note)
+
+
+def bench_daemon_syslog(messages: int, tmp: Path, timeout: float) -> Row:
+    """The whole daemon: journalban run listening on TCP, sent the syslog corpus (recent
+    stamps) over one connection as fast as it takes it, until every failure is in the
+    ledger. The clock starts with the first byte sent, once the daemon listens."""
+    frames = tmp / f"daemon-frames-{messages}.bin"
+    summary = corpus("syslog", messages, frames, "--start", "now", "--span", "3600")
+    expected = int(re.search(r"(\d+) failures", summary).group(1))  # type: ignore[union-attr]
+    with socket.socket() as probe:  # a free port on loopback for the listener
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config, ledger = daemon_config(tmp, "syslog", f'[sources.syslog]\nlisten = ["tcp://127.0.0.1:{port}"]\n',
+                                   "syslog = true")
+    with running_daemon(config, tmp / "daemon-syslog.log") as process:
+        listening = time.perf_counter() + 60
+        while time.perf_counter() < listening and process.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            return Row("syslog TCP: whole daemon (SQLite ledger)", 0, 0.0, "the daemon did not listen within 60 s")
+        started = time.perf_counter()
+        sender = subprocess.Popen([sys.executable, "-c", TCP_SENDER, "127.0.0.1", str(port), str(frames)])
+        try:
+            seen = wait_for_failures(ledger, expected, started + timeout, process)
+            seconds = time.perf_counter() - started
+        finally:
+            sender.kill()
+            sender.wait()
+    note = f"{seen:,} of {expected:,} failures in the ledger, from the first byte sent (start-up excluded)"
+    return Row("syslog TCP: whole daemon (SQLite ledger)", messages, seconds, note)
 
 
 # --- syslog ---------------------------------------------------------------------------------
@@ -424,6 +479,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1_000_000, help="syslog messages (0: skip syslog)")
     parser.add_argument("--daemon-entries", type=int, default=None,
                         help="entries for the whole-daemon run (default: --entries; 0: skip)")
+    parser.add_argument("--daemon-messages", type=int, default=None,
+                        help="syslog messages for the whole-daemon TCP run (default: --messages; 0: skip)")
     parser.add_argument("--profile", action="store_true", help="print where the journald read time goes")
     parser.add_argument("--cache", type=Path, default=None,
                         help="keep the built journal and syslog corpora in this directory across runs "
@@ -441,6 +498,9 @@ def main() -> None:
             rows.append(bench_daemon(daemon_entries, tmp, timeout=600))
         if args.messages:
             rows += bench_syslog(args.messages, cache)
+        daemon_messages = args.messages if args.daemon_messages is None else args.daemon_messages
+        if daemon_messages:
+            rows.append(bench_daemon_syslog(daemon_messages, tmp, timeout=600))
     print_table(rows)
 
 

@@ -96,7 +96,8 @@ def machine() -> dict[str, str]:
 # --- other engineers' modules: child processes, output quoted ----------------------------------
 
 OTHERS = {
-    "intake": ["--entries", "100000", "--messages", "100000", "--daemon-entries", "1000000"],  # 9.3: the whole daemon
+    "intake": ["--entries", "100000", "--messages", "100000", "--daemon-entries", "1000000",
+               "--daemon-messages", "1000000"],  # 9.3: the whole daemon, journald and TCP syslog
     "enforce": ["--sizes", "1000,10000", "--skip-fail2ban", "--flood-seconds", "1", "--flood-rounds", "1",
                 "--no-results-file"],
     "report": ["--failures", "100000", "--bans", "10000"],

@@ -253,7 +253,10 @@ class BlockDecider:
         # block holds hours of log, so its minutes are worked out once each, then looked up.
         minute_starts = list(map(self._whole_minutes.get, minutes))  # None: a minute not seen yet, or no match
         if None in minute_starts:
-            for minute in {m for m, known in zip(minutes, minute_starts, strict=True) if known is None} - {None}:
+            unknown = {m for m, known in zip(minutes, minute_starts, strict=True) if known is None} - {None}
+            for hour in {minute[:-3] for minute in unknown}:
+                self._stamp_seconds.whole_hour(hour)
+            for minute in unknown.difference(self._whole_minutes):
                 self._stamp_seconds.whole_minute(minute)  # None: its lines leave the lane
             minute_starts = list(map(self._whole_minutes.get, minutes))
         times = [began + SECOND_OF[second] if began is not None else None

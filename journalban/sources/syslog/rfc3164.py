@@ -102,6 +102,27 @@ class StampSeconds:
             return start
         return None
 
+    def whole_hour(self, hour: str | bytes) -> None:
+        """``whole_minute`` for the sixty minutes of ``hour`` (``Nov  5 10``) at once, where each
+        of them reads as its start plus the second: the hour lies wholly before the latest
+        moment a stamp may name, in one UTC offset (a block of log names most minutes of
+        each hour it holds). Else nothing: ``whole_minute`` decides each minute asked of it."""
+        starts = self._hours.get(hour, ())
+        if starts == ():
+            starts = self._hour(hour)
+        latest = self._latest_seconds
+        for start in starts or ():  # latest year first, as ``whole_minute`` asks them
+            if start > latest:
+                continue  # none of its minutes reads in this year
+            if start + _HOUR_SECONDS - 1 > latest:
+                return  # the latest moment falls within it: minute by minute
+            if len(self.whole_minutes) >= _HOUR_MEMORY:
+                self.whole_minutes.clear()
+            minutes: list[str | bytes] = ([hour + minute for minute in _MINUTES_BYTES] if isinstance(hour, bytes)
+                                          else [hour + minute for minute in _MINUTES_TEXT])
+            self.whole_minutes.update(zip(minutes, [start + into for into in _MINUTE_STARTS], strict=True))
+            return
+
     def _minute(self, minute: str | bytes) -> tuple[float, ...]:
         """``Nov  5 10:11``'s start in each recent year that has it, latest first."""
         hour = self._hours.get(minute[:-3], ())
@@ -136,6 +157,10 @@ class StampSeconds:
 # ":ss" and ":mm" as written (text or bytes) → seconds into the minute and into the hour
 SECOND_OF: dict[str | bytes, int] = {f":{n:02d}": n for n in range(60)} | {f":{n:02d}".encode(): n for n in range(60)}
 _MINUTE_OF: dict[str | bytes, int] = {written: n * 60 for written, n in SECOND_OF.items()}
+_MINUTES_TEXT = tuple(f":{n:02d}" for n in range(60))
+_MINUTES_BYTES = tuple(written.encode() for written in _MINUTES_TEXT)
+_MINUTE_STARTS = tuple(n * 60 for n in range(60))
+_HOUR_SECONDS = 3600
 
 
 def _text(stamp: str | bytes) -> str:

@@ -79,3 +79,28 @@ def test_a_whole_minute_reads_every_second_as_its_start_plus_the_second(
             assert seconds(f"{minute}:{second:02d}") == start + second, (minute, second)
     assert whole > len(minutes) // 2
     assert seconds.whole_minute(latest.strftime("%b %e %H:%M")) is None, "its later seconds are last year's"
+
+
+@pytest.mark.parametrize("zone", ZONES, ids=["local", "utc", "+14", "-11", "berlin", "lord-howe"])
+@pytest.mark.parametrize("reference", REFERENCES, ids=lambda r: r.strftime("%Y-%m-%d"))
+def test_a_whole_hour_holds_what_each_of_its_minutes_would(reference: datetime, zone: timezone | None) -> None:
+    """``whole_hour`` vouches for all sixty minutes at once, or for none: never for a minute
+    ``whole_minute`` would not (the latest moment's hour, a DST hour, Feb 29 in no recent year)."""
+    latest = (reference + timedelta(days=1)).astimezone(zone)
+    hours = {stamp[:-6] for stamp in stamps()} | {(latest + timedelta(hours=n)).strftime("%b %e %H")
+                                                   for n in range(-2, 3)} | {"Nov 14 2", "Foo 14 10"}
+    filled = 0
+    for hour in sorted(hours):
+        for as_bytes in (False, True):
+            by_hour, by_minute = StampSeconds(reference, zone), StampSeconds(reference, zone)
+            written: str | bytes = hour.encode() if as_bytes else hour
+            by_hour.whole_hour(written)
+            expected: dict[str | bytes, float] = {}
+            for n in range(60):
+                minute: str | bytes = f"{hour}:{n:02d}".encode() if as_bytes else f"{hour}:{n:02d}"
+                start = by_minute.whole_minute(minute)
+                if start is not None:
+                    expected[minute] = start
+            assert by_hour.whole_minutes in ({}, expected), written
+            filled += bool(by_hour.whole_minutes)
+    assert filled > len(hours)  # most hours, as text and as bytes

@@ -18,6 +18,7 @@ from datetime import datetime
 from journalban.config import Config, JailConfig
 from journalban.events import Event
 from journalban.grammar import Grammar
+from journalban.held_batches import HeldBatches
 from journalban.ledger.store import Ledger
 from journalban.match import JailMatcher, flagged_lines, prefilter_bytes, syslog_keep
 from journalban.pipeline import Pipeline
@@ -128,6 +129,7 @@ class Intake:
         self.journal: JournalSource | None = None
         self.journal_follower: JournalFollower | None = None
         self.syslog: SyslogListener | None = None
+        self.syslog_batches = HeldBatches(self._syslog_batch)  # a flood's reads, recorded together
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._next_rescan = 0.0  # time.monotonic() of the next glob expansion
@@ -143,6 +145,7 @@ class Intake:
             self._retry.cancel()
         if self.syslog is not None:
             await self.syslog.stop()  # stops accepting, drains what was received into the pipeline
+        self.syslog_batches.flush()
         if self.journal_follower is not None:
             self.journal_follower.stop()
         if self.journal is not None:
@@ -157,7 +160,7 @@ class Intake:
         if self.journal is not None:
             out[JOURNAL] = dict(self.journal.counters)
         if self.syslog is not None:
-            out["syslog"] = self.syslog.counters
+            out["syslog"] = {**self.syslog.counters, "held_refused": self.syslog_batches.refused}
         return out
 
     # --- files
@@ -290,7 +293,7 @@ class Intake:
         if not settings.listen or not any(j.syslog for j in self.jails):
             return
         listener = SyslogListener(
-            settings.listen, self._syslog_batch, allow=settings.allow, max_message=settings.max_message,
+            settings.listen, self.syslog_batches.add, allow=settings.allow, max_message=settings.max_message,
             max_connections=settings.max_connections, idle_timeout=float(settings.idle_timeout),
             cert=settings.cert or None, key=settings.key or None, ca=settings.ca or None,
             keep=syslog_keep(self.grammars[jail.grammar] for jail in self.jails if jail.syslog),

@@ -50,8 +50,8 @@ class JailPolicy:
         if v4 is None and ":" not in address:
             v4 = ipv4_int(address)
         if v4 is not None:
-            return LOOPBACK4_FIRST <= v4 <= LOOPBACK4_LAST or (bool(self._ignored4) and any(first <= v4 <= last
-                                                                  for first, last in self._ignored4))
+            return LOOPBACK4_FIRST <= v4 <= LOOPBACK4_LAST or (
+                bool(self._ignored4) and any(first <= v4 <= last for first, last in self._ignored4))
         if address == "::1":
             return True
         if not self._ignores6:

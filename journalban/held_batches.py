@@ -6,8 +6,8 @@ about as much as its rows. Batches of a flood (``DENSE`` events or more, or any
 batch while others are held) wait up to ``HOLD_SECONDS`` or until ``MOST_EVENTS``
 are held, then go to the pipeline together, one call per source, in the order
 they came. A sparse batch with nothing held, a failure among quiet traffic, goes
-at once, so detection latency does not pay for the flood's throughput. The values
-are those of ``journalban.sources.journal_follow``'s merged reads.
+at once, so detection latency does not pay for the flood's throughput. The bounds
+are those of the journal's merged reads (``journalban.sources.journal_follow``).
 """
 
 import asyncio
@@ -15,12 +15,13 @@ import logging
 from collections.abc import Callable
 
 from journalban.events import Event
+from journalban.sources.journal_follow import MERGE_DENSE, MERGE_EVENTS, MERGE_SECONDS
 
 log = logging.getLogger(__name__)
 
-DENSE = 16  # events in one batch: a flood's
-MOST_EVENTS = 2048  # held at most, then recorded at once
-HOLD_SECONDS = 0.05  # held at most, so a flood's failures wait no longer than this to be recorded
+DENSE = MERGE_DENSE  # events in one batch: a flood's
+MOST_EVENTS = MERGE_EVENTS  # held at most, then recorded at once
+HOLD_SECONDS = MERGE_SECONDS  # held at most, so a flood's failures wait no longer than this to be recorded
 
 
 class HeldBatches:

@@ -34,6 +34,7 @@ from operator import add, call, itemgetter
 from socket import inet_aton
 from typing import Any, Literal
 
+from journalban.addresses import CANONICAL_IPV4
 from journalban.grammar import Grammar, scan_translate
 from journalban.grammar.grammar import normalise_address
 from journalban.grammar.scan import LINE_END, compiled_database, hyperscan_available, long_line_ends
@@ -64,8 +65,7 @@ _NEWLINE = ord("\n")
 # (the header has no ``.``, ``^`` or ``$``; case and verbose flags would change it).
 _HEADED_FLAGS = re.DOTALL | re.MULTILINE
 _ADDRESS_MEMORY = 200_000
-_OCTET = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"  # 0-255, as inet_ntoa writes it
-_DOTTED_QUAD = re.compile(rb"(?:%s\.){3}%s" % (_OCTET, _OCTET))
+_DOTTED_QUAD = re.compile(CANONICAL_IPV4.pattern.encode())  # as inet_ntoa and normalise_address write it
 SHARE_MIN = 8 << 20  # bytes: a smaller file is read in one process, without workers
 
 @dataclass

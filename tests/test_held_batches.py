@@ -1,8 +1,6 @@
 """HeldBatches: a flood's batches recorded together, in order; a sparse batch at once; nothing lost."""
 
 import asyncio
-import socket
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +11,8 @@ from journalban.daemon import Daemon
 from journalban.events import Event
 from journalban.held_batches import DENSE, MOST_EVENTS, HeldBatches
 from journalban.loading import load
+from tests.e2e.daemon import count, free_port, query
+from tests.test_daemon import until
 
 T0 = datetime(2026, 11, 26, tzinfo=UTC)
 
@@ -115,9 +115,7 @@ def test_a_tcp_flood_reaches_the_ledger_whole_and_once(stop_at_once: bool, tmp_p
     recorded, by the timer or by the stop, and none twice."""
     if stop_at_once:
         monkeypatch.setattr(held_batches, "HOLD_SECONDS", 3600.0)  # only enough held, or the stop, hands over
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     config = tmp_path / "journalban.toml"
     config.write_text(f"""
 [control]
@@ -137,10 +135,7 @@ ignoreself = false
     running = Daemon(loaded.config, loaded.grammars)
     running.ledger.prepare()
     failures = 3000
-
-    def recorded() -> int:
-        with sqlite3.connect(tmp_path / "ledger.db") as db:
-            return int(db.execute("SELECT count(DISTINCT address) FROM failures").fetchone()[0])
+    ledger = tmp_path / "ledger.db"
 
     async def scenario() -> None:
         await running.intake.open()
@@ -150,12 +145,10 @@ ignoreself = false
             await writer.drain()
             listener = running.intake.syslog
             assert listener is not None
-            async with asyncio.timeout(30):
-                while listener.counters["received"] < 3 * failures:
-                    await asyncio.sleep(0.01)
-                if not stop_at_once:
-                    while recorded() < failures:
-                        await asyncio.sleep(0.01)
+            await until(lambda: listener.counters["received"] >= 3 * failures, timeout=30)
+            if not stop_at_once:
+                await until(lambda: count(ledger, "SELECT count(DISTINCT address) FROM failures") >= failures,
+                            timeout=30)
             writer.close()
         finally:
             await running.intake.close()
@@ -164,6 +157,5 @@ ignoreself = false
         asyncio.run(scenario())
     finally:
         running.ledger.close()
-    with sqlite3.connect(tmp_path / "ledger.db") as db:
-        assert db.execute("SELECT count(*), count(DISTINCT address) FROM failures").fetchone() == (failures, failures)
+    assert query(ledger, "SELECT count(*), count(DISTINCT address) FROM failures") == [(failures, failures)]
     assert running.intake.counters["syslog"]["held_refused"] == 0  # type: ignore[index]

@@ -107,11 +107,8 @@ class StampSeconds:
         of them reads as its start plus the second: the hour lies wholly before the latest
         moment a stamp may name, in one UTC offset (a block of log names most minutes of
         each hour it holds). Else nothing: ``whole_minute`` decides each minute asked of it."""
-        starts = self._hours.get(hour, ())
-        if starts == ():
-            starts = self._hour(hour)
         latest = self._latest_seconds
-        for start in starts or ():  # latest year first, as ``whole_minute`` asks them
+        for start in self._hour(hour) or ():  # latest year first, as ``whole_minute`` asks them
             if start > latest:
                 continue  # none of its minutes reads in this year
             if start + _HOUR_SECONDS - 1 > latest:
@@ -125,9 +122,7 @@ class StampSeconds:
 
     def _minute(self, minute: str | bytes) -> tuple[float, ...]:
         """``Nov  5 10:11``'s start in each recent year that has it, latest first."""
-        hour = self._hours.get(minute[:-3], ())
-        if hour == ():
-            hour = self._hour(minute[:-3])
+        hour = self._hour(minute[:-3])
         into = _MINUTE_OF.get(minute[-3:])
         if len(self._minutes) >= _HOUR_MEMORY:
             self._minutes.clear()
@@ -136,6 +131,11 @@ class StampSeconds:
         return starts
 
     def _hour(self, hour_text: str | bytes) -> tuple[float, ...] | None:
+        """The hour's start in each recent year that has it, latest first; None where it is
+        no hour or its UTC offset changes within it. Remembered."""
+        known = self._hours.get(hour_text, ())
+        if known != ():
+            return known
         found = _TRADITIONAL.fullmatch(_text(hour_text) + ":00:00")
         if found is None or found[1] not in MONTHS:
             return None

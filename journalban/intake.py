@@ -264,7 +264,7 @@ class Intake:
         cursor = self.ledger.cursor(JOURNAL)
         settings = self.config.journal
         source = JournalSource(groups, directory=settings.directory or None, files=settings.files,
-                               cursor=cursor, since=settings.since,
+                               cursor=cursor, since=settings.since, poll_interval=settings.poll_interval or None,
                                may_match=prefilter_bytes(self.grammars[jail.grammar] for jail in readers))
         try:
             source.open()

@@ -137,3 +137,16 @@ def test_etc_config_is_used_when_present_else_the_embedded_default(tmp_path: Pat
     etc.write_text('[ledger]\nurl = "sqlite:////tmp/etc.db"\n')
     assert default_config_path() == etc
     assert load_config().ledger_url == "sqlite:////tmp/etc.db"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", 0.01), ("poll_interval = 0", 0.0), ("poll_interval = 0.05", 0.05)])
+def test_journal_poll_interval(value: str, expected: float) -> None:
+    """journald's change notice comes up to 250 ms late: the journal is read on a short timer by default."""
+    config = parse_config(GOOD + f"\n[sources.journal]\n{value}\n", Path("x.toml"))
+    assert config.journal.poll_interval == expected
+
+
+@pytest.mark.parametrize("value", ["-1", "61", "true", '"fast"'])
+def test_bad_journal_poll_interval(value: str) -> None:
+    found = problems(GOOD + f"\n[sources.journal]\npoll_interval = {value}\n")
+    assert "sources.journal.poll_interval: expected a number of seconds between 0 and 60" in found[0]

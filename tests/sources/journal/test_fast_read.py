@@ -111,17 +111,21 @@ def test_stamps_convert_exactly() -> None:
     assert _time(-1) == epoch and _time(2**63) == epoch  # corrupt stamps do not raise
 
 
-def test_the_timer_reads_when_the_descriptor_stays_silent(journald: Journald) -> None:
-    """poll=True is what an unreliable descriptor (a journal on NFS) turns on. The test
+@pytest.mark.parametrize(("poll", "interval", "expected"), [(True, None, POLL_INTERVAL), (None, 0.01, 0.01)],
+                         ids=["unreliable-descriptor", "poll-interval"])
+def test_the_timer_reads_when_the_descriptor_stays_silent(journald: Journald, poll: bool | None,
+                                                          interval: float | None, expected: float) -> None:
+    """poll=True is what an unreliable descriptor (a journal on NFS) turns on; poll_interval
+    is the daemon's short timer, since journald's notice comes up to 250 ms late. The test
     silences the descriptor (as NFS would) and the entry still arrives, by the timer."""
     async def follow() -> tuple[list[str], dict[str, int]]:
         loop = asyncio.get_running_loop()
         batches: list[tuple[list[Event], JournalCursor | None]] = []
         errors: list[BaseException] = []
         with JournalSource([(("SYSLOG_IDENTIFIER", "sshd"), ("_UID", "0"))], directory=str(journald.directory),
-                           since="now", poll=True) as source:
+                           since="now", poll=poll, poll_interval=interval) as source:
             source.open()
-            assert source.poll_interval == POLL_INTERVAL
+            assert source.poll_interval == expected
             follower = JournalFollower(source, lambda events, cursor: batches.append((events, cursor)), errors.append)
             follower.start(loop)
             loop.remove_reader(source.fileno())  # the descriptor never fires from here on
@@ -146,6 +150,14 @@ def test_a_reliable_descriptor_arms_no_timer(journald: Journald) -> None:
     with JournalSource(SSH_UNIT, directory=str(journald.directory)) as source:
         source.open()
         assert source.poll_interval is None  # a local directory: inotify is reliable
+
+
+def test_an_unreliable_descriptor_is_read_at_least_every_quarter_second(journald: Journald) -> None:
+    with JournalSource(SSH_UNIT, directory=str(journald.directory), poll=True, poll_interval=5) as source:
+        source.open()
+        assert source.poll_interval == POLL_INTERVAL
+    with pytest.raises(ValueError, match="poll_interval"):
+        JournalSource(SSH_UNIT, directory=str(journald.directory), poll_interval=0)
 
 
 def test_a_batch_that_cannot_be_delivered_stops_the_follower(journald: Journald) -> None:

@@ -10,6 +10,7 @@ import ctypes
 import ctypes.util
 import logging
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -68,6 +69,12 @@ def release_free_memory() -> None:
         pass
 STATUS_EVERY = timedelta(seconds=10)
 BURST_RECONCILE = 0.05  # seconds between the reconciles a burst's bans wake
+# The longest a thread that wants the GIL waits for the busy event loop to let go (Python's
+# default is 5 ms). A ban's reconcile runs in the scheduler's threads and takes the GIL back
+# after each query, netlink call and process it waits for; with the default, those waits
+# were most of a ban's p99 under load (iptables, 300 bans under a 21,000 entries/s journal:
+# wake to reconcile p99 11.9 -> 6.1 ms, reconcile to apply 16.7 -> 9.4 ms; whole p99 41 -> 29 ms).
+SWITCH_INTERVAL = 0.001
 
 
 def policy(jail: JailConfig, own: tuple[IPNetwork, ...]) -> JailPolicy:
@@ -176,6 +183,14 @@ class Daemon:
         self.stop()
 
     async def run(self) -> None:
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        try:
+            await self._run()
+        finally:
+            sys.setswitchinterval(switch)
+
+    async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from journalban import pipeline as pipeline_module
-from journalban.daemon import Daemon, DaemonFailed
+from journalban.daemon import SWITCH_INTERVAL, Daemon, DaemonFailed
 from journalban.events import BanDecision, Failure
 from journalban.firewall.memory import MemoryFirewall
 from journalban.loading import Loaded, load
@@ -221,3 +221,20 @@ def test_the_position_past_lines_that_produced_nothing_is_committed_while_idle_o
     daemon = asyncio.run(scenario())
     (position,) = daemon.ledger.positions().values()
     assert position.offset == log.stat().st_size
+
+
+def test_threads_wait_less_for_the_gil_while_the_daemon_runs(tmp_path: Path) -> None:
+    """A ban's reconcile runs in another thread: while the daemon runs, a thread that wants the
+    GIL waits at most SWITCH_INTERVAL for the busy event loop; the old interval comes back after."""
+    before = sys.getswitchinterval()
+
+    async def run() -> float:
+        daemon, task, _ = await started(loaded(tmp_path))
+        during = sys.getswitchinterval()
+        daemon.stop()
+        await task
+        return during
+
+    assert asyncio.run(run()) == pytest.approx(SWITCH_INTERVAL)
+    assert SWITCH_INTERVAL < before
+    assert sys.getswitchinterval() == before

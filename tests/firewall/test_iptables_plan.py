@@ -8,6 +8,7 @@ from journalban.firewall.iptables import (
     V4,
     V6,
     IptablesFirewall,
+    ban_rules,
     banned_address,
     chain_name,
     entries_in,
@@ -70,6 +71,27 @@ def test_entries_only_bans_of_the_given_jails() -> None:
 ])
 def test_banned_address(rule: tuple[str, ...], family: object, expected: str | None) -> None:
     assert banned_address(rule, family) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("family", "among"), [
+    (V4, ["203.0.113.9", "10.0.0.0/8", "203.0.113.10", "192.0.2.1"]),
+    (V6, ["2001:db8::1", "2001:db8:1::/64", "2001:db8::2"]),
+])
+def test_ban_rules_among_entries_are_those_of_the_whole_index(family: object, among: list[str]) -> None:
+    """A new ban's plan reads only the rules whose -s word is one of its entries: the same
+    answer as indexing the whole chain, including a non-ban rule of the same source."""
+    rules = [*parse_save(GOOD)["jb-sshd"], ("-s", "2001:db8::1/128", "-j", "DROP"),
+             ("-s", "2001:db8:1::/64", "-j", "DROP"), ("-s", "2001:db8::2/128", "-j", "ACCEPT")]
+    whole = ban_rules(rules, family)  # type: ignore[arg-type]
+    assert whole  # the chain holds bans of this family
+    assert ban_rules(rules, family, among) == {  # type: ignore[arg-type]
+        entry: found for entry, found in whole.items() if entry in among}
+
+
+def test_a_ban_whose_source_has_another_rule_is_still_added() -> None:
+    table = parse_save(GOOD)
+    add = Diff(add=frozenset({("sshd", "203.0.113.10"), ("sshd", "10.0.0.0/8")}))
+    assert plan_apply(table, [SSHD], add, V4) == "*filter\n-I jb-sshd 1 -s 203.0.113.10/32 -j DROP\nCOMMIT\n"
 
 
 def test_chain_names_fit_netfilter() -> None:

@@ -68,7 +68,7 @@ def release_free_memory() -> None:
     except (OSError, AttributeError):  # not glibc
         pass
 STATUS_EVERY = timedelta(seconds=10)
-BURST_RECONCILE = 0.05  # seconds between the reconciles a burst's bans wake
+BURST_RECONCILE = 0.05  # seconds between the applies of a burst's new bans
 # The longest a thread that wants the GIL waits for the busy event loop to let go (Python's
 # default is 5 ms). A ban's reconcile runs in the scheduler's threads and takes the GIL back
 # after each query, netlink call and process it waits for; with the default, those waits
@@ -141,8 +141,7 @@ class Daemon:
         self._tasks: set[asyncio.Task[object]] = set()
         self.fleet: FleetWatcher | None = None  # on a shared ledger only
         self._bursting = False  # a followed file was left behind a full slice: more to read at once
-        self._next_reconcile = 0.0  # time.monotonic() before which a burst's bans wake no reconcile
-        self._deferred_reconcile = 0.0  # the _next_reconcile a wake is already scheduled for
+        self._next_enforce = 0.0  # time.monotonic() before which a burst's bans wait
 
     def status_line(self) -> str:
         """One line for systemd's STATUS=: what has been read and decided so far."""
@@ -151,21 +150,20 @@ class Daemon:
                 f"{c['banned']} bans, {self.detector.tracked} addresses in window")
 
     def _banned(self, bans: list[BanDecision]) -> None:
-        self._wake_reconcile()
+        self.schedule.add(bans, self._enforce_at())
         for ban in bans:
             self.hooks.banned(ban.jail, ban.address, ban.reason)
 
-    def _wake_reconcile(self) -> None:
-        """Reconcile now; while a file is read a full slice at a time, at most every
-        ``BURST_RECONCILE``: each run reads every ban in force, and run back to back after
-        every batch of a burst they took a tenth of the reading's time (the GIL, a core)."""
+    def _enforce_at(self) -> datetime | None:
+        """When new bans go into the firewall: now (None), but while a file is read a full
+        slice at a time, at most every ``BURST_RECONCILE``, the bans of the batches between
+        together: each apply is a firewall transaction (for iptables a process), and one
+        after every batch of a burst took a tenth of the reading's time (the GIL, a core)."""
         now = time.monotonic()
-        if not self._bursting or now >= self._next_reconcile:
-            self.schedule.wake()
-            self._next_reconcile = now + BURST_RECONCILE
-        elif self._deferred_reconcile != self._next_reconcile:  # one pending wake covers the batches until then
-            self.schedule.wake(datetime.now(UTC) + timedelta(seconds=self._next_reconcile - now))
-            self._deferred_reconcile = self._next_reconcile
+        if not self._bursting or now >= self._next_enforce:
+            self._next_enforce = now + BURST_RECONCILE
+            return None
+        return datetime.now(UTC) + timedelta(seconds=self._next_enforce - now)
 
     def _expired(self, bans: list[ActiveBan]) -> None:
         """Called from the scheduler's thread; hooks hand over to the event loop."""

@@ -5,7 +5,11 @@ those whose time is up (only when one is due by that read, or once a minute for
 bans of jails no host reads any more: a ledger write at every wake cost a busy
 fleet most of its reconcile), reads each backend, and applies only the
 difference, once per backend. Runs are serialised: a wake during a run waits and then runs again, so a
-ban decided mid-run is never left for the next interval. What was undone that
+ban decided mid-run is never left for the next interval. ``Reconciler.add`` puts new bans
+in by themselves, without that whole comparison, whose cost grows with the bans in force
+(100,000 of them: 320 ms a run), so a ban takes effect in the same few milliseconds
+whether the host holds ten bans or a botnet's worth; the runs on schedule still compare
+everything. What was undone that
 journalban did not do itself (drift) is recorded in the ledger's ``heals``; entries
 missing from a listing are listed again before they count as drift, since a kernel
 still settling a large apply can list a set short.
@@ -16,7 +20,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
@@ -112,6 +116,7 @@ class Reconciler:
         self.clock = clock
         self.last: ReconcileResult | None = None
         self._applied: dict[int, frozenset[Entry]] = {}  # per enforcement: what the last apply left
+        self._added: dict[int, set[Entry]] = {}  # per enforcement: what ``add`` put in since
         self._jails = frozenset(j.name for e in self.enforcements for j in e.jails)
         self._swept: float | None = None  # monotonic time of the last expire_bans; None: not yet
         self._lock = threading.Lock()
@@ -143,6 +148,36 @@ class Reconciler:
                                         enforced.next_expiry)
             return self.last
 
+    def add(self, entries: Collection[Entry]) -> bool:
+        """Put bans just recorded in the ledger into the firewall without reading the ledger or
+        comparing everything: each backend is read (free while its ruleset generation holds)
+        and given what it lacks of them. False when a whole run is needed instead: none has
+        run yet since start, a backend's layout is damaged or it failed (logged)."""
+        with self._lock:
+            for number, enforcement in enumerate(self.enforcements):
+                previous = self._applied.get(number)
+                if previous is None:
+                    return False
+                added = self._added.setdefault(number, set())
+                names = {j.name for j in enforcement.jails}
+                fresh = {e for e in entries if e[0] in names and e not in previous and e not in added}
+                if not fresh:
+                    continue
+                backend = enforcement.backend
+                try:
+                    actual = backend.read(enforcement.jails)
+                    if not actual.layout_ok:
+                        return False
+                    change = Diff(add=frozenset(fresh) - actual.entries)
+                    if change:
+                        log.info("firewall %s: %s", backend.name, change)
+                        backend.apply(enforcement.jails, change)
+                except FirewallError as exc:
+                    log.error("firewall %s: %s", backend.name, exc)
+                    return False
+                added |= fresh
+            return True
+
     def _expire(self, now: datetime, next_expiry: datetime | None) -> list[ActiveBan]:
         """Lift the bans whose time is up, if the read says one of this host's is due (or at
         start, or once every ``EXPIRE_SWEEP`` seconds for bans of jails this host does not run)."""
@@ -161,6 +196,9 @@ class Reconciler:
                  now: datetime) -> tuple[Diff, Drift]:
         backend = enforcement.backend
         previous = self._applied.get(number)
+        added = self._added.pop(number, None)
+        if previous is not None and added:
+            previous = previous | added
         actual = backend.read(enforcement.jails)
         found = drift(previous, desired, actual)
         for _ in range(RELISTS):

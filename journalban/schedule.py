@@ -1,20 +1,26 @@
 """The APScheduler jobs that drive the reconciler.
 
-Three triggers: every ``interval`` (the safety net that heals drift), at once
-after a new ban, and at the next ban's expiry so a ban is lifted on time rather
-than up to an interval late.
+Three triggers of a whole run: every ``interval`` (the safety net that heals
+drift), at once after a ban is lifted or any other change, and at the next ban's
+expiry so a ban is lifted on time rather than up to an interval late. New bans
+need no whole run: ``add`` puts them in by themselves (``Reconciler.add``) and
+arms their expiry.
 """
 
 import logging
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from journalban.events import BanDecision
+from journalban.firewall.base import Entry
 from journalban.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
 RETRY_FIRST = 1.0  # seconds before the first retry of a failed reconcile
+EXPIRY_LATE = timedelta(milliseconds=50)  # a run for an expiry comes this long after it
 
 
 class ReconcileSchedule:
@@ -28,7 +34,9 @@ class ReconcileSchedule:
         # and, past max_instances, APScheduler would drop the wake that a new ban sent.
         self._state = threading.Lock()
         self._running = False
-        self._dirty = False
+        self._dirty = False  # a whole run is due
+        self._new: set[Entry] = set()  # bans to put in by themselves
+        self._expiry_wake: datetime | None = None  # when the armed expiry run comes
         self.scheduler = BackgroundScheduler(timezone=UTC, job_defaults={
             "coalesce": True, "misfire_grace_time": None, "max_instances": 4})
 
@@ -44,25 +52,58 @@ class ReconcileSchedule:
         self.scheduler.add_job(self._run, "date", run_date=at or datetime.now(UTC), id=job_id,
                                replace_existing=True)
 
-    def _run(self) -> None:
-        """Every trigger's entry: run now, or have the run in progress go round again."""
+    def add(self, bans: Sequence[BanDecision], at: datetime | None = None) -> None:
+        """New bans, recorded in the ledger: into the firewall at ``at`` (now if None) by
+        themselves, and a whole run armed for the first to expire. A subnet ban that takes
+        over host bans lifts them too, which only a whole run does."""
+        if any(ban.replaces for ban in bans):
+            self.wake(at)
+            return
+        now = datetime.now(UTC)
+        live = [ban for ban in bans if ban.expiry > now]  # one decided on old lines is history
+        if not live:
+            return
         with self._state:
-            self._dirty = True
+            self._new.update((ban.jail, ban.address) for ban in live)
+        self._arm_expiry(min(ban.expiry for ban in live))
+        self.scheduler.add_job(self._run, "date", run_date=at or datetime.now(UTC), id="reconcile-new",
+                               replace_existing=True, kwargs={"whole": False})
+
+    def _run(self, whole: bool = True) -> None:
+        """Every trigger's entry: run now, or have the run in progress go round again. A
+        whole run covers the new bans too (the ledger holds them); they alone go by ``add``."""
+        with self._state:
+            self._dirty = self._dirty or whole
             if self._running:
                 return
             self._running = True
         while True:
             with self._state:
-                if not self._dirty:
+                new, self._new = self._new, set()
+                if self._dirty:
+                    self._dirty, new = False, set()
+                elif not new:
                     self._running = False
                     return
-                self._dirty = False
             try:
-                self._run_once()
+                if new:
+                    self._add(new)
+                else:
+                    self._run_once()
             except BaseException:
                 with self._state:
                     self._running = False
                 raise
+
+    def _add(self, new: set[Entry]) -> None:
+        try:
+            done = self.reconciler.add(new)
+        except Exception:  # the ledger or a backend in a state add cannot handle: a whole run can
+            log.exception("adding new bans failed")
+            done = False
+        if not done:
+            with self._state:
+                self._dirty = True
 
     def _run_once(self) -> None:
         try:
@@ -76,9 +117,19 @@ class ReconcileSchedule:
         else:
             self._backoff = RETRY_FIRST
         if result.next_expiry is not None:
-            due = result.next_expiry + timedelta(milliseconds=50)
-            if due < datetime.now(UTC) + timedelta(seconds=self.interval):
-                self.wake(due, job_id="reconcile-expiry")
+            self._arm_expiry(result.next_expiry)
+
+    def _arm_expiry(self, expiry: datetime) -> None:
+        """A whole run just after ``expiry``, unless one still to come is sooner (the
+        interval's, or an earlier expiry's, which re-arms the next from the ledger)."""
+        due = expiry + EXPIRY_LATE
+        now = datetime.now(UTC)
+        with self._state:
+            if due >= now + timedelta(seconds=self.interval) or (
+                    self._expiry_wake is not None and now < self._expiry_wake <= due):
+                return
+            self._expiry_wake = due
+        self.wake(due, job_id="reconcile-expiry")
 
     def _retry(self) -> None:
         """Try again soon, backing off up to the interval, rather than wait a whole interval."""

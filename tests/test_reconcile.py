@@ -194,3 +194,70 @@ def test_entries_that_stay_missing_are_drift_after_the_second_looks(setup, tmp_p
     assert [len(d.restored) for d in result.healed] == [1]
     assert heals(tmp_path)[-1] == ("dry-run", 1, 0, 0)
 
+
+
+class CountingLedger(Ledger):
+    """The real ledger, counting the reads of every ban in force."""
+
+    reads = 0
+
+    def enforced_bans(self, jails=None):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        return super().enforced_bans(jails)
+
+
+def test_new_bans_go_in_by_themselves_and_the_next_run_finds_no_drift(tmp_path: Path) -> None:
+    ledger = CountingLedger(f"sqlite:///{tmp_path}/ledger.db")
+    ledger.upgrade()
+    firewall, clock = MemoryFirewall(), Clock()
+    reconciler = Reconciler(ledger, [Enforcement(firewall, JAILS)], clock)
+    try:
+        ban(ledger, "203.0.113.9", 600)
+        assert not reconciler.add({("wplogin", "203.0.113.9")})  # no whole run yet since start
+        assert not firewall.entries
+        reconciler.run()
+        reads = ledger.reads
+
+        ban(ledger, "198.51.100.4", 600)
+        assert reconciler.add({("wplogin", "198.51.100.4"), ("other", "192.0.2.1")})  # another backend's jail: not here
+        assert firewall.entries == {("wplogin", "203.0.113.9"), ("wplogin", "198.51.100.4")}
+        assert firewall.applied[-1] == Diff(add=frozenset({("wplogin", "198.51.100.4")}))
+        applied = len(firewall.applied)
+        assert reconciler.add({("wplogin", "198.51.100.4"), ("wplogin", "203.0.113.9")})  # already there
+        assert len(firewall.applied) == applied
+        assert ledger.reads == reads  # the ledger was not read
+
+        result = reconciler.run()
+        assert not result.healed and not result.applied  # what add put in is known, not drift
+    finally:
+        ledger.close()
+
+
+def test_add_leaves_a_damaged_layout_or_a_failed_backend_to_a_whole_run(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ledger, firewall, clock, reconciler = setup
+    reconciler.run()
+    ban(ledger, "203.0.113.9", 600)
+    firewall.jails.clear()  # the jail's chain is gone
+    assert not reconciler.add({("wplogin", "203.0.113.9")})
+    assert not firewall.entries
+    reconciler.run()
+    assert firewall.entries == {("wplogin", "203.0.113.9")}
+
+    failing = FailingFirewall()
+    later = Reconciler(ledger, [Enforcement(failing, JAILS)], clock)
+    later.run()
+    failing.failing = True
+    ban(ledger, "198.51.100.4", 600)
+    assert not later.add({("wplogin", "198.51.100.4")})
+    assert ("wplogin", "198.51.100.4") not in failing.entries
+
+
+class FailingFirewall(MemoryFirewall):
+    """The in-memory firewall whose tool starts failing when the test says."""
+
+    failing = False
+
+    def apply(self, jails, diff):  # type: ignore[no-untyped-def]
+        if self.failing:
+            raise FirewallError("iptables-restore exited 4: resource temporarily unavailable")
+        super().apply(jails, diff)

@@ -66,3 +66,59 @@ def test_wakes_during_a_run_give_one_more_run_that_sees_every_ban(tmp_path: Path
     finally:
         firewall.go_on.set()
         ledger.close()
+
+
+def decision(address: str, seconds: float, replaces: tuple[str, ...] = ()) -> BanDecision:
+    now = datetime.now(UTC)
+    failure = Failure("wplogin", address, now, "g/r", "text", "test")
+    return BanDecision("wplogin", address, now, now + timedelta(seconds=seconds), "why", (failure,), replaces)
+
+
+class CountingLedger(Ledger):
+    reads = 0
+
+    def enforced_bans(self, jails=None):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        return super().enforced_bans(jails)
+
+
+def test_new_bans_go_in_without_a_whole_run_and_arm_their_expiry(tmp_path: Path) -> None:
+    ledger = CountingLedger(f"sqlite:///{tmp_path}/ledger.db")
+    ledger.upgrade()
+    firewall = MemoryFirewall()
+    schedule = ReconcileSchedule(Reconciler(ledger, [Enforcement(firewall, (JailLayout("wplogin"),))],
+                                            lambda: datetime.now(UTC)), 30)
+    schedule.scheduler.start(paused=True)
+    try:
+        schedule._run()  # the whole run at start
+        reads = ledger.reads
+        first = decision("203.0.113.1", 10)
+        ledger.record(list(first.failures), [first], {}, first.start)
+        schedule.add([first])
+        schedule._run(whole=False)  # what the "reconcile-new" job runs
+        assert firewall.entries == {("wplogin", "203.0.113.1")}
+        assert ledger.reads == reads
+        expiry = schedule.scheduler.get_job("reconcile-expiry")
+        assert expiry is not None and expiry.next_run_time == first.expiry + timedelta(milliseconds=50)
+
+        schedule.add([decision("203.0.113.2", 20)])  # expires later: the armed run comes first
+        assert schedule.scheduler.get_job("reconcile-expiry").next_run_time == expiry.next_run_time
+        sooner = decision("203.0.113.3", 5)
+        schedule.add([sooner])
+        assert schedule.scheduler.get_job("reconcile-expiry").next_run_time == sooner.expiry + timedelta(
+            milliseconds=50)
+        schedule.add([decision("203.0.113.4", 3600)])  # past the interval: the interval's run will see it
+        assert schedule.scheduler.get_job("reconcile-expiry").next_run_time == sooner.expiry + timedelta(
+            milliseconds=50)
+
+        schedule._run()  # a whole run due takes the new bans with it: one ledger read, no add
+        assert ledger.reads == reads + 1 and not schedule._new
+
+        schedule.add([decision("203.0.113.5", -1)])  # decided on old lines: history, never enforced
+        assert not schedule._new
+        assert schedule.scheduler.get_job("reconcile-now") is None
+        schedule.add([decision("203.0.113.0/24", 600, replaces=("203.0.113.1",))])  # lifts host bans: whole
+        assert not schedule._new and schedule.scheduler.get_job("reconcile-now") is not None
+    finally:
+        schedule.scheduler.shutdown(wait=False)
+        ledger.close()

@@ -158,7 +158,7 @@ ignoreself = false
 
 BACKGROUND = """
 import os, signal, socket, sys, time
-path, rate, log, log_rate = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+path, rate, log, total = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
 fd = os.open(log, os.O_WRONLY | os.O_APPEND)
@@ -171,7 +171,7 @@ while not stop:
         sock.sendto(b"SYSLOG_IDENTIFIER=sshd\\nPRIORITY=6\\nMESSAGE=Accepted publickey for deploy from 192.0.2."
                     + str(i % 250 + 1).encode() + b" port " + str(1024 + i % 60000).encode() + b" ssh2\\n", path)
     written += max(due, 0)
-    lines = min(int(elapsed * log_rate) - appended, 5000)
+    lines = min(int(elapsed * total) - written - appended, 5000) if log != os.devnull else 0
     if lines > 0:
         stamp = time.strftime("%b %e %H:%M:%S").encode()
         os.write(fd, b"".join(stamp + b" web1 sshd[4242]: Accepted publickey for deploy from 192.0.2."
@@ -206,15 +206,15 @@ def background(socket_path: str, rate: int, log: Path | None = None, journal_rat
                ) -> Iterator[Background]:
     """A writer sending ``rate`` non-failure sshd lines a second (in 5 ms steps): up to
     ``journal_rate`` (all when None) as entries to journald, blocking when journald's socket
-    is full, so none is lost; the rest appended to ``log``. Filled in when it stops."""
+    is full, so none is lost; the rest, and what journald could not take in time, appended
+    to ``log``. Filled in when it stops."""
     done = Background()
     if rate <= 0:
         yield done
         return
     to_journal = rate if journal_rate is None or log is None else min(rate, journal_rate)
-    to_file = rate - to_journal
     writer = subprocess.Popen([PYTHON, "-c", BACKGROUND, socket_path, str(to_journal), str(log or os.devnull),
-                               str(to_file)], stdout=subprocess.PIPE, text=True)
+                               str(rate)], stdout=subprocess.PIPE, text=True)
     try:
         yield done
     finally:

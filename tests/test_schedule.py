@@ -9,7 +9,7 @@ from journalban.firewall.base import JailLayout
 from journalban.firewall.memory import MemoryFirewall
 from journalban.ledger.store import Ledger
 from journalban.reconcile import Enforcement, Reconciler
-from journalban.schedule import ReconcileSchedule
+from journalban.schedule import EXPIRY_GAP, ReconcileSchedule
 
 T0 = datetime.now(UTC)
 
@@ -119,6 +119,25 @@ def test_new_bans_go_in_without_a_whole_run_and_arm_their_expiry(tmp_path: Path)
         assert schedule.scheduler.get_job("reconcile-now") is None
         schedule.add([decision("203.0.113.0/24", 600, replaces=("203.0.113.1",))])  # lifts host bans: whole
         assert not schedule._new and schedule.scheduler.get_job("reconcile-now") is not None
+    finally:
+        schedule.scheduler.shutdown(wait=False)
+        ledger.close()
+
+
+def test_expiries_close_to_the_last_whole_run_wait_for_the_gap(tmp_path: Path) -> None:
+    """Each whole run compares every ban in force: bans expiring one after another (a botnet's
+    worth) are lifted together, a run at most every EXPIRY_GAP, not one run per expiry."""
+    ledger = Ledger(f"sqlite:///{tmp_path}/ledger.db")
+    ledger.upgrade()
+    schedule = ReconcileSchedule(Reconciler(ledger, [Enforcement(MemoryFirewall(), (JailLayout("wplogin"),))],
+                                            lambda: datetime.now(UTC)), 30)
+    schedule.scheduler.start(paused=True)
+    try:
+        schedule._run()
+        began = schedule._whole_run
+        assert began is not None
+        schedule.add([decision("203.0.113.1", 0.2)])
+        assert schedule.scheduler.get_job("reconcile-expiry").next_run_time == began + EXPIRY_GAP
     finally:
         schedule.scheduler.shutdown(wait=False)
         ledger.close()

@@ -1,7 +1,8 @@
 """The whole daemon: throughput, detection latency (beside fail2ban's), start-up, memory.
 
     .venv/bin/python -m bench.daemon [--lines 1000000] [--latency-bans 1000] [--latency-kinds file,journald,syslog]
-                                     [--latency-backends nftables,iptables] [--background-rate 50000]
+                                     [--latency-backends nftables,iptables] [--latency-in-force 100000]
+                                     [--background-rate 50000]
                                      [--f2b-bans 300] [--startup-bans 100000]
                                      [--rss-lines 3000000 --rss-sources 1000000] [--profile-lines 300000]
                                      [--skip throughput,latency,kernel,f2b-latency,startup,rss,profile]
@@ -24,7 +25,9 @@ the end): SQLite ledger and ``[control] socket`` there, ``[sources.files] poll_i
    rest to a second file the jail follows. Per intake kind (``--latency-kinds``) ``--latency-bans`` failures with new
    addresses are written, 0-50 ms apart: p50/p99/max from the write to the ban row in the
    ledger (``latency``: dry-run) and to the DROP in the kernel (``kernel``: nftables and
-   iptables, each in a network namespace, the moment ``nft monitor`` reports it). Target
+   iptables, each in a network namespace, the moment ``nft monitor`` reports it), and for
+   nftables once more with ``--latency-in-force`` (100,000) active bans in the ledger from
+   the start, a botnet's worth: a new ban must not wait for them. Target
    p99 <= 50 ms. ``f2b-latency``: fail2ban 1.0 in a namespace, backends polling and
    pyinotify, ``--f2b-bans`` lines appended to its file, to its DROP rule (same watcher).
 3. **Start-up** with ``--startup-bans`` active bans written straight into the ledger's
@@ -371,28 +374,33 @@ SKIP_BUT = {part: ",".join(p for p in PARTS if p not in (part, "profile")) for p
 
 
 def latency_figures(count: int, skip: Sequence[str], background_rate: int, kinds: Sequence[str],
-                    backends: Sequence[str], f2b_bans: int, say: Callable[[str], None]) -> list[Figure]:
+                    backends: Sequence[str], f2b_bans: int, say: Callable[[str], None],
+                    in_force: int = 0) -> list[Figure]:
     """Written line -> ban row (dry-run) and -> DROP in the kernel, per intake kind and backend;
+    with ``in_force``, nftables again with that many bans in force from the start;
     fail2ban's appended line -> DROP beside them."""
     from bench import latency
     from bench.run import Figure
 
     figures: list[Figure] = []
     base = ".venv/bin/python -m bench.daemon"
-    runs = ([("dry-run", "latency")] if "latency" not in skip else []) + \
-        ([(b, "kernel") for b in backends] if "kernel" not in skip else [])
-    for firewall, part in runs if count else []:
-        say(f"latency, {firewall}: {count} bans per intake ({', '.join(kinds)}), background {background_rate:,}/s")
+    runs = ([("dry-run", "latency", 0)] if "latency" not in skip else []) + \
+        ([(b, "kernel", 0) for b in backends] if "kernel" not in skip else []) + \
+        ([("nftables", "kernel", in_force)] if "kernel" not in skip and in_force else [])
+    for firewall, part, preloaded in runs if count else []:
+        say(f"latency, {firewall}: {count} bans per intake ({', '.join(kinds)}), background {background_rate:,}/s"
+            + (f", {preloaded:,} bans in force" if preloaded else ""))
         command = (f"{base} --latency-bans {count} --latency-kinds {','.join(kinds)} --skip {SKIP_BUT[part]}"
-                   + (f" --latency-backends {firewall}" if part == "kernel" else ""))
+                   + (f" --latency-backends {firewall}" if part == "kernel" else "")
+                   + (f" --latency-in-force {preloaded}" if preloaded else " --latency-in-force 0"))
         try:
-            results, note = latency.journalban(count, firewall, kinds, background_rate)
+            results, note = latency.journalban(count, firewall, kinds, background_rate, in_force=preloaded)
         except Exception as exc:  # a missing tool or namespace support: say so, go on
             figures.append(Figure(f"daemon: detection latency, {firewall}", None, "ms",
                                   f"p99 <= {TARGET_P99_MS:.0f} ms", False, command, f"failed: {exc}"[:300]))
             continue
         where = ("the ban row in the ledger (dry-run)" if firewall == "dry-run"
-                 else f"the DROP in {firewall} (namespace)")
+                 else f"the DROP in {firewall} (namespace)") + (f", {preloaded:,} bans in force" if preloaded else "")
         for result in results:
             kind = result.what.split(" ")[0]
             if not result.values:
@@ -426,7 +434,8 @@ def latency_figures(count: int, skip: Sequence[str], background_rate: int, kinds
 def run(lines: int = 1_000_000, latency_bans: int = 1000, startup_bans: int = 100_000, rss_lines: int = 3_000_000,
         rss_sources: int = 1_000_000, profile_lines: int = 300_000, skip: Sequence[str] = (),
         echo: bool = True, background_rate: int = 50_000, kinds: Sequence[str] = KINDS,
-        backends: Sequence[str] = ("nftables", "iptables"), f2b_bans: int = 300) -> tuple[list[Figure], str]:
+        backends: Sequence[str] = ("nftables", "iptables"), f2b_bans: int = 300,
+        in_force: int = 100_000) -> tuple[list[Figure], str]:
     from bench.run import Figure
 
     figures: list[Figure] = []
@@ -466,7 +475,7 @@ def run(lines: int = 1_000_000, latency_bans: int = 1000, startup_bans: int = 10
                     profile_text = profile_report(prof, small.lines, float(presult["seconds"]))  # type: ignore[arg-type]
                     print(profile_text, file=sys.stderr)
             data.path.unlink()
-        figures += latency_figures(latency_bans, skip, background_rate, kinds, backends, f2b_bans, say)
+        figures += latency_figures(latency_bans, skip, background_rate, kinds, backends, f2b_bans, say, in_force)
         if "startup" not in skip and startup_bans:
             for firewall in ("dry-run", "ipset", "nftables"):
                 say(f"start-up: {startup_bans:,} active bans, {firewall}")
@@ -518,6 +527,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="kernel latency: firewall backends, each in its own network namespace")
     parser.add_argument("--background-rate", type=int, default=50_000,
                         help="latency: non-failure lines/s the daemon reads meanwhile (journald and a second file)")
+    parser.add_argument("--latency-in-force", type=int, default=100_000,
+                        help="kernel latency: nftables once more with this many bans in force from the start (0: not)")
     parser.add_argument("--f2b-bans", type=int, default=300,
                         help="fail2ban latency: bans per backend (polling, pyinotify)")
     parser.add_argument("--startup-bans", type=int, default=100_000,
@@ -532,7 +543,8 @@ def main(argv: list[str] | None = None) -> None:
     figures, profile_text = run(args.lines, args.latency_bans, args.startup_bans, args.rss_lines, args.rss_sources,
                                 args.profile_lines, [s for s in args.skip.split(",") if s],
                                 background_rate=args.background_rate, kinds=args.latency_kinds.split(","),
-                                backends=args.latency_backends.split(","), f2b_bans=args.f2b_bans)
+                                backends=args.latency_backends.split(","), f2b_bans=args.f2b_bans,
+                                in_force=args.latency_in_force)
     print_figures(figures)
     if profile_text:
         print("\n" + profile_text)

@@ -389,9 +389,11 @@ def measure(write: Callable[[str], None], watch: KernelWatch | LedgerWatch, addr
 
 def journalban(count: int, firewall: str, kinds: Sequence[str], background_rate: int,
                poll: float = 1.0, profile: Path | None = None,
-               background_journal_rate: int = BACKGROUND_JOURNAL_RATE) -> tuple[list[Latencies], str]:
-    """``count`` bans per intake kind; returns them and a note on the background load."""
-    from bench.daemon import daemon
+               background_journal_rate: int = BACKGROUND_JOURNAL_RATE,
+               in_force: int = 0) -> tuple[list[Latencies], str]:
+    """``count`` bans per intake kind; returns them and a note on the background load.
+    ``in_force``: that many active bans written into the ledger before the daemon starts."""
+    from bench.daemon import daemon, fill_bans
     from tests.netns import namespace
     from tests.sources.journal.journald import running_journald
 
@@ -404,6 +406,8 @@ def journalban(count: int, firewall: str, kinds: Sequence[str], background_rate:
         log.touch()
         busy_log.touch()
         cfg = config(tmp, (log, busy_log), journald.directory, firewall, poll)
+        if in_force:
+            fill_bans(tmp, cfg, in_force)
         prefix: list[str] = []
         ns_name = None
         if firewall != "dry-run":

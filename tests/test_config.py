@@ -139,7 +139,8 @@ def test_etc_config_is_used_when_present_else_the_embedded_default(tmp_path: Pat
     assert load_config().ledger_url == "sqlite:////tmp/etc.db"
 
 
-@pytest.mark.parametrize(("value", "expected"), [("", 0.01), ("poll_interval = 0", 0.0), ("poll_interval = 0.05", 0.05)])
+@pytest.mark.parametrize(("value", "expected"),
+                         [("", 0.01), ("poll_interval = 0", 0.0), ("poll_interval = 0.05", 0.05)])
 def test_journal_poll_interval(value: str, expected: float) -> None:
     """journald's change notice comes up to 250 ms late: the journal is read on a short timer by default."""
     config = parse_config(GOOD + f"\n[sources.journal]\n{value}\n", Path("x.toml"))

@@ -195,7 +195,6 @@ def test_entries_that_stay_missing_are_drift_after_the_second_looks(setup, tmp_p
     assert heals(tmp_path)[-1] == ("dry-run", 1, 0, 0)
 
 
-
 class CountingLedger(Ledger):
     """The real ledger, counting the reads of every ban in force."""
 

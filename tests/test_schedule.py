@@ -10,6 +10,7 @@ from journalban.firewall.memory import MemoryFirewall
 from journalban.ledger.store import Ledger
 from journalban.reconcile import Enforcement, Reconciler
 from journalban.schedule import EXPIRY_GAP, ReconcileSchedule
+from tests.test_reconcile import CountingLedger
 
 T0 = datetime.now(UTC)
 
@@ -72,14 +73,6 @@ def decision(address: str, seconds: float, replaces: tuple[str, ...] = ()) -> Ba
     now = datetime.now(UTC)
     failure = Failure("wplogin", address, now, "g/r", "text", "test")
     return BanDecision("wplogin", address, now, now + timedelta(seconds=seconds), "why", (failure,), replaces)
-
-
-class CountingLedger(Ledger):
-    reads = 0
-
-    def enforced_bans(self, jails=None):  # type: ignore[no-untyped-def]
-        self.reads += 1
-        return super().enforced_bans(jails)
 
 
 def test_new_bans_go_in_without_a_whole_run_and_arm_their_expiry(tmp_path: Path) -> None:

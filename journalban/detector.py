@@ -6,6 +6,7 @@ primes a new detector from what it recorded.
 """
 
 import ipaddress
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,13 +36,23 @@ class JailPolicy:
     subnet_threshold: int = 0  # 0: never aggregate
     subnet_prefix4: int = 24
     subnet_prefix6: int = 64
-    # ignoreip's IPv4 networks as (first, last) integers: tested without parsing the address
+    # ignoreip's IPv4 networks as sorted, disjoint (first, last) integers, and their firsts:
+    # an address is tested without parsing it, by one bisection (a generator over the ranges
+    # was 4% of the syslog path's time with ignoreself's few addresses)
     _ignored4: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
+    _firsts4: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _ignores6: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        ranges = tuple((int(n.network_address), int(n.broadcast_address)) for n in self.ignoreip if n.version == 4)
-        object.__setattr__(self, "_ignored4", ranges)
+        merged: list[tuple[int, int]] = []
+        for first, last in sorted((int(n.network_address), int(n.broadcast_address))
+                                  for n in self.ignoreip if n.version == 4):
+            if merged and first <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+            else:
+                merged.append((first, last))
+        object.__setattr__(self, "_ignored4", tuple(merged))
+        object.__setattr__(self, "_firsts4", tuple(first for first, _ in merged))
         object.__setattr__(self, "_ignores6", any(n.version == 6 for n in self.ignoreip))
 
     def ignores(self, address: str, v4: int | None = None) -> bool:
@@ -50,8 +61,10 @@ class JailPolicy:
         if v4 is None and ":" not in address:
             v4 = ipv4_int(address)
         if v4 is not None:
-            return LOOPBACK4_FIRST <= v4 <= LOOPBACK4_LAST or (
-                bool(self._ignored4) and any(first <= v4 <= last for first, last in self._ignored4))
+            if LOOPBACK4_FIRST <= v4 <= LOOPBACK4_LAST:
+                return True
+            at = bisect_right(self._firsts4, v4) - 1
+            return at >= 0 and v4 <= self._ignored4[at][1]
         if address == "::1":
             return True
         if not self._ignores6:

@@ -4,6 +4,8 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from journalban.detector import Detector, JailPolicy, Verdict
 from journalban.events import FOREVER, Failure
@@ -231,3 +233,20 @@ def test_count_each_decides_as_count_does(subnet_threshold: int) -> None:
     expected = bans(use_each=False)
     assert len(expected) > 20
     assert bans(use_each=True) == expected
+
+
+@given(networks=st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(8, 32)), max_size=8),
+       probes=st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=20))
+def test_ignores_is_membership_of_loopback_or_an_ignoreip_network(networks: list[tuple[int, int]],
+                                                                  probes: list[int]) -> None:
+    """The bisection over merged ranges says what ``ipaddress`` membership says, for overlapping,
+    nested and adjacent networks, at their edges too."""
+    ignoreip = tuple(ipaddress.ip_network((address, prefix), strict=False) for address, prefix in networks)
+    policy = JailPolicy("ssh", maxretry=1, findtime=60, bantime=60, ignoreip=ignoreip)
+    edges = [int(edge) + step for net in ignoreip for edge in (net.network_address, net.broadcast_address)
+             for step in (-1, 0, 1) if 0 <= int(edge) + step < 2**32]
+    for number in [*probes, *edges]:
+        ip = ipaddress.ip_address(number)
+        expected = ip.is_loopback or any(ip in net for net in ignoreip)
+        assert policy.ignores(str(ip)) == expected
+        assert policy.ignores(str(ip), number) == expected

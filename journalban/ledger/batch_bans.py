@@ -18,6 +18,7 @@ from sqlalchemy import Connection, update
 from sqlalchemy.orm import Session
 
 from journalban.events import BanDecision
+from journalban.ledger.engine import parameter_mark
 from journalban.ledger.models import Ban, Failure
 from journalban.ledger.views import ban_seconds, day_of, network_of
 
@@ -91,7 +92,7 @@ def _insert(connection: Connection, rows: Sequence[tuple[object, ...]]) -> dict[
     """The new bans in multi-row INSERTs of plain tuples; each one's id by its jail and address
     (one row per pair, see ``in_bulk``), since RETURNING promises no order (asking SQLAlchemy
     for the parameters' order made SQLite's INSERT one statement per ban)."""
-    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    mark = parameter_mark(connection)
     values = f"({', '.join([mark] * len(_BAN_COLUMNS))})"
     out: dict[tuple[str, str], int] = {}
     for start in range(0, len(rows), INSERT_ROWS):
@@ -110,7 +111,7 @@ def link_earlier(session: Session, links: Sequence[tuple[BanDecision, int]], nod
     jail, whose window counts every host's). One ``executemany`` per kind; ``stored`` gives
     a time as the column holds it (``store._stored_time``)."""
     connection = session.connection()
-    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    mark = parameter_mark(connection)
     sql = (f"UPDATE {Failure.__tablename__} SET ban_id = {mark} WHERE jail = {mark} AND address = {mark} "
            f"AND ban_id IS NULL AND occurred_at >= {mark}")
     own = [(ban_id, d.jail, d.address, stored(d.first_failure_at), node)
@@ -133,7 +134,7 @@ def _in_force(session: Session, decisions: Sequence[BanDecision], now: object) -
         by_jail.setdefault(decision.jail, []).append(decision.address)
     out: dict[tuple[str, str], _InForce] = {}
     connection = session.connection()
-    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    mark = parameter_mark(connection)
     for jail, addresses in by_jail.items():
         for start in range(0, len(addresses), LOOKUP):
             part = addresses[start:start + LOOKUP]

@@ -108,6 +108,11 @@ def wal_checkpointer(engine: Engine) -> WalCheckpointer | None:
     return WalCheckpointer(engine, Path(f"{url.database}-wal"))
 
 
+def parameter_mark(connection: Connection) -> str:
+    """The DBAPI's placeholder for statements sent as plain SQL: ``?`` (sqlite3), ``%s`` (psycopg)."""
+    return "?" if connection.dialect.paramstyle == "qmark" else "%s"
+
+
 def upgrades_itself(engine: Engine) -> bool:
     """Whether the daemon may change this ledger's schema at start.
 

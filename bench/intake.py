@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 from journalban.events import Event  # noqa: E402
 from journalban.grammar import Grammar, load_grammar  # noqa: E402
-from journalban.match import JailMatcher, prefilter_bytes, syslog_keep  # noqa: E402
+from journalban.match import JailMatcher, prefilter_bytes, prefilter_marks, syslog_keep  # noqa: E402
 from journalban.sources.journal import JournalSource, add_matches  # noqa: E402
 from journalban.sources.syslog import SyslogListener  # noqa: E402
 
@@ -429,7 +429,8 @@ async def syslog_run(scheme: str, payload: Path, expected: int, timeout: float, 
     url = f"{scheme}://127.0.0.1:0"
     listener = SyslogListener([url], sink, max_connections=4, clock=clock,
                               keep=syslog_keep([grammar]) if keep else None,
-                              keep_raw=prefilter_bytes([grammar]) if keep else None)
+                              keep_raw=prefilter_bytes([grammar]) if keep else None,
+                              keep_block=prefilter_marks([grammar]) if keep else None)
     await listener.start()
     port = listener.addresses[url].rsplit(":", 1)[1]
     drops_before = udp_receive_errors()

@@ -20,7 +20,7 @@ from journalban.events import Event
 from journalban.grammar import Grammar
 from journalban.held_batches import HeldBatches
 from journalban.ledger.store import Ledger
-from journalban.match import JailMatcher, flagged_lines, prefilter_bytes, syslog_keep
+from journalban.match import JailMatcher, flagged_lines, prefilter_bytes, prefilter_marks, syslog_keep
 from journalban.pipeline import Pipeline
 from journalban.sources.files import FileFollower, Position
 from journalban.sources.globs import expand, glob_matches, is_glob
@@ -292,12 +292,12 @@ class Intake:
         settings = self.config.syslog
         if not settings.listen or not any(j.syslog for j in self.jails):
             return
+        grammars = [self.grammars[jail.grammar] for jail in self.jails if jail.syslog]
         listener = SyslogListener(
             settings.listen, self.syslog_batches.add, allow=settings.allow, max_message=settings.max_message,
             max_connections=settings.max_connections, idle_timeout=float(settings.idle_timeout),
             cert=settings.cert or None, key=settings.key or None, ca=settings.ca or None,
-            keep=syslog_keep(self.grammars[jail.grammar] for jail in self.jails if jail.syslog),
-            keep_raw=prefilter_bytes(self.grammars[jail.grammar] for jail in self.jails if jail.syslog))
+            keep=syslog_keep(grammars), keep_raw=prefilter_bytes(grammars), keep_block=prefilter_marks(grammars))
         await listener.start()
         self.syslog = listener
         log.info("syslog listening on %s", ", ".join(listener.addresses.values()))

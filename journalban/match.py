@@ -1,13 +1,21 @@
 """Turning an event into a jail's failure: its grammar, and the rule for event time."""
 
 import logging
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from journalban.events import Event, Failure, new_failure
 from journalban.grammar import Grammar, Match, Rejected
-from journalban.grammar.scan import AllLines, BufferScanner, LiteralScanner, build_scanner
+from journalban.grammar.scan import (
+    ENGINE_ENV,
+    AllLines,
+    BufferScanner,
+    LiteralScanner,
+    build_scanner,
+    hyperscan_available,
+)
 
 log = logging.getLogger(__name__)
 FAIL2BAN = "fail2ban"  # the file format whose lines reach the rules with their date cut out
@@ -197,6 +205,40 @@ def prefilter_bytes(grammars: Iterable[Grammar]) -> Callable[[bytes], bool] | No
     if needs is None or any("\ufffd" in text for literals in needs for text in literals):
         return None
     return _keyed(needs, _benign(grammars), on_bytes=True)
+
+
+def prefilter_marks(grammars: Iterable[Grammar]) -> Callable[[bytes], list[int]] | None:
+    """``prefilter_bytes`` for a block of many messages at once: the ascending offsets in
+    the block where a search key of some fail rule ends (``_key``, one per rule), found
+    by one hyperscan scan, overlapping ones too. A message with no such end inside it
+    holds no rule's key, so ``prefilter_bytes`` would say no to it (a key running across
+    two messages marks the second, which the exact test then weighs, no more). None
+    where hyperscan is missing or not wanted (``$JOURNALBAN_SCANNER``), or nothing can
+    be ruled out: each message is then tested on its own."""
+    grammars = list(grammars)
+    needs = _needs(grammars)
+    if (needs is None or any("\ufffd" in text for literals in needs for text in literals)
+            or (os.environ.get(ENGINE_ENV) or "hyperscan") != "hyperscan" or not hyperscan_available()):
+        return None
+    import hyperscan
+
+    benign = _benign(grammars)
+    keys = sorted({_key(literals, benign).encode() for literals in needs})
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    database.compile(expressions=keys, ids=list(range(len(keys))), flags=0, literal=True)
+
+    def marks(block: bytes) -> list[int]:
+        ends: list[int] = []
+        append = ends.append
+
+        def on_match(_id: int, _start: int, end: int, _flags: int, _context: object) -> None:
+            append(end)
+
+        database.scan(block, match_event_handler=on_match)
+        ends.sort()  # already in order, as hyperscan reports them: a linear check
+        return ends
+
+    return marks
 
 
 def syslog_keep(grammars: Iterable[Grammar]) -> Callable[[str | None, str], bool]:

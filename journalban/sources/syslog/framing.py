@@ -19,7 +19,8 @@ bytes whatever it sends:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from enum import Enum, auto
 
 from journalban.sources.syslog.message import DEFAULT_MAX_MESSAGE, Malformed
@@ -54,6 +55,7 @@ class StreamDecoder:
         self._state = _State.START
         self._buf = bytearray()
         self._remaining = 0  # bytes still expected in BODY or SKIP
+        self.passed_over = 0  # frames without a mark that ``feed`` left out
         self._handlers: dict[_State, Callable[[bytes, int, list[Frame]], int]] = {
             _State.START: self._start,
             _State.LENGTH: self._length,
@@ -68,45 +70,68 @@ class StreamDecoder:
         """Bytes held for an incomplete frame (never more than ``max_message``)."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[Frame]:
-        """Frames completed by ``data``, in order."""
+    def feed(self, data: bytes, marks: Sequence[int] | None = None) -> list[Frame]:
+        """Frames completed by ``data``, in order.
+
+        With ``marks`` (ascending offsets in ``data``, see ``match.prefilter_marks``), a
+        frame that lies whole in ``data`` and has no mark in it is passed over: not cut
+        out, only counted in ``passed_over``. Frames pieced together across reads are
+        always returned."""
         out: list[Frame] = []
         pos, size = 0, len(data)
         while pos < size:  # every handler consumes at least one byte or changes state
             if self._state is _State.START:
-                pos = self._whole_frames(data, pos, out)
+                pos = self._whole_frames(data, pos, out, marks)
                 if pos >= size:
                     break
             pos = self._handlers[self._state](data, pos, out)
         return out
 
-    def _whole_frames(self, data: bytes, pos: int, out: list[Frame]) -> int:
-        """The fast path: frames that lie whole inside ``data``, cut out with one slice each.
+    def take_passed_over(self) -> int:
+        """Frames ``feed`` passed over since the last call."""
+        count, self.passed_over = self.passed_over, 0
+        return count
+
+    def _whole_frames(self, data: bytes, pos: int, out: list[Frame], marks: Sequence[int] | None) -> int:
+        """The fast path: frames that lie whole inside ``data``, cut out with one slice each
+        (if marked, when ``marks`` are given).
 
         Stops at the first thing that is not a well-formed frame ending inside ``data``
         (a partial frame, a bad or oversized length, an overlong line); the state
         machine takes over from there, so both paths give the same frames."""
         size, limit = len(data), self.max_message
+        checking, ends = marks is not None, marks if marks is not None else ()
+        mark, marked = bisect_right(ends, pos), len(ends)  # ends[mark]: the first mark past pos
+        passed, octet_count = 0, _OCTET_COUNT.match
         while pos < size:
-            byte = data[pos]
-            if byte in _BETWEEN:
-                pos += 1
-            elif byte in _DIGITS:
-                found = _OCTET_COUNT.match(data, pos)
-                if found is None:
-                    return pos
+            found = octet_count(data, pos)  # the usual frame: tried first
+            if found is not None:
                 start = found.end()
                 length = int(found[1])
                 if length == 0 or length > limit or start + length > size:
-                    return pos
-                out.append(data[start : start + length])
-                pos = start + length
+                    break
+                end = next_pos = start + length
             else:
+                byte = data[pos]
+                if byte in _BETWEEN:
+                    pos += 1
+                    continue
+                if byte in _DIGITS:  # not a well-formed count
+                    break
                 newline = data.find(b"\n", pos, pos + limit + 1)
                 if newline < 0:
-                    return pos
-                out.append(data[pos:newline])
-                pos = newline + 1
+                    break
+                start, end, next_pos = pos, newline, newline + 1
+            if checking:  # a frame [start, end) is marked when a mark past start is <= end
+                while mark < marked and ends[mark] <= start:
+                    mark += 1
+                if mark == marked or ends[mark] > end:
+                    passed += 1
+                    pos = next_pos
+                    continue
+            out.append(data[start:end])
+            pos = next_pos
+        self.passed_over += passed
         return pos
 
     def finish(self, *, eof: bool) -> list[Frame]:

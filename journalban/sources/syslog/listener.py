@@ -66,6 +66,9 @@ class SyslogListener:
     when given, says the same of a frame's bytes before it is parsed (the grammars'
     literal prefilter: a frame holding none of a rule's literals is no failure, whatever
     its header): most of a busy host's traffic then costs a byte search, not a parse.
+    ``keep_block(data)`` (with ``keep_raw`` only) says it of a stream's whole read at
+    once, marking where a frame may be kept (``match.prefilter_marks``): the frames
+    without a mark are counted as ruled out and never even cut out of the read.
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class SyslogListener:
         clock: Callable[[], datetime] = _now,
         keep: Callable[[str | None, str], bool] | None = None,
         keep_raw: Callable[[bytes], bool] | None = None,
+        keep_block: Callable[[bytes], list[int]] | None = None,
     ) -> None:
         if not listen:
             raise ValueError("listen: at least one URL is needed")
@@ -100,6 +104,7 @@ class SyslogListener:
         self.clock = clock
         self.keep = keep
         self.keep_raw = keep_raw
+        self.keep_block = keep_block if keep_raw is not None else None  # a first pass of keep_raw's
         self._servers: list[asyncio.Server] = []
         self._datagrams: list[_DatagramInput] = []
         self._unix_paths: list[tuple[Path, int]] = []
@@ -223,8 +228,9 @@ class SyslogListener:
     def count(self, name: str) -> None:
         self._counts[name] += 1
 
-    def ingest(self, source: str, frames: Sequence[bytes | Malformed]) -> None:
-        """Parse frames, count them, and hand the events of this batch to the sink at once."""
+    def ingest(self, source: str, frames: Sequence[bytes | Malformed], passed_over: int = 0) -> None:
+        """Parse frames, count them, and hand the events of this batch to the sink at once.
+        ``passed_over``: more frames received, which ``keep_block`` already ruled out."""
         received = self.clock()
         events: list[Event] = []
         keep, keep_raw, max_size = self.keep, self.keep_raw, self.max_message
@@ -246,9 +252,9 @@ class SyslogListener:
                 ruled_out += 1
                 continue
             events.append(result.to_event(source))
-        self._counts["received"] += len(frames)
+        self._counts["received"] += len(frames) + passed_over
         self._counts["parsed"] += parsed
-        self._counts["ruled_out"] += ruled_out
+        self._counts["ruled_out"] += ruled_out + passed_over
         if events:
             try:
                 self.sink(source, events)
@@ -389,9 +395,11 @@ class _StreamInput(asyncio.Protocol):
         if self.transport is None:
             return
         self.last_read = asyncio.get_running_loop().time()
-        frames = self.decoder.feed(data)
-        if frames:
-            self.owner.ingest(self.source, frames)
+        keep_block = self.owner.keep_block
+        frames = self.decoder.feed(data, keep_block(data) if keep_block is not None else None)
+        passed_over = self.decoder.take_passed_over()
+        if frames or passed_over:
+            self.owner.ingest(self.source, frames, passed_over)
 
     def eof_received(self) -> bool:
         self._flush(eof=True)

@@ -5,16 +5,19 @@ the UDP reader takes a burst in a few batches, and ``keep`` drops what no gramma
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from journalban.grammar import load_grammar
-from journalban.match import prefilter_bytes, syslog_keep
+from journalban.grammar import Grammar, load_grammar
+from journalban.match import prefilter_bytes, prefilter_marks, syslog_keep
 from journalban.sources.syslog import Malformed, StreamDecoder, SyslogListener
 from journalban.sources.syslog.rfc5424 import FieldError, parse_common_5424, parse_fields
 from tests.sources.syslog.conftest import Recorder, wait_for
@@ -195,3 +198,103 @@ def test_frames_without_a_rules_literals_are_ruled_out_before_parsing_with_the_s
     assert fast_sink.messages == plain_sink.messages == [FAILED.decode(), FAILED.decode()]
     assert plain["parsed"] == 5 and plain["ruled_out"] == 3 and plain["malformed"] == {"pri": 2}
     assert fast["parsed"] == 3 and fast["ruled_out"] == 4 and fast["malformed"] == {"pri": 1}
+
+
+# Frames for the block prefilter: failures (keys inside), everyday lines (none), and
+# pieces that end in part of a key, so that one runs across two frames.
+MARKED_PIECES = [b"<38>1 - web sshd 1 - - " + FAILED, b"<38>1 - web sshd 2 - - Accepted password for deploy",
+                 b"<38>1 - web sshd 3 - - Invalid user admin from 198.51.100.7 port 2222", b"x Fai", b"led y",
+                 b"<38>1 - web sshd 4 - - Received disconnect: Too many authentication failures [preauth]",
+                 b"\xff\xfeFailed", b"Failed", b"ed password"]
+
+
+def marked_stream(pieces: list[tuple[int, bool]]) -> bytes:
+    """Octet-counted and LF-framed frames of ``MARKED_PIECES``, back to back."""
+    return b"".join(b"%d %s" % (len(MARKED_PIECES[i]), MARKED_PIECES[i]) if counted
+                    else MARKED_PIECES[i].replace(b"\n", b"") + b"\n" for i, counted in pieces)
+
+
+@functools.cache
+def sshd_grammar() -> Grammar:
+    return load_grammar(ROOT / "grammars" / "sshd.grammar")
+
+
+@functools.cache
+def sshd_prefilters() -> tuple[Callable[[bytes], bool] | None, Callable[[bytes], list[int]] | None]:
+    return prefilter_bytes([sshd_grammar()]), prefilter_marks([sshd_grammar()])
+
+
+def sshd_marks() -> Callable[[bytes], list[int]]:
+    marks = sshd_prefilters()[1]
+    if marks is None:
+        pytest.skip("hyperscan is not available here: no block prefilter to test")
+    return marks
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(MARKED_PIECES) - 1), st.booleans()), max_size=30),
+       st.integers(1, 200))
+def test_a_read_marked_by_the_block_prefilter_loses_no_frame_the_byte_prefilter_keeps(
+        pieces: list[tuple[int, bool]], chunk: int) -> None:
+    """Frames passed over for want of a mark are frames ``keep_raw`` refuses: the same
+    frames are kept, and those passed over are counted, whatever the read boundaries."""
+    keep_raw, marks = sshd_prefilters()[0], sshd_marks()
+    assert keep_raw is not None
+    stream = marked_stream(pieces)
+    plain_decoder, marked_decoder = StreamDecoder(), StreamDecoder()
+    plain: list[bytes | Malformed] = []
+    marked: list[bytes | Malformed] = []
+    passed_over = 0
+    for at in range(0, len(stream), chunk):
+        read = stream[at:at + chunk]
+        plain += plain_decoder.feed(read)
+        marked += marked_decoder.feed(read, marks(read))
+        passed_over += marked_decoder.take_passed_over()
+    plain += plain_decoder.finish(eof=True)
+    marked += marked_decoder.finish(eof=True)
+
+    def kept(frames: list[bytes | Malformed]) -> list[object]:
+        return [f for f in shape(frames) if not isinstance(f, bytes) or keep_raw(f)]
+
+    assert kept(marked) == kept(plain)
+    assert len(marked) + passed_over == len(plain)
+
+
+def test_marks_find_each_rule_key_even_where_keys_overlap() -> None:
+    marks = sshd_marks()
+    block = b"10 Failed xyz" + b"5 Faile" + b"4 dxxx" + b"x" * 20 + b"Invalid user"
+    assert marks(block) == [block.index(b"Failed") + 6, len(block)]
+    assert marks(b"Fai" + b"led" + b"FailedFailed") == [6, 12, 18]
+    assert marks(b"nothing to see here\n" * 100) == []
+
+
+def test_tcp_reads_ruled_out_by_marks_give_the_same_events_and_counts() -> None:
+    """The listener with ``keep_block`` and without: the same failures reach the sink, and
+    every frame is counted as received, and as parsed or ruled out, just the same."""
+    grammar, marks = sshd_grammar(), sshd_marks()
+    rng = random.Random(7)
+    pieces = [(rng.randrange(len(MARKED_PIECES)), rng.random() < 0.7) for _ in range(3000)]
+    stream = marked_stream(pieces)
+
+    async def body(keep_block: bool) -> tuple[Recorder, dict[str, object]]:
+        sink = Recorder()
+        listener = SyslogListener(["tcp://127.0.0.1:0"], sink, keep=syslog_keep([grammar]),
+                                  keep_raw=prefilter_bytes([grammar]), keep_block=marks if keep_block else None)
+        await listener.start()
+        try:
+            host, port = listener.addresses["tcp://127.0.0.1:0"].removeprefix("tcp://").rsplit(":", 1)
+            _, writer = await asyncio.open_connection(host, int(port))
+            for at in range(0, len(stream), 997):  # reads that cut frames at odd places
+                writer.write(stream[at:at + 997])
+                await writer.drain()
+            writer.close()
+            await wait_for(lambda: listener.counters["received"] == len(pieces))
+        finally:
+            await listener.stop()
+        return sink, listener.counters
+
+    plain_sink, plain = asyncio.run(asyncio.wait_for(body(False), 30))
+    fast_sink, fast = asyncio.run(asyncio.wait_for(body(True), 30))
+    assert fast_sink.messages == plain_sink.messages and len(plain_sink.messages) > 300
+    assert {k: fast[k] for k in ("received", "parsed", "ruled_out", "malformed")} == \
+        {k: plain[k] for k in ("received", "parsed", "ruled_out", "malformed")}

@@ -1,7 +1,7 @@
 """A batch's bans opened in bulk (``ledger/batch_bans.py``) leave the ledger as opening them
 one by one does: new bans, bans in force joined, stale ones ended, history, and links."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +94,23 @@ def test_a_subnet_ban_or_an_address_twice_takes_the_one_by_one_path() -> None:
     subnet = BanDecision("sshd", "198.51.100.0/24", T0, T0 + timedelta(minutes=1), "subnet", (one,),
                          replaces=("198.51.100.7",))
     assert not batch_bans.in_bulk([subnet])
+
+
+def test_failures_in_bulk_store_utc_times_and_their_utc_day(ledger: Ledger) -> None:
+    """Times in any zone go in as UTC, with microseconds, and ``day`` is the UTC day: just
+    after midnight at +02:00 is the day before, and just before it at -05:00 the day after."""
+    east = timezone(timedelta(hours=2))
+    west = timezone(timedelta(hours=-5))
+    times = [datetime(2026, 4, 24, 1, 30, 0, 250000, tzinfo=east), datetime(2026, 4, 23, 21, 0, tzinfo=west),
+             datetime(2026, 4, 23, 10, 0, 0, 7, tzinfo=UTC)]
+    ledger.record([failure("203.0.113.9", at, n) for n, at in enumerate(times)], [], {}, T0)
+    with ledger.engine.connect() as connection:
+        rows = connection.execute(text(
+            "SELECT occurred_at, day FROM failures ORDER BY text")).all()
+    stored = [(at if isinstance(at, datetime) else datetime.fromisoformat(at), day) for at, day in rows]
+    assert stored == [(datetime(2026, 4, 23, 23, 30, 0, 250000), "2026-04-23"),
+                      (datetime(2026, 4, 24, 2, 0), "2026-04-24"),
+                      (datetime(2026, 4, 23, 10, 0, 0, 7), "2026-04-23")]
+    if ledger.engine.dialect.name == "sqlite":  # text that sorts with what SQLAlchemy writes
+        assert [at for at, _ in rows] == ["2026-04-23 23:30:00.250000", "2026-04-24 02:00:00.000000",
+                                          "2026-04-23 10:00:00.000007"]

@@ -47,7 +47,7 @@ def log_expired(expired: Sequence[ActiveBan]) -> None:
 
 
 def diff(desired: frozenset[Entry], actual: Actual) -> Diff:
-    return Diff(add=desired - actual.entries, remove=actual.entries - desired,
+    return Diff(add=desired - actual.entries, remove=frozenset(actual.entries - desired),
                 repair_layout=not actual.layout_ok)
 
 
@@ -83,8 +83,8 @@ def drift(previous: frozenset[Entry] | None, desired: frozenset[Entry], actual: 
     """``previous`` is what the last apply left (None before the first run since start,
     when whatever is missing was lost to a restart or reboot)."""
     if previous is None:
-        return Drift(desired - actual.entries, actual.entries - desired, layout=False)
-    return Drift((desired & previous) - actual.entries, actual.entries - previous - desired,
+        return Drift(desired - actual.entries, frozenset(actual.entries - desired), layout=False)
+    return Drift((desired & previous) - actual.entries, frozenset(actual.entries - previous - desired),
                  layout=not actual.layout_ok)
 
 

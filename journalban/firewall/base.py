@@ -8,6 +8,7 @@ jump rule that hooks each jail in; never the operator's other rules.
 
 import functools
 from collections.abc import Collection, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Literal, Protocol
@@ -88,9 +89,10 @@ def kinds_by_jail(entries: frozenset[Entry]) -> dict[str, "Kinds"]:
 
 @dataclass(frozen=True, slots=True)
 class Actual:
-    """What the firewall holds now."""
+    """What the firewall holds now. ``entries`` may be the backend's own set, which its next
+    apply changes in place (``iptables.entries_after``): use it before then, keep no reference."""
 
-    entries: frozenset[Entry]
+    entries: AbstractSet[Entry]
     layout_ok: bool  # every jail's chain exists and its jump sits where it must
 
 

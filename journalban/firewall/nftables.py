@@ -46,6 +46,7 @@ import json
 import re
 import subprocess
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,7 +124,8 @@ class NftSet:
     type: tuple[str, ...]
     flags: tuple[str, ...]
     spans: frozenset[Span] = frozenset()  # the elements of an interval or concatenated set
-    hosts: frozenset[str] = frozenset()  # the elements of a plain address set, normalised
+    hosts: AbstractSet[str] = frozenset()  # the elements of a plain address set, normalised (a listing's:
+    # a set of its own, which ``hosts_applied`` changes in place)
 
     @property
     def plain(self) -> bool:
@@ -163,7 +165,7 @@ def parse_listing(text: str) -> Snapshot:
             flags = tuple(s.get("flags", ()))
             elems = s.get("elem", [])
             if len(kind) == 1 and "interval" not in flags:
-                sets[s["name"]] = NftSet(kind, flags, hosts=frozenset(h for e in elems if (h := element_host(e))))
+                sets[s["name"]] = NftSet(kind, flags, hosts={h for e in elems if (h := element_host(e))})
             else:
                 sets[s["name"]] = NftSet(kind, flags, spans=frozenset(sp for e in elems if (sp := element_span(e))))
         elif "rule" in obj:
@@ -381,7 +383,7 @@ def span_text(span: Span, family: Family, separator: str) -> str:
     return f"{_address(span[0], family)}{separator}{_address(span[1], family)}"
 
 
-def held_hosts(snapshot: Snapshot, jail: str, family: Family) -> frozenset[str]:
+def held_hosts(snapshot: Snapshot, jail: str, family: Family) -> AbstractSet[str]:
     """The host set's elements, if it is the set the layout wants."""
     name = set_name(jail, family)
     have = snapshot.sets.get(name)
@@ -511,7 +513,7 @@ def _plan_hosts(snapshot: Snapshot, jail: str, family: Family, add: Sequence[str
     the snapshot holds (all that can be there: a set recreated now starts empty)."""
     name = set_name(jail, family)
     have = frozenset() if name in emptied else held_hosts(snapshot, jail, family)
-    return [*_elements("delete", name, have.intersection(remove), ordered=False),
+    return [*_elements("delete", name, [host for host in remove if host in have], ordered=False),
             *_elements("add", name, add, ordered=False)]
 
 
@@ -612,24 +614,31 @@ def in_process() -> Libnftables | None:
 
 def hosts_applied(snapshot: Snapshot, jails: Sequence[JailLayout], diff: Diff) -> Snapshot | None:
     """The snapshot after ``plan_apply`` of a ``diff`` of hosts only on a table in order: the
-    host sets with the diff applied. None for anything else (networks, repairs), which
-    only a new listing shows."""
+    host sets with the diff applied, in place (a listing's sets are its own, and the snapshot
+    was planned on already). None for anything else (networks, repairs), which only a new
+    listing shows; then nothing was changed."""
     if diff.repair_layout or find_faults(snapshot, jails):
         return None
     adds, removes = kinds_by_jail(diff.add), kinds_by_jail(diff.remove)
-    sets = dict(snapshot.sets)
+    changes: list[tuple[str, Sequence[str], Sequence[str]]] = []
     for jail in adds.keys() | removes.keys():
         add, remove = adds.get(jail, NO_ENTRIES), removes.get(jail, NO_ENTRIES)
         for family in FAMILIES:
             if add.nets(family.version) or remove.nets(family.version):
                 return None
-            if any(sets[name].spans for name in (net_name(jail, family), covered_name(jail, family))):
+            if any(snapshot.sets[name].spans for name in (net_name(jail, family), covered_name(jail, family))):
                 return None  # a removed host might sit in a network set too: the plan looks there
             new, gone = add.hosts(family.version), remove.hosts(family.version)
             if new or gone:
-                held = sets[set_name(jail, family)]
-                hosts = held.hosts.difference(gone).union(new) if gone else held.hosts.union(new)
-                sets[set_name(jail, family)] = NftSet(held.type, held.flags, held.spans, hosts)
+                changes.append((set_name(jail, family), new, gone))
+    sets = dict(snapshot.sets)
+    for name, added, removed in changes:
+        held = sets[name]
+        if not isinstance(held.hosts, set):  # not a listing's own (built by hand): copied once
+            held = sets[name] = NftSet(held.type, held.flags, held.spans, set(held.hosts))
+        assert isinstance(held.hosts, set)
+        held.hosts.difference_update(removed)
+        held.hosts.update(added)
     return Snapshot(snapshot.chains, sets, snapshot.rules)
 
 
@@ -665,7 +674,8 @@ class NftablesFirewall:
         before = self.generation()
         snapshot = self.snapshot()
         self._read = (snapshot,)
-        actual = Actual(entries=frozenset(entries_in(snapshot, jails)), layout_ok=not find_faults(snapshot, jails))
+        actual = Actual(entries=entries_in(snapshot, jails),  # a set of its own: see entries_after
+                        layout_ok=not find_faults(snapshot, jails))
         if before is not None and snapshot is not None and self.generation() == before:
             self._known = Known(before, tuple(jails), actual, snapshot)
         return actual

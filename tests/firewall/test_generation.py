@@ -9,6 +9,7 @@ thread into the namespace (``setns``: the tools it starts run there too) and bac
 import contextlib
 import ctypes
 import os
+import random
 import subprocess
 from collections.abc import Iterator, Sequence
 
@@ -175,3 +176,25 @@ def test_nftables_in_process_refusal_is_planned_again(ns: Namespace) -> None:
                                 capture_output=True, text=True).stdout
         assert "2001:db8::9" in listed and "203.0.113.10" in listed and "203.0.113.9\"" not in listed
         assert fw.read([SSHD]).entries == {SECOND, V6}
+
+
+@pytest.mark.parametrize("backend", [CountedIptables, CountedNftables])
+def test_a_run_of_bans_and_lifts_leaves_the_remembered_read_equal_to_a_listing(
+        ns: Namespace, backend: type[CountedIptables] | type[CountedNftables]) -> None:
+    """What an apply leaves is remembered by changing the last read in place: after each of
+    many applies, the read that costs nothing equals what a fresh backend lists."""
+    pool = [("sshd", f"198.51.100.{i}") for i in range(1, 31)] + [("sshd", f"2001:db8::{i:x}") for i in range(1, 9)]
+    rng = random.Random(5)
+    with inside(ns):
+        fw = backend()
+        reconcile(fw, frozenset({FIRST}))
+        fw.read([SSHD])  # the table is made: one listing, remembered from here on
+        for _ in range(20):
+            desired = frozenset(rng.sample(pool, rng.randrange(0, 12)))
+            held = fw.read([SSHD])
+            reconcile(fw, desired)
+            fw.runs = []
+            remembered = fw.read([SSHD])
+            assert fw.runs == []
+            assert remembered.entries == desired == backend().read([SSHD]).entries
+            assert held.entries == desired  # the last read's own set, changed in place

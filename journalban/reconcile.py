@@ -47,8 +47,7 @@ def log_expired(expired: Sequence[ActiveBan]) -> None:
 
 
 def diff(desired: frozenset[Entry], actual: Actual) -> Diff:
-    return Diff(add=desired - actual.entries, remove=frozenset(actual.entries - desired),
-                repair_layout=not actual.layout_ok)
+    return compare(None, desired, actual)[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +78,22 @@ def _shown(sign: str, entries: frozenset[Entry]) -> list[str]:
     return words if len(entries) <= SHOW_ENTRIES else [*words, f"({sign}{len(entries)} in all)"]
 
 
-def drift(previous: frozenset[Entry] | None, desired: frozenset[Entry], actual: Actual) -> Drift:
-    """``previous`` is what the last apply left (None before the first run since start,
-    when whatever is missing was lost to a restart or reboot)."""
+def compare(previous: frozenset[Entry] | None, desired: frozenset[Entry], actual: Actual) -> tuple[Drift, Diff]:
+    """The drift since the last apply and the diff to apply now, at once. ``previous`` is what
+    the last apply left (None before the first run since start, when whatever is missing was
+    lost to a restart or reboot). One pass each way over the entries finds what is missing
+    and what is extra, each small while the firewall holds what it should, and only those
+    are weighed against ``previous``: built from the large sets apart, drift and diff took
+    250 ms of a run with 100,000 bans in force."""
+    if len(desired) == len(actual.entries) and desired == actual.entries:  # the usual run: one pass
+        missing = extra = frozenset()
+    else:
+        missing, extra = desired - actual.entries, frozenset(actual.entries - desired)
+    change = Diff(add=missing, remove=extra, repair_layout=not actual.layout_ok)
     if previous is None:
-        return Drift(desired - actual.entries, frozenset(actual.entries - desired), layout=False)
-    return Drift((desired & previous) - actual.entries, frozenset(actual.entries - previous - desired),
-                 layout=not actual.layout_ok)
+        return Drift(missing, extra, layout=False), change
+    # (desired & previous) - actual, and actual - previous - desired
+    return Drift(missing & previous, extra - previous, layout=not actual.layout_ok), change
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +208,7 @@ class Reconciler:
         if previous is not None and added:
             previous = previous | added
         actual = backend.read(enforcement.jails)
-        found = drift(previous, desired, actual)
+        found, change = compare(previous, desired, actual)
         for _ in range(RELISTS):
             if not found.restored or previous is None:
                 break
@@ -208,8 +216,7 @@ class Reconciler:
             # a hash set) can come back short: missing entries count as drift only if they stay missing.
             time.sleep(RELIST_PAUSE)
             actual = backend.read(enforcement.jails)
-            found = drift(previous, desired, actual)
-        change = diff(desired, actual)
+            found, change = compare(previous, desired, actual)
         if change:
             log.info("firewall %s: %s", backend.name, change)
             backend.apply(enforcement.jails, change)

@@ -3,10 +3,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from journalban import reconcile
 from journalban.events import BanDecision, Failure
-from journalban.firewall.base import Actual, Diff, FirewallError, JailLayout
+from journalban.firewall.base import Actual, Diff, Entry, FirewallError, JailLayout
 from journalban.firewall.memory import MemoryFirewall
 from journalban.ledger.store import Ledger
 from journalban.reconcile import Enforcement, Reconciler, diff
@@ -22,6 +24,26 @@ def test_diff_is_only_the_difference() -> None:
                                          remove=frozenset({("wplogin", "198.51.100.1")}))
     assert not diff(desired, Actual(desired, layout_ok=True))
     assert diff(desired, Actual(desired, layout_ok=False)) == Diff(repair_layout=True)
+
+
+ENTRIES = st.frozensets(st.sampled_from([("wplogin", f"203.0.113.{i}") for i in range(12)]))
+
+
+@given(st.none() | ENTRIES, ENTRIES, ENTRIES, st.booleans())
+def test_compare_finds_the_drift_and_the_diff_their_definitions_give(
+        previous: frozenset[Entry] | None, desired: frozenset[Entry], held: frozenset[Entry], layout_ok: bool) -> None:
+    """Drift: what journalban had applied and still wants but is gone, and what is there that it
+    never applied nor wants (all of what is missing or extra before a first run); diff: the
+    difference both ways. ``compare`` reaches them by another road, on a set or a frozenset."""
+    for entries in (held, set(held)):
+        found, change = reconcile.compare(previous, desired, Actual(entries, layout_ok))
+        if previous is None:
+            assert (found.restored, found.removed, found.layout) == (desired - held, held - desired, False)
+        else:
+            assert (found.restored, found.removed, found.layout) == (
+                (desired & previous) - held, held - previous - desired, not layout_ok)
+        assert change == Diff(add=desired - held, remove=held - desired, repair_layout=not layout_ok)
+        assert isinstance(found.removed, frozenset) and isinstance(change.remove, frozenset)
 
 
 class Clock:

@@ -1,6 +1,7 @@
 """The daemon wired whole, in-process, with the dry-run firewall (no root needed)."""
 
 import asyncio
+import gc
 import sqlite3
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from journalban import pipeline as pipeline_module
-from journalban.daemon import SWITCH_INTERVAL, Daemon, DaemonFailed
+from journalban.daemon import GC_YOUNG, SWITCH_INTERVAL, Daemon, DaemonFailed
 from journalban.events import BanDecision, Failure
 from journalban.firewall.memory import MemoryFirewall
 from journalban.loading import Loaded, load
@@ -238,3 +239,21 @@ def test_threads_wait_less_for_the_gil_while_the_daemon_runs(tmp_path: Path) -> 
     assert asyncio.run(run()) == pytest.approx(SWITCH_INTERVAL)
     assert SWITCH_INTERVAL < before
     assert sys.getswitchinterval() == before
+
+
+def test_what_start_up_built_is_frozen_out_of_collections_while_the_daemon_runs(tmp_path: Path) -> None:
+    """At ready, start-up's objects leave the collector's sight and it looks at young objects
+    less often (``GC_YOUNG``); after the daemon, both are as they were."""
+    before = gc.get_threshold()
+
+    async def run() -> tuple[int, tuple[int, int, int]]:
+        daemon, task, _ = await started(loaded(tmp_path))
+        during = gc.get_freeze_count(), gc.get_threshold()
+        daemon.stop()
+        await task
+        return during
+
+    frozen, threshold = asyncio.run(run())
+    assert frozen > 10_000  # the modules, grammars, ORM and config: tens of thousands of objects
+    assert threshold == (GC_YOUNG, *before[1:]) and GC_YOUNG > before[0]
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0

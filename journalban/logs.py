@@ -54,7 +54,7 @@ def native_sender(path: Path) -> Callable[..., None]:
     """A ``JournalHandler`` sender writing journald's native protocol to the socket at ``path``
     (a journal namespace's, say). Fields journald would refuse (lower case, leading ``_``) are left out."""
 
-    def send(MESSAGE: str, **fields: object) -> None:  # noqa: N803 (systemd's own name for it)
+    def send(MESSAGE: str, **fields: object) -> None:  # MESSAGE: systemd's own name for it
         out = bytearray()
         for name, value in {"MESSAGE": MESSAGE, **fields}.items():
             if value is None or not _valid_field(name):
@@ -82,7 +82,7 @@ def journal_handler(path: Path = JOURNAL_SOCKET) -> logging.Handler:
 
     sender = native_sender(path)
 
-    def send(MESSAGE: str, **fields: object) -> None:  # noqa: N803
+    def send(MESSAGE: str, **fields: object) -> None:
         sender(MESSAGE, **{k: v for k, v in fields.items() if k in _FORWARDED or k.startswith("JOURNALBAN_")})
 
     handler = JournalHandler(sender_function=send, SYSLOG_IDENTIFIER=IDENTIFIER)

@@ -18,9 +18,9 @@ from click.shell_completion import CompletionItem
 
 from journalban.config import Config, ConfigError, load_config
 from journalban.control import render
-from journalban.control.tables import on_terminal
 from journalban.control.client import DaemonNotRunning, request
 from journalban.control.protocol import DEFAULT_SOCKET, parse_target
+from journalban.control.tables import on_terminal
 from journalban.durations import parse_duration
 
 if TYPE_CHECKING:

@@ -211,7 +211,7 @@ def test_the_position_past_lines_that_produced_nothing_is_committed_while_idle_o
             f.write("Apr 3 01:11:12 nothing to see here\n" * 100)
         await until(lambda: daemon.intake.files[0].follower.position.offset == log.stat().st_size)
         if delay < 1:
-            await until(lambda: daemon.ledger.positions())
+            await until(daemon.ledger.positions)
         else:
             await asyncio.sleep(0.2)
             assert daemon.ledger.positions() == {}, "not due: it waits"

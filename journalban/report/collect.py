@@ -247,9 +247,9 @@ _Times = tuple[str, int, str | datetime, str | datetime]
 def _offenders(f_addresses: Iterable[_Times], b_addresses: Iterable[tuple[str, int, int, str | datetime,
                                                                         str | datetime]]) -> dict[str, _Offender]:
     offenders: dict[str, _Offender] = {}
-    for address, count, first, last in f_addresses:  # one row per jail and address
-        if not isinstance(first, str):  # PostgreSQL's datetimes; SQLite gives its text as it is
-            first, last = _stored(first), _stored(last)
+    for address, count, first_seen, last_seen in f_addresses:  # one row per jail and address
+        first, last = ((first_seen, last_seen) if isinstance(first_seen, str)  # SQLite gives its text as it is
+                       else (_stored(first_seen), _stored(last_seen)))  # PostgreSQL's datetimes
         offender = offenders.get(address)
         if offender is None:
             offenders[address] = _Offender(count, 0, 0, first, last)  # type: ignore[arg-type]

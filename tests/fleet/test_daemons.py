@@ -73,7 +73,8 @@ scope = "{scope}"
     def status(self) -> dict[str, Any]:
         """``journalban status --json``, as an operator runs it."""
         result = subprocess.run([sys.executable, "-m", "journalban", "status", "--json", "--socket",
-                                 str(self.tmp / "control.sock")], capture_output=True, text=True, timeout=30)
+                                 str(self.tmp / "control.sock")], capture_output=True, text=True, timeout=30,
+                                check=False)
         assert result.returncode == 0, result.stderr
         return dict(json.loads(result.stdout))
 

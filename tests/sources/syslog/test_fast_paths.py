@@ -33,7 +33,8 @@ STAMPS = [b"-", b"2003-10-11T22:14:15.003Z", b"2026-11-25T18:54:50.431840+00:00"
 TOKENS = [b"-", b"web", b"sshd", b"811", b"ID47", b"a" * 48, b"a" * 49, b"9" * 128, b"x" * 256, b"\xff", b"tab\there",
           b"", b"0123"]
 SDS = [b"-", b"[id@1 a=\"1\"]", b"[a b=\"\\]\\\"\"][c]", b"[bad", b"-x", b"[x=\"\xff\"]", b""]
-MESSAGES = [b"", b" " + FAILED, FAILED, b"\xef\xbb\xbfutf8 \xc3\xa9", b"\xef\xbb\xbf\xff bad", b"\xffraw", b" two  spaces"]
+MESSAGES = [b"", b" " + FAILED, FAILED, b"\xef\xbb\xbfutf8 \xc3\xa9", b"\xef\xbb\xbf\xff bad", b"\xffraw",
+            b" two  spaces"]
 
 
 @st.composite

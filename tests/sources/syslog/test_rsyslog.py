@@ -198,7 +198,7 @@ def test_remote_snippet_over_tls_reaches_a_listener_that_checks_client_certifica
                     for i in range(3):
                         logger(input_socket, f"{ATTACK} #{i}")
                     if client == "client":
-                        await wait_for(lambda: len(sink.events) == 3, timeout=15)
+                        await wait_for(lambda sink=sink: len(sink.events) == 3, timeout=15)
                     else:
                         await asyncio.sleep(3)  # rsyslog retries every second; each handshake is refused
                     await asyncio.sleep(0.3)  # a duplicate would show up now

@@ -201,10 +201,16 @@ def prefilter_bytes(grammars: Iterable[Grammar]) -> Callable[[bytes], bool] | No
     is in their decoded text: undecodable bytes become U+FFFD, and a literal's first
     byte, never a continuation byte, is never taken into a broken sequence before it."""
     grammars = list(grammars)
+    needs = _byte_needs(grammars)
+    return None if needs is None else _keyed(needs, _benign(grammars), on_bytes=True)
+
+
+def _byte_needs(grammars: Sequence[Grammar]) -> list[tuple[str, ...]] | None:
+    """``_needs``, if its literals can be looked for in bytes (see ``prefilter_bytes``)."""
     needs = _needs(grammars)
     if needs is None or any("\ufffd" in text for literals in needs for text in literals):
         return None
-    return _keyed(needs, _benign(grammars), on_bytes=True)
+    return needs
 
 
 def prefilter_marks(grammars: Iterable[Grammar]) -> Callable[[bytes], list[int]] | None:
@@ -216,9 +222,8 @@ def prefilter_marks(grammars: Iterable[Grammar]) -> Callable[[bytes], list[int]]
     where hyperscan is missing or not wanted (``$JOURNALBAN_SCANNER``), or nothing can
     be ruled out: each message is then tested on its own."""
     grammars = list(grammars)
-    needs = _needs(grammars)
-    if (needs is None or any("\ufffd" in text for literals in needs for text in literals)
-            or (os.environ.get(ENGINE_ENV) or "hyperscan") != "hyperscan" or not hyperscan_available()):
+    needs = _byte_needs(grammars)
+    if needs is None or (os.environ.get(ENGINE_ENV) or "hyperscan") != "hyperscan" or not hyperscan_available():
         return None
     import hyperscan
 

@@ -634,11 +634,11 @@ def hosts_applied(snapshot: Snapshot, jails: Sequence[JailLayout], diff: Diff) -
     sets = dict(snapshot.sets)
     for name, added, removed in changes:
         held = sets[name]
-        if not isinstance(held.hosts, set):  # not a listing's own (built by hand): copied once
-            held = sets[name] = NftSet(held.type, held.flags, held.spans, set(held.hosts))
-        assert isinstance(held.hosts, set)
-        held.hosts.difference_update(removed)
-        held.hosts.update(added)
+        hosts = held.hosts if isinstance(held.hosts, set) else set(held.hosts)  # built by hand: copied once
+        hosts.difference_update(removed)
+        hosts.update(added)
+        if hosts is not held.hosts:
+            sets[name] = NftSet(held.type, held.flags, held.spans, hosts)
     return Snapshot(snapshot.chains, sets, snapshot.rules)
 
 

@@ -8,9 +8,10 @@ import asyncio
 import functools
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -90,6 +91,21 @@ def test_whole_frame_slicing_gives_the_state_machines_frames(pieces: list[bytes]
 def shape(frames: list[bytes | Malformed]) -> list[object]:
     """Frames, and refusals by reason (their excerpt shows what the last read held)."""
     return [f.reason if isinstance(f, Malformed) else f for f in frames]
+
+
+async def counted(url: str, sink: Recorder, send: Callable[[str, int], Awaitable[None]], frames: int,
+                  **options: Any) -> dict[str, Any]:
+    """A listener on ``url`` (port 0) with ``options``, written to by ``send(host, port)``:
+    its counters once it has received ``frames`` frames."""
+    listener = SyslogListener([url], sink, **options)
+    await listener.start()
+    try:
+        host, port = listener.addresses[url].split("://", 1)[1].rsplit(":", 1)
+        await send(host, int(port))
+        await wait_for(lambda: listener.counters["received"] == frames)
+    finally:
+        await listener.stop()
+    return listener.counters
 
 
 def test_a_udp_burst_is_read_in_a_few_batches_without_loss() -> None:
@@ -179,20 +195,16 @@ def test_frames_without_a_rules_literals_are_ruled_out_before_parsing_with_the_s
              b"<999>1 - web sshd 6 - - " + FAILED,  # malformed, with the literals: parsed, counted
              b"<38>Oct 11 22:14:15 web sshd[7]: " + FAILED]
 
-    async def body(keep_raw: bool) -> tuple[Recorder, dict[str, object]]:
+    async def send(host: str, port: int) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for line in lines:
+                sender.sendto(line, (host, port))
+
+    async def body(keep_raw: bool) -> tuple[Recorder, dict[str, Any]]:
         sink = Recorder()
-        listener = SyslogListener(["udp://127.0.0.1:0"], sink, keep=syslog_keep([grammar]),
-                                  keep_raw=prefilter_bytes([grammar]) if keep_raw else None)
-        await listener.start()
-        try:
-            host, port = listener.addresses["udp://127.0.0.1:0"].removeprefix("udp://").rsplit(":", 1)
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-                for line in lines:
-                    sender.sendto(line, (host, int(port)))
-            await wait_for(lambda: listener.counters["received"] == len(lines))
-        finally:
-            await listener.stop()
-        return sink, listener.counters
+        counters = await counted("udp://127.0.0.1:0", sink, send, len(lines), keep=syslog_keep([grammar]),
+                                 keep_raw=prefilter_bytes([grammar]) if keep_raw else None)
+        return sink, counters
 
     plain_sink, plain = asyncio.run(asyncio.wait_for(body(False), 20))
     fast_sink, fast = asyncio.run(asyncio.wait_for(body(True), 20))
@@ -277,22 +289,18 @@ def test_tcp_reads_ruled_out_by_marks_give_the_same_events_and_counts() -> None:
     pieces = [(rng.randrange(len(MARKED_PIECES)), rng.random() < 0.7) for _ in range(3000)]
     stream = marked_stream(pieces)
 
-    async def body(keep_block: bool) -> tuple[Recorder, dict[str, object]]:
+    async def send(host: str, port: int) -> None:
+        _, writer = await asyncio.open_connection(host, port)
+        for at in range(0, len(stream), 997):  # reads that cut frames at odd places
+            writer.write(stream[at:at + 997])
+            await writer.drain()
+        writer.close()
+
+    async def body(keep_block: bool) -> tuple[Recorder, dict[str, Any]]:
         sink = Recorder()
-        listener = SyslogListener(["tcp://127.0.0.1:0"], sink, keep=syslog_keep([grammar]),
-                                  keep_raw=prefilter_bytes([grammar]), keep_block=marks if keep_block else None)
-        await listener.start()
-        try:
-            host, port = listener.addresses["tcp://127.0.0.1:0"].removeprefix("tcp://").rsplit(":", 1)
-            _, writer = await asyncio.open_connection(host, int(port))
-            for at in range(0, len(stream), 997):  # reads that cut frames at odd places
-                writer.write(stream[at:at + 997])
-                await writer.drain()
-            writer.close()
-            await wait_for(lambda: listener.counters["received"] == len(pieces))
-        finally:
-            await listener.stop()
-        return sink, listener.counters
+        counters = await counted("tcp://127.0.0.1:0", sink, send, len(pieces), keep=syslog_keep([grammar]),
+                                 keep_raw=prefilter_bytes([grammar]), keep_block=marks if keep_block else None)
+        return sink, counters
 
     plain_sink, plain = asyncio.run(asyncio.wait_for(body(False), 30))
     fast_sink, fast = asyncio.run(asyncio.wait_for(body(True), 30))

@@ -5,7 +5,7 @@
                                   [--startup-bans 100000] [--grammars all] [--only replay,grammar,daemon,...]
                                   [--no-results-file]
 
-Runs ``bench.replay``, ``bench.grammar`` and ``bench.daemon`` in this process (each
+Runs ``bench.replay``, ``bench.grammar``, ``bench.daemon`` and ``bench.stages`` in this process (each
 also runs alone: ``python -m bench.replay`` ...), then the other engineers' modules
 that are present and importable (``bench.intake``, ``bench.enforce``, ``bench.report``,
 ``bench.fleet``)
@@ -181,6 +181,11 @@ def main(argv: list[str] | None = None) -> None:
         figures += found
         if profile:
             sections.append(("Profile of the daemon's file path", profile))
+        from bench import stages
+
+        print("running bench.stages ...", file=sys.stderr, flush=True)
+        sections.append(("Where a failure's CPU time goes on the file path (`.venv/bin/python -m bench.stages "
+                         f"--lines {args.daemon_lines}`)", stages.run(args.daemon_lines)))
     for name in ("intake", "enforce", "report", "fleet"):
         if name in only and importlib.util.find_spec(f"bench.{name}") is not None:
             print(f"running bench.{name} ...", file=sys.stderr, flush=True)

@@ -151,6 +151,23 @@ class Daemon:
         values = {k: int(v.split()[0]) / 1024 for k, v in re.findall(r"^(VmRSS|VmHWM):\s+(.*)$", status, re.M)}
         return values["VmRSS"], values["VmHWM"]
 
+    def thread_cpu(self) -> dict[str, float]:
+        """User + system CPU seconds of each of the daemon's threads so far, by "name:tid"
+        (the main thread's id is the process's): how much of a core each one used,
+        which the machine's load moves far less than a wall clock."""
+        out: dict[str, float] = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        for task in tasks.iterdir() if tasks.exists() else ():
+            try:
+                stat = (task / "stat").read_text()
+                name = (task / "comm").read_text().strip()
+            except OSError:  # the thread ended meanwhile
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            out[f"{name}:{task.name}"] = (int(fields[11]) + int(fields[12])) / tick
+        return out
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -218,6 +235,7 @@ def throughput(tmp: Path, data: Corpus, expected_bans: set[str], profile: Path |
     cfg = config(work, log, "sshd", 5, "10m")
     with daemon(work, cfg, profile=profile) as running:
         ready = running.wait_ready()
+        before = running.thread_cpu()
         started = time.perf_counter()
         writing = append(data.path, log)
         deadline = started + max(120.0, data.lines / 10_000)
@@ -228,9 +246,12 @@ def throughput(tmp: Path, data: Corpus, expected_bans: set[str], profile: Path |
                 break
             time.sleep(0.1)
         seconds = time.perf_counter() - started
+        used = {name: cpu - before.get(name, 0.0) for name, cpu in running.thread_cpu().items()}
+        main = sum(used.pop(name) for name in list(used) if name.endswith(f":{running.process.pid}"))
         bans = banned(work)
         tail = running.log_tail()
-    return {"seconds": seconds, "writing": writing, "ready": ready, "failures": seen, "bans": bans,
+    return {"seconds": seconds, "main_cpu": main, "other_cpu": sum(used.values()),
+            "writing": writing, "ready": ready, "failures": seen, "bans": bans,
             "bans_ok": bans == expected_bans, "missing": len(expected_bans - bans), "extra": len(bans - expected_bans),
             "complete": seen >= data.failures, "tail": tail}
 
@@ -462,7 +483,8 @@ def run(lines: int = 1_000_000, latency_bans: int = 1000, startup_bans: int = 10
                 f"{base} --lines {lines} --skip {SKIP_BUT['throughput']},profile",
                 f"{result['seconds']:.1f} s; {result['failures']:,} of {data.failures:,} failures; bans "
                 f"{len(result['bans']):,} (replay {len(expected):,}: missing {result['missing']}, extra "  # type: ignore[arg-type]
-                f"{result['extra']}); append itself {result['writing']:.2f} s"))
+                f"{result['extra']}); append itself {result['writing']:.2f} s; CPU of the daemon's main thread "
+                f"{result['main_cpu']:.2f} s, of its other threads {result['other_cpu']:.2f} s"))
             if not result["complete"]:
                 say("throughput incomplete; daemon log tail:\n" + str(result["tail"]))
             if "profile" not in skip and profile_lines:

@@ -10,10 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Select, delete, event, exists, func, inspect, or_, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -44,9 +40,22 @@ _NETWORKS: dict[str, str] = {}  # address → network_of: a botnet's addresses c
 NOTIFY_CHANNEL = "journalban"  # PostgreSQL: "ban|end|failures NODE JAIL ADDRESS", sent on commit
 
 
+SCHEMA_HEAD = "0008"  # the newest of migrations/versions: tests/ledger/test_migrations.py holds them equal
+
+
 def newest_revision() -> str | None:
-    """The Alembic head this journalban's code expects."""
+    """The Alembic head of ``migrations/``, read from its scripts (Alembic imported here only:
+    with Mako and Pygments it is 11 MB of a daemon's RSS that a ledger at ``SCHEMA_HEAD``
+    never needs)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory(str(paths.MIGRATIONS)).get_current_head()
+
+
+def known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return {r.revision for r in ScriptDirectory(str(paths.MIGRATIONS)).walk_revisions()}
 
 
 class LedgerNotReady(SystemExit):
@@ -215,6 +224,9 @@ class Ledger:
 
     def upgrade(self) -> None:
         """Bring the schema to the newest Alembic revision."""
+        from alembic import command
+        from alembic.config import Config as AlembicConfig
+
         config = AlembicConfig()
         config.set_main_option("script_location", str(paths.MIGRATIONS))
         config.attributes["node"] = self.node  # rows from before revision 0004 become this host's
@@ -226,9 +238,16 @@ class Ledger:
         return inspect(self.engine).has_table("bans")
 
     def revision(self) -> str | None:
-        """The schema's Alembic revision; None before the first upgrade."""
+        """The schema's Alembic revision; None before the first upgrade. Read as Alembic
+        keeps it (one row of ``alembic_version``; the history has one head), by plain SQL."""
         with self.engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
+            if not inspect(connection).has_table("alembic_version"):
+                return None
+            rows = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+        if len(rows) > 1:
+            raise LedgerNotReady(f"the ledger at {self.safe_url} has {len(rows)} schema revisions "
+                                 f"({', '.join(sorted(rows))}); journalban's history has one head")
+        return rows[0] if rows else None
 
     def prepare(self) -> None:
         """Make the ledger ready for the daemon at start.
@@ -238,10 +257,11 @@ class Ledger:
         ``SchemaNotCurrent`` naming ``journalban db upgrade``; unreachable, ``LedgerNotReady``.
         """
         if upgrades_itself(self.engine):
-            self.upgrade()
+            if self.revision() != SCHEMA_HEAD:  # a new ledger, or a journalban just upgraded
+                self.upgrade()
             return
         try:
-            current, newest = self.revision(), newest_revision()
+            current, newest = self.revision(), SCHEMA_HEAD
         except OperationalError as exc:
             raise LedgerNotReady(f"cannot open the ledger at {self.safe_url}: {exc.orig}") from exc
         if current == newest:
@@ -249,7 +269,7 @@ class Ledger:
         if current is None:
             raise SchemaNotCurrent(f"the ledger at {self.safe_url} has no journalban schema yet: create it with "
                                    "`journalban db upgrade`, run with a role allowed to create tables")
-        if current in {r.revision for r in ScriptDirectory(str(paths.MIGRATIONS)).walk_revisions()}:
+        if current in known_revisions():
             raise SchemaNotCurrent(f"the ledger at {self.safe_url} is at schema revision {current}, this journalban "
                                    f"needs {newest}: run `journalban db upgrade` (with a role allowed to change "
                                    "the schema) before starting it")

@@ -1,11 +1,15 @@
 """Every migration goes down as well as up, on SQLite and PostgreSQL, with rows in the tables."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import inspect, text
 
 from journalban import paths
-from journalban.ledger.store import Ledger, newest_revision
+from journalban.ledger.store import SCHEMA_HEAD, Ledger, newest_revision
 from journalban.sources.files import Position
 from tests.ledger.test_ledger import T0, failure_and_ban
 
@@ -49,3 +53,34 @@ def test_down_to_base_and_up_again(ledger: Ledger) -> None:
     assert VIEWS <= set(inspect(ledger.engine).get_view_names())
     ledger.record(*failure_and_ban(), {}, T0)  # the rebuilt schema takes a batch
     assert len(ledger.active_bans()) == 1
+
+
+def test_schema_head_is_the_newest_migration() -> None:
+    assert SCHEMA_HEAD == newest_revision()
+
+
+# A process of its own: this one has Alembic imported by the tests above.
+_START = """
+import sys
+from journalban.ledger.store import Ledger
+ledger = Ledger(sys.argv[1])
+ledger.prepare()
+print(ledger.revision(), "alembic" in sys.modules)
+"""
+
+
+def test_a_sqlite_ledger_at_the_head_starts_without_alembic_and_an_older_one_is_upgraded(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    ledger = Ledger(url)
+    ledger.upgrade()
+    ledger.record(*failure_and_ban(), {}, T0)
+    migrate(ledger, "downgrade", "0007")
+
+    def start() -> list[str]:
+        return subprocess.run([sys.executable, "-c", _START, url], capture_output=True, text=True, check=True,
+                              timeout=60).stdout.split()
+
+    assert start() == [SCHEMA_HEAD, "True"]  # at 0007: upgraded, Alembic needed
+    assert start() == [SCHEMA_HEAD, "False"]  # at the head: nothing to do, nothing imported
+    assert [b.address for b in ledger.active_bans()] == ["203.0.113.9"]
+    ledger.close()

@@ -218,7 +218,7 @@ class Daemon:
         self.hooks.start()
         self.ledger.prepare()  # SQLite upgrades itself; a shared ledger must already be current
         self._restore_state()
-        result = self.reconciler.run()
+        result = self.schedule.run_at_start()
         log.info("firewall reconciled at start: %d ban(s) expired, %s",
                  result.expired, "repaired" if result.healed else "in order")
         await self.intake.open()

@@ -16,7 +16,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from journalban.events import BanDecision
 from journalban.firewall.base import Entry
-from journalban.reconcile import Reconciler
+from journalban.reconcile import Reconciler, ReconcileResult
 
 log = logging.getLogger(__name__)
 RETRY_FIRST = 1.0  # seconds before the first retry of a failed reconcile
@@ -45,6 +45,19 @@ class ReconcileSchedule:
         self._whole_run: datetime | None = None  # when the last whole run began
         self.scheduler = BackgroundScheduler(timezone=UTC, job_defaults={
             "coalesce": True, "misfire_grace_time": None, "max_instances": 4})
+
+    def run_at_start(self) -> ReconcileResult:
+        """The whole run before the daemon is ready, with the next expiry it finds armed:
+        a ban in force across a restart that ends before the first interval is lifted on
+        time, not up to an interval late. Its errors are the caller's (the daemon does not
+        start on a ledger or firewall it cannot reconcile)."""
+        self._whole_run = datetime.now(UTC)
+        result = self.reconciler.run()
+        if result.failed:
+            self._retry()
+        if result.next_expiry is not None:
+            self._arm_expiry(result.next_expiry)
+        return result
 
     def start(self) -> None:
         self.scheduler.add_job(self._run, "interval", seconds=self.interval, id="reconcile")

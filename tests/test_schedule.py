@@ -134,3 +134,30 @@ def test_expiries_close_to_the_last_whole_run_wait_for_the_gap(tmp_path: Path) -
     finally:
         schedule.scheduler.shutdown(wait=False)
         ledger.close()
+
+
+def test_the_run_at_start_arms_the_expiry_of_a_ban_in_force_across_a_restart(tmp_path: Path) -> None:
+    """A ban recorded before a restart, ending before the first interval: the whole run
+    at start finds it and arms a run for its expiry, so it is lifted on time."""
+    ledger = Ledger(f"sqlite:///{tmp_path}/ledger.db")
+    ledger.upgrade()
+    soon = decision("203.0.113.7", 3)
+    ledger.record(list(soon.failures), [soon], {}, soon.start)
+    firewall = MemoryFirewall()
+    schedule = ReconcileSchedule(Reconciler(ledger, [Enforcement(firewall, (JailLayout("wplogin"),))],
+                                            lambda: datetime.now(UTC)), 3600)
+    try:
+        result = schedule.run_at_start()
+        assert firewall.entries == {("wplogin", "203.0.113.7")}
+        assert result.next_expiry == soon.expiry
+        expiry = schedule.scheduler.get_job("reconcile-expiry")  # pending: the scheduler starts after
+        assert expiry is not None and expiry.trigger.run_date == soon.expiry + timedelta(milliseconds=50)
+        schedule.start()
+        deadline = soon.expiry + timedelta(seconds=10)
+        while firewall.entries and datetime.now(UTC) < deadline:
+            threading.Event().wait(0.05)
+        assert not firewall.entries  # lifted by the armed run, an hour before the interval's
+        assert not ledger.active_bans()
+    finally:
+        schedule.scheduler.shutdown(wait=False)
+        ledger.close()

@@ -121,6 +121,16 @@ def run_other(name: str, timeout: float) -> tuple[Figure, str]:
     return figure, output
 
 
+def calibration_figure(when: str) -> Figure:
+    """The machine's speed on fixed work (``bench.calibrate``): figures of runs compare through it."""
+    from bench.calibrate import calibration, shown
+
+    measured = calibration()
+    return Figure(f"calibration {when}: fixed Python work, CPU s (bench.calibrate; less is faster)",
+                  measured["python"], "s", "", None, ".venv/bin/python -m bench.calibrate",
+                  f"{shown(measured)}, best of 3; the machine's speed when the figures around it were taken")
+
+
 # --- main ------------------------------------------------------------------------------------------
 
 
@@ -131,7 +141,10 @@ def write_results(figures: list[Figure], sections: list[tuple[str, str]], sizes:
              "", "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items() if k != "date") + ".",
              f"The machine is shared with other engineers' test runs: the load column is the 1-minute load "
              f"average when each figure was taken (at {info['nproc']} CPUs, anything above {info['nproc']} means "
-             "the benchmark did not have the machine to itself and its rate is understated).", "",
+             "the benchmark did not have the machine to itself and its rate is understated). Contention on the "
+             "host does not show in it: the calibration rows (fixed work that owes nothing to journalban, "
+             "`bench/calibrate.py`) say how fast the machine was at the start and the end of the run; compare "
+             "figures of two runs only beside theirs.", "",
              f"Sizes: {sizes}", "", table(figures), "", "## Commands", "",
              "Each figure alone:", ""]
     seen = []
@@ -162,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-results-file", action="store_true")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
-    figures: list[Figure] = []
+    figures: list[Figure] = [calibration_figure("at the start")]
     sections: list[tuple[str, str]] = []
     if "replay" in only:
         from bench import replay
@@ -192,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
             figure, output = run_other(name, args.other_timeout)
             figures.append(figure)
             sections.append((f"bench.{name} output ({figure.command})", output))
+    figures.append(calibration_figure("at the end"))
     print_figures(figures)
     sizes = (f"replay {args.lines:,} lines (fail2ban-regex on {args.f2b_lines:,}); daemon throughput "
              f"{args.daemon_lines:,} lines; latency {args.latency_bans} bans per intake and backend; start-up and RSS "

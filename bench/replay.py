@@ -38,6 +38,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -136,6 +137,17 @@ def fail2ban_regex(path: Path, filter_: str) -> Run:
     return Run(int(lines[1]), int(lines[3]), float(seconds[1]), wall, children_cpu() - cpu)
 
 
+def missing_tools() -> None:
+    """Stop before any corpus is generated if a tool compared against is not installed
+    (``./scripts/install --test`` brings fail2ban; SSHGuard is for the benchmark alone)."""
+    missing = [package for package, present in (("fail2ban", shutil.which("fail2ban-regex")),
+                                                ("sshguard", Path(SSHG_PARSER).exists())) if not present]
+    if missing:
+        raise SystemExit(f"bench.replay compares with {' and '.join(missing)}, not installed here: "
+                         f"apt-get install {' '.join(missing)} (with /usr/sbin/policy-rc.d keeping its service "
+                         "from starting, as scripts/install does)")
+
+
 def sshg_parser(path: Path) -> Run:
     with path.open("rb") as source:
         started = time.perf_counter()
@@ -163,6 +175,7 @@ def run(lines: int = 1_000_000, f2b_lines: int = 1_000_000, kinds: tuple[str, ..
         if echo:
             print(f"  replay: {text}", file=sys.stderr, flush=True)
 
+    missing_tools()
     with tempfile.TemporaryDirectory(prefix="jb-bench-replay-") as scratch:
         tmp = Path(scratch)
         nginx_filter = tmp / "nginx-wp-login.conf"

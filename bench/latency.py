@@ -468,9 +468,9 @@ action = iptables-allports[name=bench, protocol=all]
 """
 
 
-def fail2ban_python() -> str:
-    """The interpreter fail2ban-server runs under (its #! line): Debian's, not this venv's."""
-    with open(shutil.which("fail2ban-server") or "/usr/bin/fail2ban-server") as script:
+def fail2ban_python(server: str) -> str:
+    """The interpreter ``server`` (fail2ban-server) runs under, from its #! line: Debian's, not this venv's."""
+    with open(server) as script:
         first = script.readline()
     return first[2:].split()[0] if first.startswith("#!") else "/usr/bin/python3"
 
@@ -480,10 +480,11 @@ def fail2ban(count: int, backend: str) -> Latencies:
     from tests.netns import namespace
 
     result = Latencies(f"fail2ban {backend}")
-    if shutil.which("fail2ban-server") is None:
+    server_script = shutil.which("fail2ban-server")
+    if server_script is None:
         result.note = "fail2ban-server is not installed"
         return result
-    if backend == "pyinotify" and subprocess.run([fail2ban_python(), "-c", "import pyinotify"],
+    if backend == "pyinotify" and subprocess.run([fail2ban_python(server_script), "-c", "import pyinotify"],
                                                  capture_output=True, check=False).returncode != 0:
         # fail2ban would fall back to another backend and the figure would carry the wrong name
         result.note = "python3-pyinotify is not installed (apt-get install python3-pyinotify): not measured"

@@ -123,12 +123,12 @@ def run_other(name: str, timeout: float) -> tuple[Figure, str]:
 
 def calibration_figure(when: str) -> Figure:
     """The machine's speed on fixed work (``bench.calibrate``): figures of runs compare through it."""
-    from bench.calibrate import calibration, shown
+    from bench.calibrate import ROUNDS, calibration, shown
 
     measured = calibration()
     return Figure(f"calibration {when}: fixed Python work, CPU s (bench.calibrate; less is faster)",
                   measured["python"], "s", "", None, ".venv/bin/python -m bench.calibrate",
-                  f"{shown(measured)}, best of 3; the machine's speed when the figures around it were taken")
+                  f"{shown(measured)}, best of {ROUNDS}; the machine's speed when the figures around it were taken")
 
 
 # --- main ------------------------------------------------------------------------------------------

@@ -51,13 +51,7 @@ class ReconcileSchedule:
         a ban in force across a restart that ends before the first interval is lifted on
         time, not up to an interval late. Its errors are the caller's (the daemon does not
         start on a ledger or firewall it cannot reconcile)."""
-        self._whole_run = datetime.now(UTC)
-        result = self.reconciler.run()
-        if result.failed:
-            self._retry()
-        if result.next_expiry is not None:
-            self._arm_expiry(result.next_expiry)
-        return result
+        return self._whole_run_now()
 
     def start(self) -> None:
         self.scheduler.add_job(self._run, "interval", seconds=self.interval, id="reconcile")
@@ -125,19 +119,23 @@ class ReconcileSchedule:
                 self._dirty = True
 
     def _run_once(self) -> None:
-        self._whole_run = datetime.now(UTC)
         try:
-            result = self.reconciler.run()
+            self._whole_run_now()
         except Exception:  # the daemon must outlive a failed run (the ledger unreachable, say)
             log.exception("reconcile failed")
             self._retry()
-            return
+
+    def _whole_run_now(self) -> ReconcileResult:
+        """One whole run; then a retry if it failed, and a run armed for the next expiry."""
+        self._whole_run = datetime.now(UTC)
+        result = self.reconciler.run()
         if result.failed:
             self._retry()
         else:
             self._backoff = RETRY_FIRST
         if result.next_expiry is not None:
             self._arm_expiry(result.next_expiry)
+        return result
 
     def _arm_expiry(self, expiry: datetime) -> None:
         """A whole run just after ``expiry``, unless one still to come is sooner (the

@@ -3,7 +3,8 @@
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from journalban.events import Event, Failure, new_failure
@@ -19,6 +20,7 @@ from journalban.grammar.scan import (
 
 log = logging.getLogger(__name__)
 FAIL2BAN = "fail2ban"  # the file format whose lines reach the rules with their date cut out
+NO_CAPTURES: Mapping[str, str] = MappingProxyType({})  # a jail's failures: see JailMatcher.match
 
 
 
@@ -59,7 +61,9 @@ class JailMatcher:
         rule = self._rules.get(found.rule)
         if rule is None:
             rule = self._rules[found.rule] = f"{self.grammar.name}/{found.rule}"
-        return new_failure(self.jail, found.address, time, rule, event.message, event.source, found.captures)
+        # The captures stay behind: nothing after the match reads them (the ledger keeps the
+        # text and rule), and a burst holds tens of thousands of failures (300 B each).
+        return new_failure(self.jail, found.address, time, rule, event.message, event.source, NO_CAPTURES)
 
 
 def prefilter(grammars: Iterable[Grammar]) -> Callable[[str], bool]:

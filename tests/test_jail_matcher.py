@@ -1,4 +1,5 @@
-"""JailMatcher remembers the selection of the last journal sender's fields, never longer."""
+"""JailMatcher remembers the selection of the last journal sender's fields, never longer, and
+keeps of a match what the daemon records."""
 
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,3 +26,15 @@ def test_senders_taking_turns_are_each_selected_by_their_own_fields() -> None:
     assert found == [True, False, True, True, False, False, True]
     file_event = Event(NOW, "file:/var/log/auth.log", MESSAGE, app="sshd", fields=sshd)
     assert isinstance(matcher.match(file_event), Failure)  # not a journal event: asked afresh, by its app
+
+
+def test_a_failure_keeps_what_the_ledger_records_and_one_shared_empty_captures() -> None:
+    matcher = JailMatcher("sshd", load_grammar(ROOT / "grammars/sshd.grammar"))
+    first, second = (matcher.match(Event(NOW, "file:/var/log/auth.log", message, app="sshd"))
+                     for message in (MESSAGE, MESSAGE.replace("203.0.113.9", "198.51.100.4")))
+    assert isinstance(first, Failure) and isinstance(second, Failure)
+    assert (first.address, first.rule, first.text) == ("203.0.113.9", "sshd/failed", MESSAGE)
+    assert second.address == "198.51.100.4"
+    # the grammar captured method, user and port; a burst holds tens of thousands of failures
+    assert matcher.grammar.match(MESSAGE).captures == {"method": "password", "user": "root", "port": "22"}  # type: ignore[union-attr]
+    assert first.captures == {} and first.captures is second.captures

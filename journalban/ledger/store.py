@@ -4,7 +4,7 @@ import contextlib
 import itertools
 import logging
 import socket
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -373,28 +373,37 @@ class Ledger:
         if len(networks) >= NETWORK_MEMORY:
             networks.clear()
         recorded, node = stored(now), self.node
-        rows = []
-        for key, f in batch.items():
-            at = times.get(f.time)
-            if at is None:
-                text = stored(f.time)  # on SQLite the day is the text's first ten characters
-                at = times[f.time] = (text, text[:10] if isinstance(text, str) else day_of(f.time))
-            network = networks.get(f.address)
-            if network is None:
-                network = networks[f.address] = network_of(f.address)
-            rows.append((at[0], recorded, f.jail, f.address, f.rule, f.text[:MATCHED_TEXT_LIMIT], f.source[:512],
-                         node, ban_of.get(key), at[1], network))
+
+        def rows(items: Iterable[tuple[int, FailureEvent]]) -> list[tuple[object, ...]]:
+            out = []
+            for key, f in items:
+                at = times.get(f.time)
+                if at is None:
+                    text = stored(f.time)  # on SQLite the day is the text's first ten characters
+                    at = times[f.time] = (text, text[:10] if isinstance(text, str) else day_of(f.time))
+                network = networks.get(f.address)
+                if network is None:
+                    network = networks[f.address] = network_of(f.address)
+                out.append((at[0], recorded, f.jail, f.address, f.rule, f.text[:MATCHED_TEXT_LIMIT],
+                            f.source[:512], node, ban_of.get(key), at[1], network))
+            return out
+
+        # Built BULK rows at a time: a burst's held batches are one transaction of tens of
+        # thousands of failures, whose rows all at once were megabytes more at the peak.
+        items = iter(batch.items())
+        chunks = iter(lambda: rows(itertools.islice(items, BULK)), [])
         mark = parameter_mark(connection)
         sql = (f"INSERT INTO {Failure.__tablename__} ({', '.join(_FAILURE_COLUMNS)}) "
                f"VALUES ({', '.join([mark] * len(_FAILURE_COLUMNS))})")
         if connection.dialect.name == "postgresql":  # COPY: one stream, not one INSERT per row (1.5x)
             with connection.connection.driver_connection.cursor() as cursor, cursor.copy(  # type: ignore[union-attr]
                     f"COPY {Failure.__tablename__} ({', '.join(_FAILURE_COLUMNS)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
+                for chunk in chunks:
+                    for row in chunk:
+                        copy.write_row(row)
         else:
-            for start in range(0, len(rows), BULK):
-                connection.exec_driver_sql(sql, rows[start:start + BULK])
+            for chunk in chunks:
+                connection.exec_driver_sql(sql, chunk)
         if session.get_bind().dialect.name == "postgresql":
             fleet = session.info.get("fleet_jails", frozenset())
             notes: set[str] = session.info.setdefault("notify", set())

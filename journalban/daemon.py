@@ -354,11 +354,12 @@ class Daemon:
                     release_free_memory()
                     next_sweep = now + SWEEP_EVERY
                 if any(f.follower.behind for f in self.intake.files):
-                    self._bursting = True
+                    self._bursting = self.pipeline.holding = True
                     await asyncio.sleep(0)  # more to read: let the journal, syslog and control run first
                     continue
-                if self._bursting:  # a burst's batches are freed: give their memory back
-                    self._bursting = False
+                if self._bursting:  # the burst's held batches recorded, their memory given back
+                    self._bursting = self.pipeline.holding = False
+                    self.pipeline.commit_positions(now)
                     release_free_memory()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.config.file_poll_interval)

@@ -2,7 +2,10 @@
 
 Sources hand over lines with the position they reached; everything a batch
 produces (failures, bans, the new position) is written in one transaction, so a
-crash loses none of it and counts none of it twice.
+crash loses none of it and counts none of it twice. While a file is read behind
+its end (a burst), the daemon has the pipeline hold batches and record several in
+one transaction: each commit rewrites the index pages the batch touched, and
+fewer, larger transactions cost SQLite a quarter less per failure.
 """
 
 import logging
@@ -30,6 +33,11 @@ RECORD_ATTEMPTS = 10
 # it has waited this long: a commit per small batch held the loop while failures queued.
 # Lines read again after a crash in between produced nothing, so they produce nothing again.
 POSITION_DELAY = 1.0
+# A burst's batches held and recorded together: at most this many failures, or this long
+# (their bans reach the firewall after their commit, so they wait too). On 1M sshd lines
+# (about 4,000 failures a batch), SQLite's time per failure went from 13.5 to 10.7 us.
+HOLD_FAILURES = 32768
+HOLD_SECONDS = 1.0
 _COUNTED = {verdict: verdict.value for verdict in Verdict}  # an enum's .value is a descriptor call per event
 
 
@@ -43,6 +51,10 @@ class Pipeline:
         self.counters: Counter[str] = Counter()
         self._positions: dict[str, Position | JournalCursor] = {}  # read past, not yet committed
         self._positions_due = 0.0  # monotonic time by which they are committed
+        self.holding = False  # set by the daemon during a burst: batches are held (see HOLD_FAILURES)
+        self._held_failures: list[Failure] = []
+        self._held_bans: list[BanDecision] = []
+        self._held_due = 0.0  # monotonic time by which what is held is recorded
 
     def process(self, source: str, events: Sequence[Event], position: Position | JournalCursor | None,
                 now: datetime) -> list[BanDecision]:
@@ -59,18 +71,44 @@ class Pipeline:
                 self._positions_due = time.monotonic() + POSITION_DELAY
             self._positions[source] = position
         if failures or bans:
-            self._record(failures, bans, self._take_positions(), now)
+            if not self._held_failures and not self._held_bans:
+                self._held_due = time.monotonic() + HOLD_SECONDS
+            self._held_failures += failures
+            self._held_bans += bans
+            if (not self.holding or len(self._held_failures) >= HOLD_FAILURES
+                    or time.monotonic() >= self._held_due):
+                self.release(now)
         else:
             self.commit_positions(now, due_only=True)
-        if bans:
-            self.on_ban(bans)
         return bans
 
+    def release(self, now: datetime) -> None:
+        """Record what is held with the positions read, then hand its bans on. If the
+        ledger refuses, all of it stays held for the next try (or the stop) and the
+        error is raised: nothing read is lost, and no position passes its failures."""
+        if not (self._held_failures or self._held_bans or self._positions):
+            return
+        failures, bans, positions = self._held_failures, self._held_bans, self._take_positions()
+        self._held_failures, self._held_bans = [], []
+        try:
+            self._record(failures, bans, positions, now)
+        except BaseException:
+            self._held_failures[:0], self._held_bans[:0] = failures, bans
+            self._positions = {**positions, **self._positions}
+            raise
+        if bans:
+            self.on_ban(bans)
+
     def commit_positions(self, now: datetime, due_only: bool = False) -> None:
-        """Commit the positions of batches that produced nothing else (all of them, or
-        only once ``POSITION_DELAY`` has passed): called while idle, and at the end."""
-        if self._positions and (not due_only or time.monotonic() >= self._positions_due):
-            self._record([], [], self._take_positions(), now)
+        """Record what is held and the positions of batches that produced nothing else
+        (all of it, or only what has waited ``HOLD_SECONDS`` or ``POSITION_DELAY``):
+        called while idle, when a burst ends, and at the end."""
+        held = bool(self._held_failures or self._held_bans)
+        if not held and not self._positions:
+            return
+        if due_only and time.monotonic() < (self._held_due if held else self._positions_due):
+            return
+        self.release(now)
 
     def _take_positions(self) -> dict[str, Position | JournalCursor]:
         positions, self._positions = self._positions, {}
@@ -122,9 +160,10 @@ class Pipeline:
                 bans.append(decision)
         recidive: list[Failure] = []
         self._feed_ledger_readers(bans, now, recidive)
-        if bans:
-            self._record(recidive, bans, {}, now)
-            self.on_ban(bans)
+        if bans:  # recorded after what is held, in the order decided
+            self._held_failures += recidive
+            self._held_bans += bans
+            self.release(now)
         return bans
 
     def _record(self, failures: list[Failure], bans: list[BanDecision],

@@ -23,6 +23,9 @@ class DaemonContext:
 
     @property
     def ledger(self) -> Ledger:
+        """The ledger, once what the pipeline holds in a burst is recorded: a handler
+        sees every ban decided so far, and an operator's unban comes after them."""
+        self.daemon.pipeline.commit_positions(self.daemon.clock())
         return self.daemon.ledger
 
     @property

@@ -33,7 +33,7 @@ from journalban.ledger.store import ActiveBan
 from journalban.loading import LoadError, load
 from journalban.notify import SystemdNotifier
 from journalban.own_addresses import own_addresses
-from journalban.pipeline import Pipeline
+from journalban.pipeline import HOLD_SECONDS, Pipeline
 from journalban.reconcile import Enforcement, Reconciler
 from journalban.schedule import ReconcileSchedule
 from journalban.sources.files import FileWatch
@@ -354,15 +354,18 @@ class Daemon:
                     release_free_memory()
                     next_sweep = now + SWEEP_EVERY
                 if any(f.follower.behind for f in self.intake.files):
-                    self._bursting = self.pipeline.holding = True
+                    self._bursting = True
                     await asyncio.sleep(0)  # more to read: let the journal, syslog and control run first
                     continue
                 if self._bursting:  # the burst's held batches recorded, their memory given back
-                    self._bursting = self.pipeline.holding = False
+                    self._bursting = False
                     self.pipeline.commit_positions(now)
                     release_free_memory()
+                wait = self.config.file_poll_interval
+                if self.pipeline.holds:  # a journal backlog's last batches: recorded once they waited
+                    wait = min(wait, HOLD_SECONDS)
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self.config.file_poll_interval)
+                    await asyncio.wait_for(self._wake.wait(), wait)
                 except TimeoutError:
                     pass
         finally:

@@ -251,7 +251,7 @@ class Intake:
                     or time.monotonic() >= until):
                 break
         if position is not None:
-            self.pipeline.process(followed.source, events, position, self.clock())
+            self.pipeline.process(followed.source, events, position, self.clock(), more=followed.follower.behind)
 
     # --- journald
 
@@ -284,7 +284,8 @@ class Intake:
         self.journal_follower.start(self._loop)
 
     def _journal_batch(self, events: list[Event], cursor: JournalCursor | None) -> None:
-        self.pipeline.process(JOURNAL, events, cursor, self.clock())
+        more = self.journal is not None and self.journal.more_pending
+        self.pipeline.process(JOURNAL, events, cursor, self.clock(), more=more)
 
     # --- syslog
 

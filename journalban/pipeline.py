@@ -2,10 +2,11 @@
 
 Sources hand over lines with the position they reached; everything a batch
 produces (failures, bans, the new position) is written in one transaction, so a
-crash loses none of it and counts none of it twice. While a file is read behind
-its end (a burst), the daemon has the pipeline hold batches and record several in
-one transaction: each commit rewrites the index pages the batch touched, and
-fewer, larger transactions cost SQLite a quarter less per failure.
+crash loses none of it and counts none of it twice. While a source has more to
+hand over at once (a file read behind its end, a journal backlog: a burst), its
+batches are held and several recorded in one transaction: each commit rewrites
+the index pages its batch touched, and fewer, larger transactions cost SQLite
+less per failure.
 """
 
 import logging
@@ -51,14 +52,15 @@ class Pipeline:
         self.counters: Counter[str] = Counter()
         self._positions: dict[str, Position | JournalCursor] = {}  # read past, not yet committed
         self._positions_due = 0.0  # monotonic time by which they are committed
-        self.holding = False  # set by the daemon during a burst: batches are held (see HOLD_FAILURES)
         self._held_failures: list[Failure] = []
         self._held_bans: list[BanDecision] = []
         self._held_due = 0.0  # monotonic time by which what is held is recorded
 
     def process(self, source: str, events: Sequence[Event], position: Position | JournalCursor | None,
-                now: datetime) -> list[BanDecision]:
-        """Everything ``events`` (all from ``source``) produce, recorded with ``position``."""
+                now: datetime, more: bool = False) -> list[BanDecision]:
+        """Everything ``events`` (all from ``source``) produce, recorded with ``position``:
+        at once, or, while the source has ``more`` to hand over at once, held with the
+        batches before (``HOLD_FAILURES``, ``HOLD_SECONDS``)."""
         failures: list[Failure] = []
         bans: list[BanDecision] = []
         matchers = self.matchers.get(source, ())
@@ -75,12 +77,16 @@ class Pipeline:
                 self._held_due = time.monotonic() + HOLD_SECONDS
             self._held_failures += failures
             self._held_bans += bans
-            if (not self.holding or len(self._held_failures) >= HOLD_FAILURES
-                    or time.monotonic() >= self._held_due):
+            if not more or len(self._held_failures) >= HOLD_FAILURES or time.monotonic() >= self._held_due:
                 self.release(now)
         else:
             self.commit_positions(now, due_only=True)
         return bans
+
+    @property
+    def holds(self) -> bool:
+        """Whether failures or bans wait to be recorded (see ``commit_positions``)."""
+        return bool(self._held_failures or self._held_bans)
 
     def release(self, now: datetime) -> None:
         """Record what is held with the positions read, then hand its bans on. If the
@@ -103,7 +109,7 @@ class Pipeline:
         """Record what is held and the positions of batches that produced nothing else
         (all of it, or only what has waited ``HOLD_SECONDS`` or ``POSITION_DELAY``):
         called while idle, when a burst ends, and at the end."""
-        held = bool(self._held_failures or self._held_bans)
+        held = self.holds
         if not held and not self._positions:
             return
         if due_only and time.monotonic() < (self._held_due if held else self._positions_due):

@@ -137,8 +137,8 @@ LOCKOUT = "Apr 3 01:11:12 IP locked out by wp-limit-login: {}"
 
 def test_a_bursts_batches_are_held_and_recorded_together_their_bans_after(ledger: Ledger,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """While the daemon reads a burst, batches wait: up to ``HOLD_FAILURES`` failures or
-    ``HOLD_SECONDS``, then one transaction takes them all, with the latest position, and
+    """While a source has more to hand over at once (a burst), its batches wait: up to
+    ``HOLD_FAILURES`` failures or ``HOLD_SECONDS``, then one transaction takes them all, with the latest position, and
     only then do their bans go on to the firewall. Failures of a window held in several
     batches are all linked to the ban."""
     clock = [1000.0]
@@ -148,13 +148,15 @@ def test_a_bursts_batches_are_held_and_recorded_together_their_bans_after(ledger
     p = pipeline(ledger, "wp-limit-login", 3, banned)
     commits: list[int] = []
     event.listen(ledger.engine, "commit", lambda _connection: commits.append(1))
-    p.holding = True
-    p.process(SOURCE, events(LOCKOUT.format("203.0.113.9"), LOCKOUT.format("198.51.100.7")), Position(7, 100), NOW)
-    p.process(SOURCE, events(LOCKOUT.format("203.0.113.9"), LOCKOUT.format("203.0.113.9")), Position(7, 200), NOW)
+    p.process(SOURCE, events(LOCKOUT.format("203.0.113.9"), LOCKOUT.format("198.51.100.7")),
+              Position(7, 100), NOW, more=True)
+    p.process(SOURCE, events(LOCKOUT.format("203.0.113.9"), LOCKOUT.format("203.0.113.9")),
+              Position(7, 200), NOW, more=True)
     assert (commits, banned) == ([], [])
     assert (count_failures(ledger), ledger.positions()) == (0, {})
     commits.clear()  # the reads'
-    p.process(SOURCE, events(LOCKOUT.format("192.0.2.1"), LOCKOUT.format("192.0.2.2")), Position(7, 300), NOW)
+    p.process(SOURCE, events(LOCKOUT.format("192.0.2.1"), LOCKOUT.format("192.0.2.2")),
+              Position(7, 300), NOW, more=True)
     assert len(commits) == 1, "released at HOLD_FAILURES: one transaction"
     assert [b.address for b in banned] == ["203.0.113.9"], "the ban handed on after its commit"
     assert (count_failures(ledger), ledger.positions()) == (6, {SOURCE: Position(7, 300)})
@@ -162,15 +164,14 @@ def test_a_bursts_batches_are_held_and_recorded_together_their_bans_after(ledger
         linked = db.execute(text("SELECT count(*) FROM failures WHERE ban_id IS NOT NULL")).scalar_one()
     assert linked == 3
 
-    p.process(SOURCE, events(LOCKOUT.format("192.0.2.3")), Position(7, 400), NOW)
+    p.process(SOURCE, events(LOCKOUT.format("192.0.2.3")), Position(7, 400), NOW, more=True)
     p.commit_positions(NOW, due_only=True)
     assert count_failures(ledger) == 6, "not due yet"
     clock[0] += pipeline_module.HOLD_SECONDS
     p.commit_positions(NOW, due_only=True)
     assert (count_failures(ledger), ledger.positions()) == (7, {SOURCE: Position(7, 400)}), "once it waited"
 
-    p.holding = False  # the burst is over: a batch goes at once
-    p.process(SOURCE, events(LOCKOUT.format("192.0.2.4")), Position(7, 500), NOW)
+    p.process(SOURCE, events(LOCKOUT.format("192.0.2.4")), Position(7, 500), NOW)  # the burst's last batch
     assert (count_failures(ledger), ledger.positions()) == (8, {SOURCE: Position(7, 500)})
 
 
@@ -181,13 +182,13 @@ def test_what_the_ledger_refuses_stays_held_with_its_positions(ledger: Ledger,
     monkeypatch.setattr(pipeline_module, "RECORD_ATTEMPTS", 1)
     banned: list[BanDecision] = []
     p = pipeline(ledger, "wp-limit-login", 2, banned)
-    p.holding = True
-    p.process(SOURCE, events(LOCKOUT.format("203.0.113.9"), LOCKOUT.format("203.0.113.9")), Position(7, 100), NOW)
+    p.process(SOURCE, events(LOCKOUT.format("203.0.113.9"), LOCKOUT.format("203.0.113.9")),
+              Position(7, 100), NOW, more=True)
     with ledger.engine.begin() as db:  # the disk is full, say
         db.execute(text("CREATE TRIGGER refuse BEFORE INSERT ON failures BEGIN SELECT RAISE(ABORT, 'disk full'); END"))
     with pytest.raises(SQLAlchemyError, match="disk full"):
         p.commit_positions(NOW)
-    p.process(SOURCE, events("quiet"), Position(7, 200), NOW)
+    p.process(SOURCE, events("quiet"), Position(7, 200), NOW, more=True)
     with pytest.raises(SQLAlchemyError, match="disk full"):
         p.commit_positions(NOW)
     assert (count_failures(ledger), ledger.positions(), banned) == (0, {}, [])

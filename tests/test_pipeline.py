@@ -137,13 +137,15 @@ LOCKOUT = "Apr 3 01:11:12 IP locked out by wp-limit-login: {}"
 
 def test_a_bursts_batches_are_held_and_recorded_together_their_bans_after(ledger: Ledger,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """While a source has more to hand over at once (a burst), its batches wait: up to
-    ``HOLD_FAILURES`` failures or ``HOLD_SECONDS``, then one transaction takes them all, with the latest position, and
-    only then do their bans go on to the firewall. Failures of a window held in several
-    batches are all linked to the ban."""
+    """While a source has more to hand over at once (a burst), its dense batches wait: up
+    to ``HOLD_FAILURES`` failures or ``HOLD_SECONDS``, then one transaction takes them all,
+    with the latest position, and only then do their bans go on to the firewall. Failures
+    of a window held in several batches are all linked to the ban. A sparse batch goes at
+    once, and what was held with it."""
     clock = [1000.0]
     monkeypatch.setattr(pipeline_module.time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(pipeline_module, "HOLD_FAILURES", 6)
+    monkeypatch.setattr(pipeline_module, "HOLD_DENSE", 2)
     banned: list[BanDecision] = []
     p = pipeline(ledger, "wp-limit-login", 3, banned)
     commits: list[int] = []
@@ -164,15 +166,18 @@ def test_a_bursts_batches_are_held_and_recorded_together_their_bans_after(ledger
         linked = db.execute(text("SELECT count(*) FROM failures WHERE ban_id IS NOT NULL")).scalar_one()
     assert linked == 3
 
-    p.process(SOURCE, events(LOCKOUT.format("192.0.2.3")), Position(7, 400), NOW, more=True)
+    p.process(SOURCE, events(LOCKOUT.format("192.0.2.3"), "quiet"), Position(7, 400), NOW, more=True)
     p.commit_positions(NOW, due_only=True)
     assert count_failures(ledger) == 6, "not due yet"
     clock[0] += pipeline_module.HOLD_SECONDS
     p.commit_positions(NOW, due_only=True)
     assert (count_failures(ledger), ledger.positions()) == (7, {SOURCE: Position(7, 400)}), "once it waited"
 
-    p.process(SOURCE, events(LOCKOUT.format("192.0.2.4")), Position(7, 500), NOW)  # the burst's last batch
-    assert (count_failures(ledger), ledger.positions()) == (8, {SOURCE: Position(7, 500)})
+    p.process(SOURCE, events(LOCKOUT.format("192.0.2.4"), "quiet"), Position(7, 500), NOW, more=True)
+    p.process(SOURCE, events(LOCKOUT.format("192.0.2.5")), Position(7, 600), NOW, more=True)  # sparse
+    assert (count_failures(ledger), ledger.positions()) == (9, {SOURCE: Position(7, 600)})
+    p.process(SOURCE, events(LOCKOUT.format("192.0.2.6"), "quiet"), Position(7, 700), NOW)  # the burst's last
+    assert (count_failures(ledger), ledger.positions()) == (10, {SOURCE: Position(7, 700)})
 
 
 def test_what_the_ledger_refuses_stays_held_with_its_positions(ledger: Ledger,
@@ -180,6 +185,7 @@ def test_what_the_ledger_refuses_stays_held_with_its_positions(ledger: Ledger,
     """A failing ledger raises, as before, but loses nothing: the held failures, bans and
     positions are recorded by the next release that succeeds, no position ahead of them."""
     monkeypatch.setattr(pipeline_module, "RECORD_ATTEMPTS", 1)
+    monkeypatch.setattr(pipeline_module, "HOLD_DENSE", 1)
     banned: list[BanDecision] = []
     p = pipeline(ledger, "wp-limit-login", 2, banned)
     p.process(SOURCE, events(LOCKOUT.format("203.0.113.9"), LOCKOUT.format("203.0.113.9")),

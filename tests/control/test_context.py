@@ -4,6 +4,9 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
+from journalban import pipeline as pipeline_module
 from journalban.control.context import DaemonContext
 from journalban.control.handlers import dispatch
 from journalban.control.hooks import Hooks
@@ -42,9 +45,10 @@ def test_a_manual_ban_and_unban_reach_the_daemons_parts(tmp_path: Path) -> None:
         daemon.ledger.close()
 
 
-def test_an_unban_comes_after_the_bans_a_burst_holds(tmp_path: Path) -> None:
+def test_an_unban_comes_after_the_bans_a_burst_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A burst's bans wait in the pipeline to be recorded together; a command that reaches
     the ledger records them first, so the operator sees them and an unban is not undone."""
+    monkeypatch.setattr(pipeline_module, "HOLD_DENSE", 1)
     config = tmp_path / "journalban.toml"
     config.write_text(f'[control]\nsocket = "{tmp_path}/control.sock"\n[ledger]\nurl = "sqlite:///{tmp_path}/ledger.db"\n'
                       f'[jails.wplogin]\ngrammar = "wp-limit-login"\nfiles = ["{tmp_path}/wp.log"]\nmaxretry = 1\n'

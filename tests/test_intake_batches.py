@@ -63,9 +63,9 @@ def read_all(running: Daemon) -> list[Position]:
     positions: list[Position] = []
     process = running.pipeline.process
 
-    def counted(source, events, position, now):  # type: ignore[no-untyped-def]
+    def counted(source, events, position, now, more=False):  # type: ignore[no-untyped-def]
         positions.append(position)
-        return process(source, events, position, now)
+        return process(source, events, position, now, more=more)
 
     running.pipeline.process = counted  # type: ignore[method-assign]
     running.intake.poll_files()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from journalban.pipeline import HOLD_FAILURES
 from tests.e2e.daemon import HOST, DaemonProcess, count, query, wait_for
 from tests.sources.journal.journald import (
     JOURNAL_REMOTE,
@@ -216,18 +217,25 @@ def crash_at(process: DaemonProcess, ledger: Path, thresholds: list[int], total:
     return killed_at
 
 
+# A backlog goes in transactions of up to HOLD_FAILURES failures: three of them and more,
+# so each kill falls between two commits, with failures read and held but not recorded.
+CRASH_TOTAL = 3 * HOLD_FAILURES + 1_000
+
+
 def test_journal_entries_count_exactly_once_across_kill_9(journal_remote: None, tmp_path: Path) -> None:
-    total_failures = 30_000
+    total_failures = CRASH_TOTAL
     entries: list[Mapping[str, str]] = []
     for n in range(total_failures):
         entries.append(sshd_entry(failed(f"198.51.{(n // 250) % 200}.{n % 250 + 1}", 1024 + n % 60000), pid=n))
         if n % 10 == 0:  # noise from the same unit that matches no rule
             entries.append(sshd_entry("Connection closed by 10.0.0.5 port 51514 [preauth]", pid=n))
-    journal = build_journal(export(entries, now_usec(600)), tmp_path / "remote.journal")
+    # journal-remote starts a second file past a size: the source reads the directory
+    (tmp_path / "journal").mkdir()
+    build_journal(export(entries, now_usec(600)), tmp_path / "journal" / "remote.journal")
     ledger = tmp_path / "ledger.db"
     config = write_config(tmp_path, f"""
 [sources.journal]
-files = ["{journal}"]
+directory = "{tmp_path / "journal"}"
 since = "all"
 """, """
 [jails.sshd]
@@ -237,7 +245,7 @@ maxretry = 1000000
 """)
     process = daemon(tmp_path, config)
     try:
-        killed_at = crash_at(process, ledger, [2_000, 12_000], total_failures)
+        killed_at = crash_at(process, ledger, [2_000, HOLD_FAILURES + 8_000], total_failures)
         process.start()
         wait_for("every failure", lambda: past(process, ledger, total_failures - 1), timeout=50)
         time.sleep(0.5)  # a double count would show now
@@ -251,7 +259,7 @@ maxretry = 1000000
 
 
 def test_file_lines_count_exactly_once_across_kill_9(tmp_path: Path) -> None:
-    total = 40_000
+    total = CRASH_TOTAL
     logfile = tmp_path / "auth.log"
     ledger = tmp_path / "ledger.db"
     config = write_config(tmp_path, "", f"""

@@ -12,8 +12,9 @@ moves far less with the machine's load:
    header of the lines flagged (``FollowedFile.events``' work);
 2. match: ``JailMatcher.match`` (the grammar, the Failure);
 3. detect: ``Detector.observe`` (windows, ban decisions);
-4. record: ``Ledger.record`` of each block's failures and bans into a fresh SQLite
-   ledger, one transaction per block as the daemon does; then again on a second fresh
+4. record: ``Ledger.record`` of the blocks' failures and bans into a fresh SQLite
+   ledger, the blocks held together as the daemon holds a burst's batches (until
+   ``HOLD_FAILURES``), one transaction each; then again on a second fresh
    ledger under cProfile, for the share spent inside SQLite (statements and commits).
 
 At 500,000 lines/s the daemon has 2 s of one CPU per 1,000,000 lines: with 100,057
@@ -107,8 +108,8 @@ def measure(path: Path, lines: int, failures: int) -> str:
             matched = [[f for f in block if isinstance(f, Failure)] for block in answers]
             found = sum(map(len, matched))
             detect_s, verdicts = cpu(lambda: [[first.detector.observe(f, now) for f in block] for block in matched])
-            batches = [(block, [d for _, d in decided if d is not None])
-                       for block, decided in zip(matched, verdicts, strict=True)]
+            batches = held([(block, [d for _, d in decided if d is not None])
+                            for block, decided in zip(matched, verdicts, strict=True)])
             record_s, _ = cpu(lambda: [first.ledger.record(block, bans, {}, now) for block, bans in batches])
         with built_daemon(_dir(work / "b"), log) as second:
             profile = cProfile.Profile(time.process_time)  # the C calls' own time is not inflated by it
@@ -122,7 +123,8 @@ def measure(path: Path, lines: int, failures: int) -> str:
         return f"{name:<52} {seconds:6.2f}  {seconds / found * 1e6:7.1f}  {seconds / total:6.1%}"
 
     out = [f"{lines:,} sshd lines, {found:,} failures (corpus: {failures:,}), {bans:,} bans, "
-           f"{len(blocks)} blocks (one ledger transaction each); CPU time of this process", "",
+           f"{len(blocks)} blocks in {len(batches)} ledger transactions (held as the daemon holds a burst's); "
+           "CPU time of this process", "",
            f"{'stage':<52} {'CPU s':>6}  {'us/fail':>7}  {'share':>6}",
            row(f"read, scan {lines:,} lines, parse the flagged", parse_s),
            row("match (JailMatcher.match)", match_s),
@@ -136,6 +138,25 @@ def measure(path: Path, lines: int, failures: int) -> str:
            f"one CPU, and {lines / max(total - sqlite, sqlite):,.0f} lines/s were SQLite's part on a second CPU "
            "with nothing lost to the GIL"]
     return "\n".join(out)
+
+
+def held(blocks: list[tuple[list[Any], list[Any]]]) -> list[tuple[list[Any], list[Any]]]:
+    """The blocks' failures and bans gathered as ``Pipeline`` holds a burst's batches: until
+    they reach ``HOLD_FAILURES`` failures (the time bound is not reached here)."""
+    from journalban.pipeline import HOLD_FAILURES
+
+    out: list[tuple[list[Any], list[Any]]] = []
+    failures: list[Any] = []
+    bans: list[Any] = []
+    for block_failures, block_bans in blocks:
+        failures += block_failures
+        bans += block_bans
+        if len(failures) >= HOLD_FAILURES:
+            out.append((failures, bans))
+            failures, bans = [], []
+    if failures or bans:
+        out.append((failures, bans))
+    return out
 
 
 def _dir(path: Path) -> Path:

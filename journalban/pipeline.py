@@ -78,7 +78,7 @@ class Pipeline:
                 self._positions_due = time.monotonic() + POSITION_DELAY
             self._positions[source] = position
         if failures or bans:
-            if not self._held_failures and not self._held_bans:
+            if not self.holds:
                 self._held_due = time.monotonic() + HOLD_SECONDS
             self._held_failures += failures
             self._held_bans += bans
@@ -98,7 +98,7 @@ class Pipeline:
         """Record what is held with the positions read, then hand its bans on. If the
         ledger refuses, all of it stays held for the next try (or the stop) and the
         error is raised: nothing read is lost, and no position passes its failures."""
-        if not (self._held_failures or self._held_bans or self._positions):
+        if not self.holds and not self._positions:
             return
         failures, bans, positions = self._held_failures, self._held_bans, self._take_positions()
         self._held_failures, self._held_bans = [], []

@@ -25,7 +25,9 @@ class DaemonContext:
     def ledger(self) -> Ledger:
         """The ledger, once what the pipeline holds in a burst is recorded: a handler
         sees every ban decided so far, and an operator's unban comes after them."""
-        self.daemon.pipeline.commit_positions(self.daemon.clock())
+        pipeline = self.daemon.pipeline
+        if pipeline.holds:  # not the positions alone: a polled status is no transaction
+            pipeline.release(self.daemon.clock())
         return self.daemon.ledger
 
     @property

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, attributes
 from journalban import paths
 from journalban.events import BanDecision
 from journalban.events import Failure as FailureEvent
+from journalban.ledger import sqlite_write
 from journalban.ledger.batch_bans import in_bulk, link_earlier, open_bans
 from journalban.ledger.engine import (
     WalCheckpointer,
@@ -314,8 +315,13 @@ class Ledger:
 
     def _record(self, session: Session, failures: Sequence[FailureEvent], bans: Sequence[BanDecision],
                 positions: Mapping[str, Position | JournalCursor], now: datetime) -> None:
-        batch = _Batch((id(f), f) for f in failures)  # by identity: a decision names the very objects it rests on
-        batch.banned = {(d.jail, d.failures[-1].address) for d in bans if d.failures}  # what _link looks up
+        prepared = self._prepare(session.get_bind().dialect.name, failures, bans, now)
+        if prepared is not None:
+            prepared.write(session.connection())
+            if positions:
+                self._save_positions(session, positions, now)
+            return
+        batch = self._batch(failures, bans)
         ban_of: dict[int, int] = {}  # id() of a failure of this batch -> the ban it rests on
         # Bans first, then the batch's failures in bulk, each with its ban: the windows of
         # earlier batches are linked by UPDATE before this batch's rows exist.
@@ -337,6 +343,44 @@ class Ledger:
         self._insert_failures(session, batch, ban_of, now)
         if positions:
             self._save_positions(session, positions, now)
+
+    @staticmethod
+    def _batch(failures: Sequence[FailureEvent], bans: Sequence[BanDecision]) -> "_Batch":
+        # by identity: a decision names the very objects it rests on
+        batch = _Batch(zip(map(id, failures), failures, strict=True))
+        batch.banned = {(d.jail, d.failures[-1].address) for d in bans if d.failures}  # what _link looks up
+        return batch
+
+    def _prepare(self, dialect: str, failures: Sequence[FailureEvent], bans: Sequence[BanDecision],
+                 now: datetime) -> sqlite_write.Prepared | None:
+        """The record as ``sqlite_write``'s statements, where they can take it (SQLite, the
+        usual batch: ``in_bulk``); None where ``_record``'s own statements must."""
+        if dialect != "sqlite" or not sqlite_write.AVAILABLE or not in_bulk(bans):
+            return None
+        networks = _NETWORKS
+        if len(networks) >= NETWORK_MEMORY:
+            networks.clear()
+        return sqlite_write.prepare(bans, now, self.node, self.fleet_jails, _stored_time(dialect),  # type: ignore[arg-type]
+                                    networks, self._link, self._batch(failures, bans))
+
+    def writer(self, failures: Sequence[FailureEvent], bans: Sequence[BanDecision],
+               positions: Mapping[str, Position | JournalCursor], now: datetime) -> Callable[[], None] | None:
+        """``record``, its Python work done here and now: what is left, to call in another
+        thread, runs only SQLite's statements, with the GIL let go. None where ``sqlite_write``
+        cannot take the record (``record`` it here, then)."""
+        prepared = self._prepare(self.engine.dialect.name, failures, bans, now)
+        if prepared is None:
+            return None
+
+        def write() -> None:
+            with self.transaction() as session:
+                prepared.write(session.connection())
+                if positions:
+                    self._save_positions(session, positions, now)
+            if self.checkpointer is not None:
+                self.checkpointer.after_commit()
+
+        return write
 
     def _save_positions(self, session: Session, positions: Mapping[str, Position | JournalCursor],
                         now: datetime) -> None:

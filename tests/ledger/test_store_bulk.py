@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from journalban.events import BanDecision, Failure
-from journalban.ledger import batch_bans, store
+from journalban.ledger import batch_bans, sqlite_write, store
 from journalban.ledger.store import Ledger
 
 T0 = datetime(2026, 4, 23, 10, 0, tzinfo=UTC)
@@ -50,6 +50,8 @@ def dump(ledger: Ledger) -> dict[str, Any]:
             "FROM bans ORDER BY id"))]
         failures = [tuple(row) for row in connection.execute(text(
             "SELECT f.text, b.address, b.id FROM failures f LEFT JOIN bans b ON b.id = f.ban_id ORDER BY f.text"))]
+        failures += [tuple(row) for row in connection.execute(text(  # every column, in id order
+            "SELECT * FROM failures ORDER BY id"))]
     return {"bans": bans, "failures": failures}
 
 
@@ -71,20 +73,49 @@ def test_a_batch_of_bans_in_bulk(ledger: Ledger) -> None:
 
 
 def test_bulk_and_one_by_one_write_the_same_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite's statements over JSON (``sqlite_write``), the bulk statements with their ban
+    ids in Python (``batch_bans``) and the one-by-one path leave the same rows."""
     dumps = []
-    for bulk in (True, False):
-        ledger = Ledger(f"sqlite:///{tmp_path}/{bulk}.db", node="node-a")
+    for way in ("json", "bulk", "one by one"):
+        ledger = Ledger(f"sqlite:///{tmp_path}/{way}.db", node="node-a")
         ledger.upgrade()
         try:
             with monkeypatch.context() as patch:
-                if not bulk:
+                patch.setattr(sqlite_write, "ROWS", 2)  # several INSERTs, linked rows in each
+                if way != "json":
+                    patch.setattr(sqlite_write, "AVAILABLE", False)
+                if way == "one by one":
                     patch.setattr(store, "in_bulk", lambda decisions: False)
                 scenario(ledger)
             dumps.append(dump(ledger))
         finally:
             ledger.close()
-    assert dumps[0] == dumps[1]
+    assert dumps[0] == dumps[1] == dumps[2]
     assert len(dumps[0]["bans"]) == 6
+
+
+@pytest.mark.parametrize("json_rows", [True, False], ids=["json", "bulk"])
+def test_a_fleet_scoped_ban_links_every_hosts_failures_a_host_scoped_one_its_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, json_rows: bool) -> None:
+    monkeypatch.setattr(sqlite_write, "AVAILABLE", json_rows)
+    url = f"sqlite:///{tmp_path}/shared.db"
+    other, fleet, host = (Ledger(url, node="node-b"), Ledger(url, node="node-a", fleet_jails={"sshd"}),
+                          Ledger(url, node="node-a"))
+    try:
+        other.upgrade()
+        other.record([failure("X", T0, 1), failure("Y", T0, 2)], [], {}, T0)
+        behind = [failure("X", LATER, 3)]
+        fleet.record(behind, [decision("X", (behind[0],), LATER, 600, count=2, since=T0)], {}, LATER)
+        behind = [failure("Y", LATER, 4)]
+        host.record(behind, [decision("Y", (behind[0],), LATER, 600, count=2, since=T0)], {}, LATER)
+        with other.engine.connect() as connection:
+            linked = dict(connection.execute(text(
+                "SELECT f.text, b.address FROM failures f LEFT JOIN bans b ON b.id = f.ban_id")).all())
+    finally:
+        for ledger in (other, fleet, host):
+            ledger.close()
+    assert linked == {"failure 1 from X": "X", "failure 3 from X": "X",
+                      "failure 2 from Y": None, "failure 4 from Y": "Y"}
 
 
 def test_a_subnet_ban_or_an_address_twice_takes_the_one_by_one_path() -> None:

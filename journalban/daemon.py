@@ -238,6 +238,7 @@ class Daemon:
             await self.control.stop()
             await self.intake.close()
             self._commit_positions()
+            self.pipeline.close()
             if self.fleet is not None:
                 await self.fleet.stop()
             self.schedule.stop()
@@ -340,6 +341,7 @@ class Daemon:
         watch = FileWatch([f.follower.path for f in self.intake.files], globs) if self.intake.files or globs else None
         if watch is not None and watch.available:
             loop.add_reader(watch.fileno(), lambda: watch.changed() and self._wake.set())
+        self.pipeline.on_recorded = lambda: loop.call_soon_threadsafe(self._wake.set)  # its bans handed on at once
         try:
             while not self._stop.is_set():
                 if self.notifier.enabled and time.monotonic() >= next_heartbeat:

@@ -6,13 +6,16 @@ crash loses none of it and counts none of it twice. While a source has more to
 hand over at once (a file read behind its end, a journal backlog: a burst), its
 batches are held and several recorded in one transaction: each commit rewrites
 the index pages its batch touched, and fewer, larger transactions cost SQLite
-less per failure.
+less per failure. On SQLite such a burst's transaction runs in a thread of its own
+while the reading goes on (``Ledger.writer``: its statements let go of the GIL);
+its bans reach the firewall once it committed, as always.
 """
 
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -36,9 +39,11 @@ RECORD_ATTEMPTS = 10
 POSITION_DELAY = 1.0
 # A burst's batches held and recorded together: until they reach this many failures, or
 # for this long (their bans reach the firewall after their commit, so they wait too). A
-# followed file of 1M sshd lines: 24 transactions became 3, and the daemon went from about
-# 280k to 335k-360k lines/s; a held failure is about 225 bytes (8 MB for 35,000).
-HOLD_FAILURES = 32768
+# followed file of 1M sshd lines: 24 transactions became 3 (at 32,768), and the daemon went
+# from about 280k to 335k-360k lines/s; a held failure is about 225 bytes. Recorded beside
+# the reading (``release``), smaller transactions overlap it better: 16,384 is 6 for that
+# file, about 400k-435k lines/s, and half the failures held at once.
+HOLD_FAILURES = 16384
 HOLD_SECONDS = 1.0
 # Only a dense batch is held: a few events among a busy journal's everyday entries (which
 # keep ``more_pending`` true) go at once, with what was held before them. Held, a failure
@@ -60,6 +65,10 @@ class Pipeline:
         self._held_failures: list[Failure] = []
         self._held_bans: list[BanDecision] = []
         self._held_due = 0.0  # monotonic time by which what is held is recorded
+        self._recorder: ThreadPoolExecutor | None = None  # a burst's transactions, beside the reading
+        self._recording: tuple[Future[None], list[Failure], list[BanDecision],
+                               dict[str, Position | JournalCursor]] | None = None
+        self.on_recorded: Callable[[], None] | None = None  # told (from the recorder's thread) when one ends
 
     def process(self, source: str, events: Sequence[Event], position: Position | JournalCursor | None,
                 now: datetime, more: bool = False) -> list[BanDecision]:
@@ -78,44 +87,95 @@ class Pipeline:
                 self._positions_due = time.monotonic() + POSITION_DELAY
             self._positions[source] = position
         if failures or bans:
-            if not self.holds:
+            if not self._held_failures and not self._held_bans:
                 self._held_due = time.monotonic() + HOLD_SECONDS
             self._held_failures += failures
             self._held_bans += bans
-            if (not more or len(events) < HOLD_DENSE or len(self._held_failures) >= HOLD_FAILURES
-                    or time.monotonic() >= self._held_due):
-                self.release(now)
+            dense = more and len(events) >= HOLD_DENSE
+            if not dense or len(self._held_failures) >= HOLD_FAILURES or time.monotonic() >= self._held_due:
+                self.release(now, background=dense)
         else:
             self.commit_positions(now, due_only=True)
         return bans
 
     @property
     def holds(self) -> bool:
-        """Whether failures or bans wait to be recorded (see ``commit_positions``)."""
-        return bool(self._held_failures or self._held_bans)
+        """Whether failures or bans wait to be recorded or are being recorded (see
+        ``commit_positions``)."""
+        return bool(self._held_failures or self._held_bans or self._recording)
 
-    def release(self, now: datetime) -> None:
+    @property
+    def recording(self) -> bool:
+        """Whether a burst's transaction is being recorded in the background."""
+        return self._recording is not None
+
+    def release(self, now: datetime, background: bool = False) -> None:
         """Record what is held with the positions read, then hand its bans on. If the
         ledger refuses, all of it stays held for the next try (or the stop) and the
-        error is raised: nothing read is lost, and no position passes its failures."""
-        if not self.holds and not self._positions:
+        error is raised: nothing read is lost, and no position passes its failures.
+
+        ``background``: in the recorder's thread while the caller reads on (a burst);
+        its bans are handed on, or its error raised, by the next call that settles it
+        (``settle``). One transaction is in flight at most, and every other path waits
+        for it first, so transactions commit in the order their batches were read."""
+        self.settle()
+        if not self._held_failures and not self._held_bans and not self._positions:
             return
         failures, bans, positions = self._held_failures, self._held_bans, self._take_positions()
         self._held_failures, self._held_bans = [], []
         try:
-            self._record(failures, bans, positions, now)
+            write = self.ledger.writer(failures, bans, positions, now) if background else None  # its Python work
+            if write is None:
+                self._record(failures, bans, positions, now)
+            else:
+                if self._recorder is None:
+                    self._recorder = ThreadPoolExecutor(1, thread_name_prefix="journalban-record")
+                future = self._recorder.submit(self._attempts, write)
         except BaseException:
-            self._held_failures[:0], self._held_bans[:0] = failures, bans
-            self._positions = {**positions, **self._positions}
+            self._put_back(failures, bans, positions)
+            raise
+        if write is not None:
+            self._recording = (future, failures, bans, positions)
+            if self.on_recorded is not None:
+                future.add_done_callback(lambda _done: self.on_recorded and self.on_recorded())
+        elif bans:
+            self.on_ban(bans)
+
+    def settle(self, wait: bool = True) -> None:
+        """The transaction recorded in the background, once it ended (waited for, unless
+        not ``wait``): its bans handed on, or its error raised with all of it held again."""
+        if self._recording is None:
+            return
+        future, failures, bans, positions = self._recording
+        if not wait and not future.done():
+            return
+        self._recording = None
+        try:
+            future.result()
+        except BaseException:
+            self._put_back(failures, bans, positions)
             raise
         if bans:
             self.on_ban(bans)
+
+    def close(self) -> None:
+        """End the recorder's thread once its transaction under way ended (``settle`` before,
+        to hand on its bans or hear of its error: at stop, ``commit_positions`` does)."""
+        if self._recorder is not None:
+            self._recorder.shutdown()
+            self._recorder = None
+
+    def _put_back(self, failures: list[Failure], bans: list[BanDecision],
+                  positions: dict[str, Position | JournalCursor]) -> None:
+        self._held_failures[:0], self._held_bans[:0] = failures, bans
+        self._positions = {**positions, **self._positions}
 
     def commit_positions(self, now: datetime, due_only: bool = False) -> None:
         """Record what is held and the positions of batches that produced nothing else
         (all of it, or only what has waited ``HOLD_SECONDS`` or ``POSITION_DELAY``):
         called while idle, when a burst ends, and at the end."""
-        held = self.holds
+        self.settle(wait=not due_only)
+        held = bool(self._held_failures or self._held_bans)
         if not held and not self._positions:
             return
         if due_only and time.monotonic() < (self._held_due if held else self._positions_due):
@@ -185,10 +245,14 @@ class Pipeline:
         Giving up ends the daemon before the position moves on: at its restart the
         lines are read again from the last committed position, so nothing is lost.
         """
+        self._attempts(lambda: self.ledger.record(failures, bans, positions, now))
+
+    @staticmethod
+    def _attempts(write: Callable[[], None]) -> None:
         delay = 0.1
         for attempt in range(1, RECORD_ATTEMPTS + 1):
             try:
-                self.ledger.record(failures, bans, positions, now)
+                write()
                 return
             except SQLAlchemyError as exc:
                 if attempt == RECORD_ATTEMPTS:

@@ -1,5 +1,6 @@
 """Lines through grammar, detector and ledger together, on a real SQLite ledger."""
 
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -159,7 +160,9 @@ def test_a_bursts_batches_are_held_and_recorded_together_their_bans_after(ledger
     commits.clear()  # the reads'
     p.process(SOURCE, events(LOCKOUT.format("192.0.2.1"), LOCKOUT.format("192.0.2.2")),
               Position(7, 300), NOW, more=True)
-    assert len(commits) == 1, "released at HOLD_FAILURES: one transaction"
+    assert p.recording and banned == [], "released at HOLD_FAILURES, recorded beside the reading"
+    p.settle()
+    assert len(commits) == 1, "one transaction"
     assert [b.address for b in banned] == ["203.0.113.9"], "the ban handed on after its commit"
     assert (count_failures(ledger), ledger.positions()) == (6, {SOURCE: Position(7, 300)})
     with ledger.engine.connect() as db:
@@ -204,3 +207,45 @@ def test_what_the_ledger_refuses_stays_held_with_its_positions(ledger: Ledger,
     assert (count_failures(ledger), ledger.positions()) == (2, {SOURCE: Position(7, 200)})
     assert [b.address for b in banned] == ["203.0.113.9"]
     assert [b.address for b in ledger.active_bans()] == ["203.0.113.9"]
+
+
+def test_a_burst_recorded_in_the_background_hands_on_its_bans_or_its_error(ledger: Ledger,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst's transaction runs in the recorder's thread while the reading goes on. The
+    next release waits for it, so transactions commit in reading order; its bans are handed
+    on by the thread that reads, once it committed; if the ledger refused it, the error
+    comes back there and everything it held is held again, ahead of what came later."""
+    monkeypatch.setattr(pipeline_module, "RECORD_ATTEMPTS", 1)
+    monkeypatch.setattr(pipeline_module, "HOLD_FAILURES", 2)
+    monkeypatch.setattr(pipeline_module, "HOLD_DENSE", 2)
+    banned: list[BanDecision] = []
+    p = pipeline(ledger, "wp-limit-login", 2, banned)
+    woken = threading.Event()
+    p.on_recorded = woken.set
+    try:
+        p.process(SOURCE, events(LOCKOUT.format("203.0.113.9"), LOCKOUT.format("203.0.113.9")),
+                  Position(7, 100), NOW, more=True)
+        assert woken.wait(10), "told when it ended"
+        assert p.recording and p.holds and banned == []
+        p.commit_positions(NOW, due_only=True)  # the idle loop's call: collects what ended
+        assert (p.recording, [b.address for b in banned]) == (False, ["203.0.113.9"])
+        assert (count_failures(ledger), ledger.positions()) == (2, {SOURCE: Position(7, 100)})
+
+        with ledger.engine.begin() as db:  # the disk is full, say
+            db.execute(text("CREATE TRIGGER refuse BEFORE INSERT ON failures "
+                            "BEGIN SELECT RAISE(ABORT, 'disk full'); END"))
+        p.process(SOURCE, events(LOCKOUT.format("192.0.2.1"), LOCKOUT.format("192.0.2.1")),
+                  Position(7, 200), NOW, more=True)
+        assert p.recording
+        with pytest.raises(SQLAlchemyError, match="disk full"):  # the next release waits for it first
+            p.process(SOURCE, events(LOCKOUT.format("192.0.2.2")), Position(7, 300), NOW)
+        assert not p.recording and p.holds
+        assert (count_failures(ledger), ledger.positions(), len(banned)) == (2, {SOURCE: Position(7, 100)}, 1)
+        with ledger.engine.begin() as db:
+            db.execute(text("DROP TRIGGER refuse"))
+        p.commit_positions(NOW)
+        assert (count_failures(ledger), ledger.positions()) == (5, {SOURCE: Position(7, 300)})
+        assert [b.address for b in banned] == ["203.0.113.9", "192.0.2.1"]
+        assert sorted(b.address for b in ledger.active_bans()) == ["192.0.2.1", "203.0.113.9"]
+    finally:
+        p.close()

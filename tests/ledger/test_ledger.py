@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from journalban import paths
 from journalban.events import BanDecision, Failure
-from journalban.ledger import sqlite_write, store
+from journalban.ledger import store
 from journalban.ledger.engine import WAL_CHECKPOINT_PAGES
 from journalban.ledger.models import Ban, Heal
 from journalban.ledger.models import Failure as FailureRow
@@ -178,7 +178,6 @@ def test_a_batch_of_many_failures_gets_its_ids(ledger: Ledger) -> None:
 def test_failures_go_in_in_bulk_chunks_with_their_derived_columns_and_bans(ledger: Ledger,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store, "BULK", 7)  # several chunks, a ban's failure in each
-    monkeypatch.setattr(sqlite_write, "ROWS", 7)  # the same on SQLite's JSON statements
     behind = [failure(f"198.51.100.{n}") for n in range(30)]
     ledger.record(behind, [ban(f.address, behind=f) for f in behind[::3]], {}, T0)
     with ledger.transaction() as session:

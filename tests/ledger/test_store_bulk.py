@@ -1,6 +1,7 @@
 """A batch's bans opened in bulk (``ledger/batch_bans.py``) leave the ledger as opening them
 one by one does: new bans, bans in force joined, stale ones ended, history, and links."""
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -27,20 +28,31 @@ def decision(address: str, behind: tuple[Failure, ...], start: datetime, seconds
                        count=count, window_start=since)
 
 
-def scenario(ledger: Ledger) -> None:
+def written(ledger: Ledger, failures: list[Failure], bans: list[BanDecision], now: datetime) -> None:
+    """What the pipeline does with a burst's transaction: ``Ledger.writer``, run at once."""
+    write = ledger.writer(failures, bans, {}, now)
+    assert write is not None, "SQLite takes the usual batch as JSON"
+    write()
+
+
+def scenario(ledger: Ledger, record: Callable[[Ledger, list[Failure], list[BanDecision], datetime], None]) -> None:
     """Two batches: the second opens a ban over failures of the first (A), joins a ban in
     force (D), replaces one past its time (E), records one already over (F), opens one on
     its own failures only (G); B and C stay unbanned."""
     first = [failure(a, T0, n) for n, a in enumerate(["A", "A", "B", "C", "D", "E"])]
-    ledger.record(first, [decision("D", (first[4],), T0, 3600), decision("E", (first[5],), T0, 60)], {}, T0)
+    record(ledger, first, [decision("D", (first[4],), T0, 3600), decision("E", (first[5],), T0, 60)], T0)
     second = [failure(a, LATER, 10 + n) for n, a in enumerate(["A", "B", "D", "E", "F", "G", "G"])]
-    ledger.record(second, [
+    record(ledger, second, [
         decision("A", (second[0],), LATER, 600, count=3, since=T0),
         decision("D", (second[2],), LATER, 600),
         decision("E", (second[3],), LATER, 600),
         decision("F", (second[4],), T0 - timedelta(hours=2), 60),
         decision("G", (second[6],), LATER, 600, count=2, since=LATER),
-    ], {}, LATER)
+    ], LATER)
+
+
+def recorded(ledger: Ledger, failures: list[Failure], bans: list[BanDecision], now: datetime) -> None:
+    ledger.record(failures, bans, {}, now)
 
 
 def dump(ledger: Ledger) -> dict[str, Any]:
@@ -56,7 +68,7 @@ def dump(ledger: Ledger) -> dict[str, Any]:
 
 
 def test_a_batch_of_bans_in_bulk(ledger: Ledger) -> None:
-    scenario(ledger)
+    scenario(ledger, recorded)
     with ledger.engine.connect() as connection:
         rows = {(address, end_reason) for address, end_reason in connection.execute(
             text("SELECT address, end_reason FROM bans"))}
@@ -73,8 +85,9 @@ def test_a_batch_of_bans_in_bulk(ledger: Ledger) -> None:
 
 
 def test_bulk_and_one_by_one_write_the_same_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """SQLite's statements over JSON (``sqlite_write``), the bulk statements with their ban
-    ids in Python (``batch_bans``) and the one-by-one path leave the same rows."""
+    """SQLite's statements over JSON (``sqlite_write``, a burst's transaction), the bulk
+    statements with their ban ids in Python (``batch_bans``) and the one-by-one path leave
+    the same rows."""
     dumps = []
     for way in ("json", "bulk", "one by one"):
         ledger = Ledger(f"sqlite:///{tmp_path}/{way}.db", node="node-a")
@@ -82,11 +95,9 @@ def test_bulk_and_one_by_one_write_the_same_rows(tmp_path: Path, monkeypatch: py
         try:
             with monkeypatch.context() as patch:
                 patch.setattr(sqlite_write, "ROWS", 2)  # several INSERTs, linked rows in each
-                if way != "json":
-                    patch.setattr(sqlite_write, "AVAILABLE", False)
                 if way == "one by one":
                     patch.setattr(store, "in_bulk", lambda decisions: False)
-                scenario(ledger)
+                scenario(ledger, written if way == "json" else recorded)
             dumps.append(dump(ledger))
         finally:
             ledger.close()
@@ -96,8 +107,8 @@ def test_bulk_and_one_by_one_write_the_same_rows(tmp_path: Path, monkeypatch: py
 
 @pytest.mark.parametrize("json_rows", [True, False], ids=["json", "bulk"])
 def test_a_fleet_scoped_ban_links_every_hosts_failures_a_host_scoped_one_its_own(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, json_rows: bool) -> None:
-    monkeypatch.setattr(sqlite_write, "AVAILABLE", json_rows)
+        tmp_path: Path, json_rows: bool) -> None:
+    record = written if json_rows else recorded
     url = f"sqlite:///{tmp_path}/shared.db"
     other, fleet, host = (Ledger(url, node="node-b"), Ledger(url, node="node-a", fleet_jails={"sshd"}),
                           Ledger(url, node="node-a"))
@@ -105,9 +116,9 @@ def test_a_fleet_scoped_ban_links_every_hosts_failures_a_host_scoped_one_its_own
         other.upgrade()
         other.record([failure("X", T0, 1), failure("Y", T0, 2)], [], {}, T0)
         behind = [failure("X", LATER, 3)]
-        fleet.record(behind, [decision("X", (behind[0],), LATER, 600, count=2, since=T0)], {}, LATER)
+        record(fleet, behind, [decision("X", (behind[0],), LATER, 600, count=2, since=T0)], LATER)
         behind = [failure("Y", LATER, 4)]
-        host.record(behind, [decision("Y", (behind[0],), LATER, 600, count=2, since=T0)], {}, LATER)
+        record(host, behind, [decision("Y", (behind[0],), LATER, 600, count=2, since=T0)], LATER)
         with other.engine.connect() as connection:
             linked = dict(connection.execute(text(
                 "SELECT f.text, b.address FROM failures f LEFT JOIN bans b ON b.id = f.ban_id")).all())

@@ -364,7 +364,7 @@ class Daemon:
                     self.pipeline.commit_positions(now)
                     release_free_memory()
                 wait = self.config.file_poll_interval
-                if self.pipeline.holds:  # a journal backlog's last batches: recorded once they waited
+                if self.pipeline.holds:  # a backlog's last batches, recorded once they waited; a transaction in flight
                     wait = min(wait, HOLD_SECONDS)
                 try:
                     await asyncio.wait_for(self._wake.wait(), wait)

@@ -87,7 +87,7 @@ class Pipeline:
                 self._positions_due = time.monotonic() + POSITION_DELAY
             self._positions[source] = position
         if failures or bans:
-            if not self._held_failures and not self._held_bans:
+            if not self._holding:
                 self._held_due = time.monotonic() + HOLD_SECONDS
             self._held_failures += failures
             self._held_bans += bans
@@ -102,7 +102,11 @@ class Pipeline:
     def holds(self) -> bool:
         """Whether failures or bans wait to be recorded or are being recorded (see
         ``commit_positions``)."""
-        return bool(self._held_failures or self._held_bans or self._recording)
+        return self._holding or self._recording is not None
+
+    @property
+    def _holding(self) -> bool:
+        return bool(self._held_failures or self._held_bans)
 
     @property
     def recording(self) -> bool:
@@ -119,7 +123,7 @@ class Pipeline:
         (``settle``). One transaction is in flight at most, and every other path waits
         for it first, so transactions commit in the order their batches were read."""
         self.settle()
-        if not self._held_failures and not self._held_bans and not self._positions:
+        if not self._holding and not self._positions:
             return
         failures, bans, positions = self._held_failures, self._held_bans, self._take_positions()
         self._held_failures, self._held_bans = [], []
@@ -128,18 +132,21 @@ class Pipeline:
             if write is None:
                 self._record(failures, bans, positions, now)
             else:
-                if self._recorder is None:
-                    self._recorder = ThreadPoolExecutor(1, thread_name_prefix="journalban-record")
-                future = self._recorder.submit(self._attempts, write)
+                self._recording = (self._submit(write), failures, bans, positions)
         except BaseException:
             self._put_back(failures, bans, positions)
             raise
-        if write is not None:
-            self._recording = (future, failures, bans, positions)
-            if self.on_recorded is not None:
-                future.add_done_callback(lambda _done: self.on_recorded and self.on_recorded())
-        elif bans:
+        if write is None and bans:
             self.on_ban(bans)
+
+    def _submit(self, write: Callable[[], None]) -> "Future[None]":
+        """``write`` to the recorder's thread, ``on_recorded`` told when it ends."""
+        if self._recorder is None:
+            self._recorder = ThreadPoolExecutor(1, thread_name_prefix="journalban-record")
+        future = self._recorder.submit(self._attempts, write)
+        if self.on_recorded is not None:
+            future.add_done_callback(lambda _done: self.on_recorded and self.on_recorded())
+        return future
 
     def settle(self, wait: bool = True) -> None:
         """The transaction recorded in the background, once it ended (waited for, unless
@@ -175,7 +182,7 @@ class Pipeline:
         (all of it, or only what has waited ``HOLD_SECONDS`` or ``POSITION_DELAY``):
         called while idle, when a burst ends, and at the end."""
         self.settle(wait=not due_only)
-        held = bool(self._held_failures or self._held_bans)
+        held = self._holding
         if not held and not self._positions:
             return
         if due_only and time.monotonic() < (self._held_due if held else self._positions_due):

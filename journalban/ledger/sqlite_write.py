@@ -33,10 +33,13 @@ ROWS = 5000  # failures per INSERT: a JSON text of about 1 MB
 ACTIVE, ENDED = 0, 1  # how a row's ban is found: the pair's active ban, or its newest
 Row = tuple[object, ...]
 
-# The id of the ban a row names by jail (J), address (A) and kind (K), JSON paths of ``value``.
-_BAN_ID = ("CASE value ->> {K} WHEN 0 THEN (SELECT b.id FROM bans b WHERE b.jail = value ->> {J} "
-           "AND b.address = value ->> {A} AND b.ended_at IS NULL) "
-           "WHEN 1 THEN (SELECT max(b.id) FROM bans b WHERE b.jail = value ->> {J} AND b.address = value ->> {A}) END")
+
+def _ban_id(jail: int, address: int, kind: int, row: str = "value") -> str:
+    """SQL for the id of the ban a JSON row (``row``) names at these positions."""
+    pair = f"b.jail = {row} ->> {jail} AND b.address = {row} ->> {address}"
+    return (f"CASE {row} ->> {kind} WHEN {ACTIVE} THEN (SELECT b.id FROM bans b WHERE {pair} AND b.ended_at IS NULL) "
+            f"WHEN {ENDED} THEN (SELECT max(b.id) FROM bans b WHERE {pair}) END")
+
 
 # [jail, address] of decisions not yet past their expiry: a ban of theirs past its time,
 # not yet lifted by a reconcile, ends first (the one-active-ban index must see it ended).
@@ -52,14 +55,14 @@ _OPEN = ("INSERT INTO bans (jail, address, started_at, expires_at, reason, ended
          "AND b.address = value ->> 1 AND b.ended_at IS NULL) ORDER BY key")
 # [jail, address, first failure's time, kind, fleet-scoped]: the unlinked failures of earlier
 # batches behind a ban (this host's only, unless its jail counts the fleet's).
-_LINK_EARLIER = ("UPDATE failures SET ban_id = " + _BAN_ID.format(J=0, A=1, K=3).replace("value", "j.value")
+_LINK_EARLIER = ("UPDATE failures SET ban_id = " + _ban_id(0, 1, 3, row="j.value")
                  + " FROM json_each(?1) AS j WHERE failures.jail = j.value ->> 0 AND failures.address = j.value ->> 1 "
                  "AND failures.ban_id IS NULL AND failures.occurred_at >= j.value ->> 2 "
                  "AND (j.value ->> 4 OR failures.node = ?2)")
 # [occurred_at, jail, address, rule, text, source, network, ban's jail, ban's address, kind]
 _INSERT = ("INSERT INTO failures (occurred_at, jail, address, rule, text, source, network, ban_id, recorded_at, node, "
            "day) SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, "
-           + _BAN_ID.format(J=7, A=8, K=9) + ", ?2, ?3, substr(value ->> 0, 1, 10) FROM json_each(?1)")
+           + _ban_id(7, 8, 9) + ", ?2, ?3, substr(value ->> 0, 1, 10) FROM json_each(?1)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +117,7 @@ def prepare(bans: Sequence[BanDecision], now: datetime, node: str,
 def _rows(batch: Mapping[int, FailureEvent], ban_of: Mapping[int, int], bans: Sequence[BanDecision],
           kinds: Sequence[int], stored: Callable[[datetime], str], networks: dict[str, str]) -> Iterator[list[Row]]:
     """The failure rows, ``ROWS`` at a time (only their JSON is kept: a burst's rows all at
-    once were megabytes more at the peak); one loop, its lookups in locals (a call per row
-    cost a tenth of recording)."""
+    once were megabytes more at the peak); one loop, its lookups in locals, no call per row."""
     stamps: dict[datetime, str] = {}
     named = [(d.jail, d.address, kind) for d, kind in zip(bans, kinds, strict=True)]
     unlinked = (None, None, None)

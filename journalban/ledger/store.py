@@ -170,6 +170,13 @@ def _stored_time(dialect: str) -> Callable[[datetime], object]:
     return sqlite_text
 
 
+def _network_memory() -> dict[str, str]:
+    """``_NETWORKS``, forgotten at once when it reaches ``NETWORK_MEMORY``."""
+    if len(_NETWORKS) >= NETWORK_MEMORY:
+        _NETWORKS.clear()
+    return _NETWORKS
+
+
 class _Batch(dict[int, FailureEvent]):
     """A batch's failures by identity, in order, with a lazily built index by (jail, address)
     of those whose jail and address are in ``banned`` (all of them if None)."""
@@ -351,17 +358,14 @@ class Ledger:
         thread, runs only SQLite's statements (``sqlite_write``), with the GIL let go. None
         where they cannot take the record (not SQLite, not the usual batch: ``in_bulk``):
         ``record`` it, then. In one thread ``record`` is the cheaper: SQLite reading JSON
-        costs more CPU than binding rows (1M sshd lines, 0.3 s), paid back only beside
+        costs more CPU than binding rows (1M sshd lines, 0.3-0.5 s), paid back only beside
         the reading."""
         dialect = self.engine.dialect.name
         if dialect != "sqlite" or not sqlite_write.AVAILABLE or not in_bulk(bans):
             return None
-        networks = _NETWORKS
-        if len(networks) >= NETWORK_MEMORY:
-            networks.clear()
         prepared = sqlite_write.prepare(bans, now, self.node, self.fleet_jails,
                                         _stored_time(dialect),  # type: ignore[arg-type]
-                                        networks, self._link, self._batch(failures, bans))
+                                        _network_memory(), self._link, self._batch(failures, bans))
 
         def write() -> None:
             with self.transaction() as session:
@@ -404,9 +408,7 @@ class Ledger:
         connection = session.connection()
         stored = _stored_time(connection.dialect.name)
         times: dict[datetime, tuple[object, str]] = {}
-        networks = _NETWORKS
-        if len(networks) >= NETWORK_MEMORY:
-            networks.clear()
+        networks = _network_memory()
         recorded, node = stored(now), self.node
 
         def rows(items: Iterable[tuple[int, FailureEvent]]) -> list[tuple[object, ...]]:

@@ -10,8 +10,8 @@ moves far less with the machine's load:
 
 1. read the file in blocks, scan every line for the grammar's literals, parse the
    header of the lines flagged (``FollowedFile.events``' work);
-2. match: ``JailMatcher.match`` (the grammar, the Failure);
-3. detect: ``Detector.observe`` (windows, ban decisions);
+2. match: ``JailMatcher.match_batch`` (the grammar, the Failures);
+3. detect: ``Detector.observe_batch`` (windows, ban decisions);
 4. record: ``Ledger.record`` of the blocks' failures and bans into a fresh SQLite
    ledger, the blocks held together as the daemon holds a burst's batches (until
    ``HOLD_FAILURES``), one transaction each; then again on a second fresh
@@ -84,7 +84,6 @@ def sqlite_share(profile: cProfile.Profile) -> float:
 
 
 def measure(path: Path, lines: int, failures: int) -> str:
-    from journalban.events import Failure
     from journalban.match import flagged_lines
     from journalban.sources.lines import flagged_events, read_whole_lines
 
@@ -104,12 +103,12 @@ def measure(path: Path, lines: int, failures: int) -> str:
                             for block in read_whole_lines(stream)]
 
             parse_s, blocks = cpu(parse)
-            match_s, answers = cpu(lambda: [[matcher.match(event) for event in block] for block in blocks])
-            matched = [[f for f in block if isinstance(f, Failure)] for block in answers]
+            match_s, answers = cpu(lambda: [matcher.match_batch(block) for block in blocks])
+            matched = [failures for failures, _rejected in answers]
             found = sum(map(len, matched))
-            detect_s, verdicts = cpu(lambda: [[first.detector.observe(f, now) for f in block] for block in matched])
-            batches = held([(block, [d for _, d in decided if d is not None])
-                            for block, decided in zip(matched, verdicts, strict=True)])
+            detect_s, verdicts = cpu(lambda: [first.detector.observe_batch(matcher.jail, block, now)
+                                              for block in matched])
+            batches = held([(decided.kept, decided.bans) for decided in verdicts])
             record_s, _ = cpu(lambda: [first.ledger.record(block, bans, {}, now) for block, bans in batches])
         with built_daemon(_dir(work / "b"), log) as second:
             profile = cProfile.Profile(time.process_time)  # the C calls' own time is not inflated by it
@@ -127,8 +126,8 @@ def measure(path: Path, lines: int, failures: int) -> str:
            "CPU time of this process", "",
            f"{'stage':<52} {'CPU s':>6}  {'us/fail':>7}  {'share':>6}",
            row(f"read, scan {lines:,} lines, parse the flagged", parse_s),
-           row("match (JailMatcher.match)", match_s),
-           row("detect (Detector.observe)", detect_s),
+           row("match (JailMatcher.match_batch)", match_s),
+           row("detect (Detector.observe_batch)", detect_s),
            row("record (Ledger.record)", record_s),
            row("  of which inside SQLite (from a profiled pass)", sqlite),
            row("  of which Python", record_s - sqlite),

@@ -8,7 +8,7 @@ from types import MappingProxyType
 from typing import Any
 
 from journalban.events import Event, Failure, new_failure
-from journalban.grammar import Grammar, Match, Rejected
+from journalban.grammar import Grammar, Rejected
 from journalban.grammar.scan import (
     ENGINE_ENV,
     AllLines,
@@ -42,28 +42,53 @@ class JailMatcher:
         self._last_selected = False
 
     def match(self, event: Event) -> Failure | Rejected | None:
-        if event.source == "journal" and event.fields is self._last_fields:
-            selected = self._last_selected
-        else:
-            selected = self.grammar.applies_to(event)
-            if event.source == "journal":
-                self._last_fields, self._last_selected = event.fields, selected
-        if not selected:
-            return None
-        found = self.grammar.match(event.message)
-        if not isinstance(found, Match):
-            return found
-        time = event.time
-        if self.grammar.trusts_stamp and found.stamp is not None:
-            stamped = self.grammar.stamp_time(found.stamp, event.time)
-            if stamped is not None:
-                time = min(stamped, event.time)
-        rule = self._rules.get(found.rule)
-        if rule is None:
-            rule = self._rules[found.rule] = f"{self.grammar.name}/{found.rule}"
-        # The captures stay behind: nothing after the match reads them (the ledger keeps the
-        # text and rule), and a burst holds tens of thousands of failures (300 B each).
-        return new_failure(self.jail, found.address, time, rule, event.message, event.source, NO_CAPTURES)
+        """The failure one event reports, or why it was rejected, or None."""
+        failures, rejected = self.match_batch((event,))
+        return failures[0] if failures else rejected[0][1] if rejected else None
+
+    def match_batch(self, events: Iterable[Event]) -> tuple[list[Failure], list[tuple[Event, Rejected]]]:
+        """``match`` of each event, the failures in order and the rejected apart: a batch's
+        loop with its lookups made once (``Grammar.address_of``; a file source's events
+        selected by app, the same answer while it stays the same)."""
+        jail, grammar, rules = self.jail, self.grammar, self._rules
+        address_of, applies_to, trusts_stamp = grammar.address_of, grammar.applies_to, grammar.trusts_stamp
+        failures: list[Failure] = []
+        rejected: list[tuple[Event, Rejected]] = []
+        last_source: str | None = None
+        last_app: str | None = None
+        selected = False
+        for event in events:
+            source = event.source
+            if source == "journal":
+                if event.fields is self._last_fields:
+                    selected = self._last_selected
+                else:
+                    selected = applies_to(event)
+                    self._last_fields, self._last_selected = event.fields, selected
+                last_source = None
+            elif source != last_source or event.app != last_app:
+                selected = applies_to(event)  # by source and app alone off the journal
+                last_source, last_app = source, event.app
+            if not selected:
+                continue
+            message = event.message
+            found = address_of(message)
+            if found is None:
+                continue
+            if isinstance(found, Rejected):
+                rejected.append((event, found))
+                continue
+            name, address, stamp = found
+            time = event.time
+            if trusts_stamp and stamp is not None:
+                stamped = grammar.stamp_time(stamp, time)
+                if stamped is not None:
+                    time = min(stamped, time)
+            rule = rules.get(name)
+            if rule is None:
+                rule = rules[name] = f"{grammar.name}/{name}"
+            failures.append(new_failure(jail, address, time, rule, message, source, NO_CAPTURES))
+        return failures, rejected
 
 
 def prefilter(grammars: Iterable[Grammar]) -> Callable[[str], bool]:

@@ -22,7 +22,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from journalban.detector import Detector, Verdict
 from journalban.events import BanDecision, Event, Failure
-from journalban.grammar import Rejected
 from journalban.ledger.store import Ledger
 from journalban.logs import event_fields
 from journalban.match import JailMatcher
@@ -79,8 +78,7 @@ class Pipeline:
         bans: list[BanDecision] = []
         matchers = self.matchers.get(source, ())
         self.counters["events"] += len(events)
-        for event in events:
-            self._observe(event, matchers, now, failures, bans)
+        self._observe(events, matchers, now, failures, bans)
         self._feed_ledger_readers(bans, now, failures)
         if position is not None:
             if not self._positions:
@@ -193,50 +191,54 @@ class Pipeline:
         positions, self._positions = self._positions, {}
         return positions
 
-    def _observe(self, event: Event, matchers: Sequence[JailMatcher], now: datetime,
+    def _observe(self, events: Sequence[Event], matchers: Sequence[JailMatcher], now: datetime,
                  failures: list[Failure], bans: list[BanDecision]) -> None:
-        """One event through every jail that reads its source; adds what it produces."""
+        """The events through each jail that reads their source, a jail's whole batch at a
+        time (its windows and bans are its own, so only order within a jail matters);
+        adds what they produce."""
+        counters = self.counters
         for matcher in matchers:
-            found = matcher.match(event)
-            if found is None:
+            found, rejected = matcher.match_batch(events)
+            for event, reason in rejected:
+                counters["rejected"] += 1
+                log.warning("%s: %s skipped (%s/%s): %r", matcher.jail, reason.reason,
+                            matcher.grammar.name, reason.rule, event.message[:200])
+            if not found:
                 continue
-            if isinstance(found, Rejected):
-                self.counters["rejected"] += 1
-                log.warning("%s: %s skipped (%s/%s): %r", matcher.jail, found.reason,
-                            matcher.grammar.name, found.rule, event.message[:200])
-                continue
-            verdict, decision = self.detector.observe(found, now)
-            self.counters[_COUNTED[verdict]] += 1
-            if verdict is Verdict.TOO_OLD:
-                log.info("%s: too old to count (%s): %s", found.jail, found.time.isoformat(), found.address)
-            if verdict not in (Verdict.IGNORED, Verdict.TOO_OLD):
-                failures.append(found)
-            if decision is not None:
+            verdicts = self.detector.observe_batch(matcher.jail, found, now)
+            for verdict, count in verdicts.counts.items():
+                if count:
+                    counters[_COUNTED[verdict]] += count
+            for failure in verdicts.too_old:
+                log.info("%s: too old to count (%s): %s", failure.jail, failure.time.isoformat(), failure.address)
+            failures += verdicts.kept
+            for decision in verdicts.bans:
                 log.info("%s", decision, extra=event_fields("ban", decision.jail, decision.address))
-                bans.append(decision)
+            bans += verdicts.bans
 
     def _feed_ledger_readers(self, bans: list[BanDecision], now: datetime, failures: list[Failure]) -> None:
         """The batch's bans, as events, to the jails that read the ledger's bans (recidive):
         matched here so they are recorded in the same transaction as the bans."""
         readers = self.matchers.get(LEDGER, ())
         if bans and readers:
-            for event in ban_events(list(bans), {m.jail for m in readers}):
-                self._observe(event, readers, now, failures, bans)
+            self._observe(ban_events(list(bans), {m.jail for m in readers}), readers, now, failures, bans)
 
     def observe_fleet(self, failures: Sequence[Failure], now: datetime) -> list[BanDecision]:
         """Failures other hosts of the fleet read and recorded: counted in this host's windows,
         so a fleet-scoped jail sees every host; only the bans they open are recorded here."""
         bans: list[BanDecision] = []
+        by_jail: dict[str, list[Failure]] = {}  # a jail's order is all that counts (see ``_observe``)
         for failure in failures:
-            if failure.jail not in self.detector.policies:
-                continue
-            self.counters["fleet"] += 1
-            verdict, decision = self.detector.observe(failure, now)
-            if decision is not None:
-                self.counters[verdict.value] += 1
+            if failure.jail in self.detector.policies:
+                by_jail.setdefault(failure.jail, []).append(failure)
+        for jail, found in by_jail.items():
+            self.counters["fleet"] += len(found)
+            decided = self.detector.observe_batch(jail, found, now).bans
+            self.counters[Verdict.BANNED.value] += len(decided)
+            for decision in decided:
                 log.info("%s (counting the fleet's failures)", decision,
                          extra=event_fields("ban", decision.jail, decision.address))
-                bans.append(decision)
+            bans += decided
         recidive: list[Failure] = []
         self._feed_ledger_readers(bans, now, recidive)
         if bans:  # recorded after what is held, in the order decided

@@ -199,9 +199,10 @@ def test_sweep_drops_the_old_head_of_a_window_and_keeps_the_rest(count: int) -> 
 
 
 @pytest.mark.parametrize("subnet_threshold", [0, 2])
-def test_count_each_decides_as_count_does(subnet_threshold: int) -> None:
-    """A replay's run through ``count_each`` gives the bans ``count`` gives, in the same
-    places: ignored, loopback and already-banned addresses (and subnets) included."""
+def test_count_each_decides_as_observe_does(subnet_threshold: int) -> None:
+    """A replay's run through ``count_each`` gives the bans ``observe`` gives, each failure
+    read at its own time, in the same places: ignored, loopback and already-banned
+    addresses (and subnets) included."""
     rng = random.Random(7)
     pool = ["203.0.113.9", "203.0.113.10", "198.51.100.7", "192.0.2.5", "127.0.0.1", "2001:db8::1",
             "2001:db9::5", "198.51.100.8", "203.0.113.11", "126.255.255.255", "127.255.255.255", "128.0.0.0"]
@@ -213,21 +214,20 @@ def test_count_each_decides_as_count_does(subnet_threshold: int) -> None:
         addresses.append(rng.choice(pool))
     keys = [window_key(address) for address in addresses]
 
-    def bans(use_each: bool) -> list[tuple[int, str, int, float]]:
+    def bans(use_each: bool) -> list[tuple[int, str, int, datetime]]:
         d = detector(maxretry=3, subnet_threshold=subnet_threshold)
         out = []
         if use_each:
             for index, reached in d.count_each("ssh", times, addresses, keys):
                 when = datetime.fromtimestamp(times[index], UTC)
                 decision = d.ban(failure(addresses[index], when), *reached, when)
-                out.append((index, decision.address, *reached))
+                out.append((index, decision.address, decision.failure_count, decision.first_failure_at))
             return out
-        for index, (when, address, key) in enumerate(zip(times, addresses, keys, strict=True)):
-            reached = d.count("ssh", address, when, when, key)[1]
-            if reached is not None:
-                moment = datetime.fromtimestamp(when, UTC)
-                decision = d.ban(failure(address, moment), *reached, moment)
-                out.append((index, decision.address, *reached))
+        for index, (when, address) in enumerate(zip(times, addresses, strict=True)):
+            moment = datetime.fromtimestamp(when, UTC)
+            _verdict, found = d.observe(failure(address, moment), moment)
+            if found is not None:
+                out.append((index, found.address, found.failure_count, found.first_failure_at))
         return out
 
     expected = bans(use_each=False)
@@ -250,3 +250,35 @@ def test_ignores_is_membership_of_loopback_or_an_ignoreip_network(networks: list
         expected = ip.is_loopback or any(ip in net for net in ignoreip)
         assert policy.ignores(str(ip)) == expected
         assert policy.ignores(str(ip), number) == expected
+
+
+@pytest.mark.parametrize("subnet_threshold", [0, 2])
+def test_a_batch_is_observed_as_its_failures_one_by_one(subnet_threshold: int) -> None:
+    """``observe_batch`` (a daemon's batch, all read at one moment) keeps, bans and counts
+    what ``observe`` of each failure in turn does: ignored, loopback, too old, already
+    banned (within the batch too) and subnets included."""
+    rng = random.Random(11)
+    pool = ["203.0.113.9", "203.0.113.10", "198.51.100.7", "192.0.2.5", "127.0.0.1", "2001:db8::1",
+            "2001:db9::5", "198.51.100.8", "203.0.113.11", "::1", "::ffff:0:1", "128.0.0.0"]
+    now = T0 + timedelta(hours=2)
+    batches = [[failure(rng.choice(pool), now - timedelta(seconds=rng.choice([0, 5, 300, 599, 601, 3000])))
+                for _ in range(rng.randint(0, 60))] for _ in range(40)]
+
+    def key(ban: object) -> tuple[object, ...]:
+        return tuple(getattr(ban, name) for name in ("jail", "address", "start", "expiry", "reason", "failures",
+                                                      "replaces", "failure_count", "first_failure_at"))
+
+    one_by_one, batched = detector(subnet_threshold=subnet_threshold), detector(subnet_threshold=subnet_threshold)
+    seen: set[Verdict] = set()
+    for number, batch in enumerate(batches):
+        at = now + timedelta(seconds=number * 40)
+        verdicts = [one_by_one.observe(f, at) for f in batch]
+        out = batched.observe_batch("ssh", batch, at)
+        recorded = {Verdict.COUNTED, Verdict.BANNED, Verdict.ALREADY_BANNED}
+        assert out.kept == [f for f, (verdict, _) in zip(batch, verdicts, strict=True) if verdict in recorded]
+        assert out.too_old == [f for f, (verdict, _) in zip(batch, verdicts, strict=True) if verdict is Verdict.TOO_OLD]
+        assert [key(b) for b in out.bans] == [key(b) for _, b in verdicts if b is not None]
+        assert {v: n for v, n in out.counts.items() if n} == {
+            v: sum(1 for w, _ in verdicts if w is v) for v in {w for w, _ in verdicts}}
+        seen |= {verdict for verdict, _ in verdicts}
+    assert seen == set(Verdict)

@@ -24,6 +24,17 @@ class Branch:
 
     rule: CompiledRule
     captures: tuple[tuple[str, str], ...]  # (renamed regex group, capture name)
+    # the groups of the address and of the stamp, as ``captures`` has them: of two
+    # spellings of one capture, the last that took part in the match is the one kept
+    address_groups: tuple[str, ...] = ()
+    stamp_groups: tuple[str, ...] = ()
+    ignore: bool = False
+
+    @classmethod
+    def of(cls, rule: CompiledRule, prefix: str) -> Branch:
+        captures = tuple((prefix + group, name) for group, name in rule.captures)
+        return cls(rule, captures, tuple(group for group, name in captures if name == "address"),
+                   tuple(group for group, name in captures if name == "stamp"), rule.action == "ignore")
 
 
 class Dispatch:
@@ -48,7 +59,7 @@ class Dispatch:
             if text is None or not _same_groups(rule.pattern, text, prefix):
                 return None
             parts.append(f"(?P<r{index}>{text})")
-            branches[f"r{index}"] = Branch(rule, tuple((prefix + group, name) for group, name in rule.captures))
+            branches[f"r{index}"] = Branch.of(rule, prefix)
         try:
             pattern = re.compile("|".join(parts), ordered[0].pattern.flags)
         except re.error:

@@ -141,6 +141,27 @@ class Grammar:
         branch = dispatch.branches[found.lastgroup]  # type: ignore[index]
         return None if branch.rule.action == "ignore" else _result(branch.rule, found, branch.captures)
 
+    def address_of(self, message: str) -> tuple[str, str, str | None] | Rejected | None:
+        """``match`` as (rule, address, stamp), the other captures never gathered: the
+        daemon's per-event path, which keeps nothing else (about a third of ``match``'s cost)."""
+        dispatch = self._dispatch
+        if dispatch is None or len(message) > MAX_MESSAGE:
+            found_match = self.decide(message)[1]
+            if isinstance(found_match, Match):
+                return found_match.rule, found_match.address, found_match.stamp
+            return found_match
+        found = dispatch.fullmatch(message)
+        if found is None:
+            return None
+        branch = dispatch.branches[found.lastgroup]  # type: ignore[index]
+        if branch.ignore:
+            return None
+        raw = _last_taking_part(found, branch.address_groups)
+        address = normalise_address(raw)
+        if address is None:
+            return Rejected(branch.rule.name, f"invalid address {raw!r}")
+        return branch.rule.name, address, _last_taking_part(found, branch.stamp_groups) if branch.stamp_groups else None
+
     def decide(self, message: str) -> tuple[str | None, Match | Rejected | None]:
         """Like ``match`` but also names the deciding rule, ignore rules included.
 
@@ -192,3 +213,14 @@ def _result(rule: CompiledRule, found: re.Match[str], groups: tuple[tuple[str, s
     if address is None:
         return Rejected(rule.name, f"invalid address {raw!r}")
     return _new_match(rule.name, address, captures, stamp)
+
+
+def _last_taking_part(found: re.Match[str], groups: tuple[str, ...]) -> str:
+    """The value of the last of ``groups`` that took part in the match, as ``_result``
+    keeps it (one group, the usual case, in one lookup)."""
+    if len(groups) == 1:
+        return found[groups[0]]
+    value = None
+    for group in groups:
+        value = found[group] if found[group] is not None else value
+    return value  # type: ignore[return-value]

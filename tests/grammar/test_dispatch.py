@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from journalban.grammar import load_grammar
+from journalban.grammar import Grammar, Match, Rejected, load_grammar
+from journalban.grammar.applies import Selector
 from journalban.grammar.compiler import CompiledRule
 from journalban.grammar.dispatch import Dispatch, renamed
 from tests.corpora import mixed
@@ -44,6 +45,32 @@ def test_every_shipped_grammar_is_combined_and_decides_as_its_rules_one_by_one(
     decided = [grammar.decide(message) for message in messages]
     assert decided == [grammar.decide_one_by_one(message) for message in messages]
     assert any(found is not None for _, found in decided) or grammar.source_kind in ("journal", "ledger")
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_address_of_gives_the_rule_address_and_stamp_that_match_gives(path: Path, messages: list[str]) -> None:
+    """The daemon's ``address_of`` leaves the other captures out and nothing else."""
+    grammar = load_grammar(path)
+    for message in messages:
+        found = grammar.match(message)
+        expected = (found.rule, found.address, found.stamp) if isinstance(found, Match) else found
+        assert grammar.address_of(message) == expected, message
+
+
+def test_of_two_spellings_of_the_address_the_one_that_matched_is_taken() -> None:
+    """A capture written twice (two alternatives) is taken from the group that took part,
+    by ``address_of`` as by ``match``; so is the stamp; an invalid address is rejected."""
+    spelled = rule("fail", "two", r"(?:from (?P<g0>\S+)|by (?P<g1>\S+)) at (?P<g2>\d+)",
+                   (("g0", "address"), ("g1", "address"), ("g2", "stamp")))
+    grammar = Grammar("g", "", Path("g.grammar"), Selector("file", "raw"), False, None, (), (spelled,))
+    assert grammar._dispatch is not None
+    for message, expected in (("from 203.0.113.9 at 5", ("two", "203.0.113.9", "5")),
+                              ("by ::ffff:198.51.100.7 at 6", ("two", "198.51.100.7", "6")),
+                              ("by nowhere at 7", Rejected("two", "invalid address 'nowhere'")),
+                              ("from 203.0.113.9", None)):
+        found = grammar.match(message)
+        assert (found.rule, found.address, found.stamp) == expected if isinstance(found, Match) else found == expected
+        assert grammar.address_of(message) == expected
 
 
 def test_groups_references_and_conditionals_are_renamed_and_escapes_are_not() -> None:

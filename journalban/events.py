@@ -8,6 +8,7 @@ Each has a readable ``str`` so a stage's output can be printed and compared.
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 # The expiry of a permanent ban: a real time, so plain SQL such as
@@ -54,6 +55,7 @@ def slot_setters(cls: type) -> tuple[Callable[[Any, Any], None], ...]:
 
 
 _new = object.__new__
+NO_FIELDS: Mapping[str, str] = MappingProxyType({})  # the fields of every event that has none, shared
 _EVENT_SLOTS = slot_setters(Event)
 _FAILURE_SLOTS = slot_setters(Failure)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import BinaryIO
 
-from journalban.events import Event
+from journalban.events import NO_FIELDS, Event, new_event
 from journalban.replay_fail2ban import fail2ban_line_event
 from journalban.sources.syslog import parse_file_line
 from journalban.sources.syslog.rfc3164 import parse_traditional_stamp
@@ -37,30 +37,27 @@ def line_event(source: str, line: str, file_format: str, read_time: datetime,
         return fail2ban_line_event(source, line, datepattern, read_time, trust_stamp)
     if file_format == "raw":
         return Event(time=read_time, source=source, message=line)
-    return _syslog_event(source, line, read_time, trust_stamp, None)
+    events, _unparsed = _syslog_events([line.rstrip("\r\n")], source, read_time, trust_stamp)  # as parse_file_line
+    return events[0] if events else None
 
 
-def _syslog_event(source: str, line: str, read_time: datetime, trust_stamp: bool,
-                  stamps: dict[str, datetime | None] | None) -> Event | None:
-    """``line_event`` of a syslog-format line; ``stamps`` remembers the time of each stamp
-    text for this ``read_time`` (a block's lines share a few seconds' stamps)."""
-    line = line.rstrip("\r\n")  # as parse_file_line does
-    header = _COMMON_HEADER.match(line)
-    if header is not None:
-        if stamps is None:
-            stamped = parse_traditional_stamp(line, 0, read_time, None)
-            moment = None if stamped is None else stamped[0]
-        else:
-            text = line[:header.start(1)]
-            moment = stamps.get(text, _UNREAD)
-            if moment is _UNREAD:
-                stamped = parse_traditional_stamp(text, 0, read_time, None)
-                moment = stamps[text] = None if stamped is None else stamped[0]
-        if moment is not None:
-            pid = header[3]
-            return Event(time=moment if trust_stamp else read_time, source=source,
-                         message=line[header.end():], host=header[1], app=header[2],
-                         pid=int(pid) if pid is not None and pid.isdigit() and pid.isascii() else None)
+def _stamp_time(stamps: dict[str, datetime | None], text: str, read_time: datetime) -> datetime | None:
+    moment = stamps.get(text, _UNREAD)
+    if moment is _UNREAD:
+        stamped = parse_traditional_stamp(text, 0, read_time, None)
+        moment = stamps[text] = None if stamped is None else stamped[0]
+    return moment
+
+
+def _common_event(header: re.Match[str], line: str, time: datetime, source: str) -> Event:
+    """The Event of a line whose header ``_COMMON_HEADER`` matched."""
+    host, app, pid = header.groups()
+    return new_event(time, source, line[header.end():], host, app,
+                     int(pid) if pid is not None and pid.isdigit() and pid.isascii() else None, NO_FIELDS)
+
+
+def _other_syslog_event(source: str, line: str, read_time: datetime, trust_stamp: bool) -> Event | None:
+    """A syslog-format line of another shape (``parse_file_line``)."""
     parsed = parse_file_line(line, read_time)
     if parsed is None:
         return None
@@ -77,22 +74,47 @@ def flagged_events(block: bytes, flagged: Callable[[bytes], list[int]], source: 
     events: list[Event] = []
     unparsed = 0
     rfind, size, whole = block.rfind, len(block), block.endswith(b"\n")
-    stamps: dict[str, datetime | None] = {}
     pos = 0  # where the first line not yet passed starts
+    lines: list[str] = []
     for end in flagged(block):
         if end < pos or (end == size and whole):
             continue
         start = rfind(b"\n", 0, end) + 1
-        line = block[start:end].decode("utf-8", "replace").rstrip("\r")  # as FlaggedLines: the replay's lines
-        if file_format == "syslog":
-            event = _syslog_event(source, line, read_time, trust_stamp, stamps)
-        else:
-            event = line_event(source, line, file_format, read_time, trust_stamp, datepattern)
+        lines.append(block[start:end].decode("utf-8", "replace").rstrip("\r"))  # as FlaggedLines: the replay's lines
+        pos = end + 1
+    if file_format == "syslog":
+        return _syslog_events(lines, source, read_time, trust_stamp)
+    for line in lines:
+        event = line_event(source, line, file_format, read_time, trust_stamp, datepattern)
         if event is None:
             unparsed += 1
         else:
             events.append(event)
-        pos = end + 1
+    return events, unparsed
+
+
+def _syslog_events(lines: list[str], source: str, read_time: datetime, trust_stamp: bool) -> tuple[list[Event], int]:
+    """The events of syslog-format lines (without their ``\\r\\n``), and how many had no
+    recognisable prefix: the usual header in one match, each stamp text converted once
+    for the block (its lines share a few seconds' stamps)."""
+    events: list[Event] = []
+    unparsed = 0
+    stamps: dict[str, datetime | None] = {}
+    header_of, get_stamp = _COMMON_HEADER.match, stamps.get
+    for line in lines:
+        header = header_of(line)
+        if header is not None:
+            moment = get_stamp(text := line[:header.start(1)], _UNREAD)
+            if moment is _UNREAD:
+                moment = _stamp_time(stamps, text, read_time)
+            if moment is not None:
+                events.append(_common_event(header, line, moment if trust_stamp else read_time, source))
+                continue
+        event = _other_syslog_event(source, line, read_time, trust_stamp)
+        if event is None:
+            unparsed += 1
+        else:
+            events.append(event)
     return events, unparsed
 
 

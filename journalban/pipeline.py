@@ -68,6 +68,7 @@ class Pipeline:
         self._recording: tuple[Future[None], list[Failure], list[BanDecision],
                                dict[str, Position | JournalCursor]] | None = None
         self.on_recorded: Callable[[], None] | None = None  # told (from the recorder's thread) when one ends
+        self._burst_writes = False  # whether the ledger holds a burst's connection (``Ledger.end_burst``)
 
     def process(self, source: str, events: Sequence[Event], position: Position | JournalCursor | None,
                 now: datetime, more: bool = False) -> list[BanDecision]:
@@ -121,8 +122,13 @@ class Pipeline:
         (``settle``). One transaction is in flight at most, and every other path waits
         for it first, so transactions commit in the order their batches were read."""
         self.settle()
-        if not self._holding and not self._positions:
-            return
+        if self._holding or self._positions:
+            self._release(now, background)
+        if not background and self._burst_writes:  # the burst's last transaction: its connection let go
+            self._burst_writes = False
+            self.ledger.end_burst()
+
+    def _release(self, now: datetime, background: bool) -> None:
         failures, bans, positions = self._held_failures, self._held_bans, self._take_positions()
         self._held_failures, self._held_bans = [], []
         try:
@@ -141,6 +147,7 @@ class Pipeline:
         """``write`` to the recorder's thread, ``on_recorded`` told when it ends."""
         if self._recorder is None:
             self._recorder = ThreadPoolExecutor(1, thread_name_prefix="journalban-record")
+        self._burst_writes = True
         future = self._recorder.submit(self._attempts, write)
         if self.on_recorded is not None:
             future.add_done_callback(lambda _done: self.on_recorded and self.on_recorded())

@@ -13,6 +13,7 @@ from journalban import pipeline as pipeline_module
 from journalban.detector import Detector, JailPolicy
 from journalban.events import BanDecision, Event
 from journalban.grammar import load_grammar
+from journalban.ledger import store as store_module
 from journalban.ledger.store import Ledger
 from journalban.match import JailMatcher
 from journalban.pipeline import Pipeline
@@ -150,7 +151,8 @@ def test_a_bursts_batches_are_held_and_recorded_together_their_bans_after(ledger
     banned: list[BanDecision] = []
     p = pipeline(ledger, "wp-limit-login", 3, banned)
     commits: list[int] = []
-    event.listen(ledger.engine, "commit", lambda _connection: commits.append(1))
+    for engine in (ledger.engine, ledger._burst_engine()):  # the burst's transactions go through the latter
+        event.listen(engine, "commit", lambda _connection: commits.append(1))
     p.process(SOURCE, events(LOCKOUT.format("203.0.113.9"), LOCKOUT.format("198.51.100.7")),
               Position(7, 100), NOW, more=True)
     p.process(SOURCE, events(LOCKOUT.format("203.0.113.9"), LOCKOUT.format("203.0.113.9")),
@@ -207,6 +209,34 @@ def test_what_the_ledger_refuses_stays_held_with_its_positions(ledger: Ledger,
     assert (count_failures(ledger), ledger.positions()) == (2, {SOURCE: Position(7, 200)})
     assert [b.address for b in banned] == ["203.0.113.9"]
     assert [b.address for b in ledger.active_bans()] == ["203.0.113.9"]
+
+
+def test_a_burst_writes_through_a_connection_of_its_own_let_go_when_it_ends(ledger: Ledger,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst's transactions go through the ledger's burst connection, whose page cache is
+    ``BURST_CACHE_KIB`` (the ledger's other connections keep SQLite's default), and so does
+    its last, recorded at once; after it the burst is over and the connection let go."""
+    monkeypatch.setattr(pipeline_module, "HOLD_FAILURES", 2)
+    monkeypatch.setattr(pipeline_module, "HOLD_DENSE", 2)
+    p = pipeline(ledger, "wp-limit-login", 5, [])
+    used: list[str] = []
+    try:
+        p.process(SOURCE, events(LOCKOUT.format("203.0.113.9"), LOCKOUT.format("198.51.100.7")),
+                  Position(7, 100), NOW, more=True)
+        p.settle()
+        burst = ledger._burst
+        assert burst is not None and burst is not ledger.engine
+        event.listen(burst, "before_cursor_execute", lambda *args: used.append(args[2].split()[0]))
+        with burst.connect() as db, ledger.engine.connect() as other:
+            assert db.exec_driver_sql("PRAGMA cache_size").scalar() == -store_module.BURST_CACHE_KIB
+            assert other.exec_driver_sql("PRAGMA cache_size").scalar() == -2000
+        used.clear()
+        p.process(SOURCE, events(LOCKOUT.format("192.0.2.1")), Position(7, 200), NOW)  # not dense: at once
+        assert ledger._burst is None
+        assert "INSERT" in used  # the burst's last transaction went through it
+        assert (count_failures(ledger), ledger.positions()) == (3, {SOURCE: Position(7, 200)})
+    finally:
+        p.close()
 
 
 def test_a_burst_recorded_in_the_background_hands_on_its_bans_or_its_error(ledger: Ledger,

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
-from sqlalchemy import Select, delete, event, exists, func, inspect, or_, select, text, update
+from sqlalchemy import Engine, Select, delete, event, exists, func, inspect, or_, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, attributes
@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 RECORD_ATTEMPTS = 3  # a batch that lost a race for a ban is recorded again, joining the winner's ban
 BULK = 5000  # rows per bulk statement: under every dialect's parameter limit
 NETWORK_MEMORY = 100_000  # addresses whose network is remembered across batches, then forgotten at once
+# The page cache of a burst's connection (``Ledger.writer``), KiB, let go when the burst
+# ends. A followed file of 1M sshd lines: with SQLite's default of 2 MiB, the writer's
+# transactions took 0.11 s, growing to 0.37-0.5 s, per 17k failures (evicting and reading
+# back index pages), and its backlog at the end held the daemon to 440k-480k lines/s; with
+# 16/32/64 MiB, 478k-505k / 531k-561k / 529k-560k. 32 MiB is the peak's price in a flood.
+BURST_CACHE_KIB = 32 << 10
 _NETWORKS: dict[str, str] = {}  # address → network_of: a botnet's addresses come back batch after batch
 NOTIFY_CHANNEL = "journalban"  # PostgreSQL: "ban|end|failures NODE JAIL ADDRESS", sent on commit
 
@@ -207,6 +213,7 @@ class Ledger:
 
     node = ""  # set by __init__; a subclass that skips it (a read-only view) stamps nothing
     checkpointer: WalCheckpointer | None = None  # set by __init__ on SQLite
+    _burst: Engine | None = None  # a burst's own connection (``writer``), while it lasts
     fleet_jails: frozenset[str] = frozenset()  # scope = "fleet": counted and enforced fleet-wide
     host_jails: frozenset[str] = frozenset()  # scope = "host": enforced where decided (shared ledger only)
 
@@ -231,6 +238,7 @@ class Ledger:
     def close(self) -> None:
         if self.checkpointer is not None:
             self.checkpointer.close()
+        self.end_burst()
         self.engine.dispose()
 
     def upgrade(self) -> None:
@@ -289,9 +297,9 @@ class Ledger:
                                "upgrade journalban on this host")
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Session]:
+    def transaction(self, engine: Engine | None = None) -> Iterator[Session]:
         """One unit of work: committed whole at the end, rolled back whole on error."""
-        with _LedgerSession(self.engine, expire_on_commit=False,
+        with _LedgerSession(engine or self.engine, expire_on_commit=False,
                             info={"node": self.node, "fleet_jails": self.fleet_jails}) as session, \
                 session.begin():
             yield session
@@ -309,7 +317,7 @@ class Ledger:
         """
         for attempt in range(1, RECORD_ATTEMPTS + 1):
             try:
-                with self.transaction() as session:
+                with self.transaction(self._burst) as session:  # a burst's last, through its connection
                     self._record(session, failures, bans, positions, now)
                 if self.checkpointer is not None:
                     self.checkpointer.after_commit()
@@ -368,7 +376,7 @@ class Ledger:
                                         _network_memory(), self._link, self._batch(failures, bans))
 
         def write() -> None:
-            with self.transaction() as session:
+            with self.transaction(self._burst_engine()) as session:
                 prepared.write(session.connection())
                 if positions:
                     self._save_positions(session, positions, now)
@@ -376,6 +384,21 @@ class Ledger:
                 self.checkpointer.after_commit()
 
         return write
+
+    def _burst_engine(self) -> Engine:
+        """The connection a burst's transactions go through, its page cache ``BURST_CACHE_KIB``:
+        a burst's random index updates (addresses, links to earlier failures) kept SQLite's
+        default 2 MiB busy evicting and reading back pages. Its own engine, so that
+        ``end_burst`` lets go of it whole."""
+        if self._burst is None:
+            self._burst = create_ledger_engine(self.url, cache_kib=BURST_CACHE_KIB)
+        return self._burst
+
+    def end_burst(self) -> None:
+        """A burst's transactions are over: its connection, and with it its page cache, let go."""
+        if self._burst is not None:
+            self._burst.dispose()
+            self._burst = None
 
     def _save_positions(self, session: Session, positions: Mapping[str, Position | JournalCursor],
                         now: datetime) -> None:

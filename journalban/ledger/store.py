@@ -171,6 +171,8 @@ def _stored_time(dialect: str) -> Callable[[datetime], object]:
         return naive_utc
 
     def sqlite_text(moment: datetime) -> str:  # isoformat: one C call (journald's entries each have their own time)
+        if moment.tzinfo is UTC:  # the usual: its text without the "+00:00", no naive copy made
+            return moment.isoformat(" ", "microseconds")[:26]
         return naive_utc(moment).isoformat(" ", "microseconds")
 
     return sqlite_text

@@ -156,3 +156,19 @@ def test_failures_in_bulk_store_utc_times_and_their_utc_day(ledger: Ledger) -> N
     if ledger.engine.dialect.name == "sqlite":  # text that sorts with what SQLAlchemy writes
         assert [at for at, _ in rows] == ["2026-04-23 23:30:00.250000", "2026-04-24 02:00:00.000000",
                                           "2026-04-23 10:00:00.000007"]
+
+
+def test_a_time_goes_into_sqlite_as_sqlalchemy_writes_it() -> None:
+    """The bare-DBAPI statements store a time as the ORM's DATETIME does (text compares in
+    time order only so): naive UTC, always with microseconds, whatever the zone."""
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    orm = sqlite_dialect.DATETIME().bind_processor(sqlite_dialect.dialect())
+    assert orm is not None
+    stored = store._stored_time("sqlite")
+    for moment in (datetime(2026, 11, 27, 7, 0, 5, tzinfo=UTC), datetime(2026, 11, 27, 7, 0, 5, 37, tzinfo=UTC),
+                   datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+                   datetime(2026, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=2)))):
+        assert stored(moment) == orm(moment.astimezone(UTC).replace(tzinfo=None))
+    with pytest.raises(ValueError, match="aware"):
+        stored(datetime(2026, 1, 1))

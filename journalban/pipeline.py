@@ -129,6 +129,8 @@ class Pipeline:
             self.ledger.end_burst()
 
     def _release(self, now: datetime, background: bool) -> None:
+        """What is held and the positions, taken and recorded (or handed to the recorder's
+        thread); its bans handed on; all of it held again if the ledger refuses."""
         failures, bans, positions = self._held_failures, self._held_bans, self._take_positions()
         self._held_failures, self._held_bans = [], []
         try:

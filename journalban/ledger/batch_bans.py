@@ -37,6 +37,11 @@ class _InForce:
     node: str
 
 
+def joined(jail: str, address: str, ban_id: int, node: str) -> None:
+    """Say that a decision found its ban already in force, and its failures join that one."""
+    log.info("ban of %s in %s already in force (#%d, opened by %s): its failures join it", address, jail, ban_id, node)
+
+
 def in_bulk(decisions: Sequence[BanDecision]) -> bool:
     """Whether ``open_bans`` may take these decisions: none replaces other bans and no jail
     and address comes twice (those need the order the one-by-one path keeps)."""
@@ -64,8 +69,7 @@ def open_bans(session: Session, decisions: Sequence[BanDecision], now: datetime,
         else:
             found = in_force.get((decision.jail, decision.address))
             if found is not None and found.current:
-                log.info("ban of %s in %s already in force (#%d, opened by %s): its failures join it",
-                         decision.address, decision.jail, found.id, found.node)
+                joined(decision.jail, decision.address, found.id, found.node)
                 ids.append(found.id)
                 continue
             if found is not None:

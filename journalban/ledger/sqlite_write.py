@@ -25,6 +25,7 @@ from sqlalchemy import Connection
 
 from journalban.events import BanDecision
 from journalban.events import Failure as FailureEvent
+from journalban.ledger.batch_bans import joined
 from journalban.ledger.models import MATCHED_TEXT_LIMIT
 from journalban.ledger.views import ban_seconds, day_of, network_of
 
@@ -53,6 +54,11 @@ _OPEN = ("INSERT INTO bans (jail, address, started_at, expires_at, reason, ended
          "?2, value ->> 7, value ->> 8, value ->> 9 FROM json_each(?1) "
          "WHERE value ->> 5 IS NOT NULL OR NOT EXISTS (SELECT 1 FROM bans b WHERE b.jail = value ->> 0 "
          "AND b.address = value ->> 1 AND b.ended_at IS NULL) ORDER BY key")
+# The same rows: [jail, address, id, node] of the bans in force that decisions not yet past
+# their expiry find (after _END_STALE: those are current), as one JSON text (one step).
+_JOINED = ("SELECT json_group_array(json_array(b.jail, b.address, b.id, b.node)) FROM json_each(?1) AS j "
+           "JOIN bans b ON b.jail = j.value ->> 0 AND b.address = j.value ->> 1 AND b.ended_at IS NULL "
+           "WHERE j.value ->> 5 IS NULL")
 # [jail, address, first failure's time, kind, fleet-scoped]: the unlinked failures of earlier
 # batches behind a ban (this host's only, unless its jail counts the fleet's).
 _LINK_EARLIER = ("UPDATE failures SET ban_id = " + _ban_id(0, 1, 3, row="j.value")
@@ -81,6 +87,9 @@ class Prepared:
         if self.stale is not None:
             connection.exec_driver_sql(_END_STALE, (self.stale, self.now))
         if self.bans is not None:
+            in_force = connection.exec_driver_sql(_JOINED, (self.bans,)).scalar_one()
+            for jail, address, ban_id, node in json.loads(in_force):  # said, as the other paths say it
+                joined(jail, address, ban_id, node)
             connection.exec_driver_sql(_OPEN, (self.bans, self.node))
         if self.links is not None:  # before this batch's failures exist: earlier ones only
             connection.exec_driver_sql(_LINK_EARLIER, (self.links, self.node))

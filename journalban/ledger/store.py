@@ -19,7 +19,7 @@ from journalban import paths
 from journalban.events import BanDecision
 from journalban.events import Failure as FailureEvent
 from journalban.ledger import sqlite_write
-from journalban.ledger.batch_bans import in_bulk, link_earlier, open_bans
+from journalban.ledger.batch_bans import in_bulk, joined, link_earlier, open_bans
 from journalban.ledger.engine import (
     WalCheckpointer,
     create_ledger_engine,
@@ -482,8 +482,7 @@ class Ledger:
             active = session.scalars(select(Ban).where(Ban.jail == decision.jail, Ban.address == decision.address,
                                                        Ban.ended_at.is_(None))).first()
             if active is not None and active.expires_at > now:
-                log.info("ban of %s in %s already in force (#%d, opened by %s): its failures join it",
-                         decision.address, decision.jail, active.id, active.node)
+                joined(decision.jail, decision.address, active.id, active.node)
                 return active
             if active is not None:  # past its time, not yet lifted by a reconcile
                 active.ended_at, active.end_reason = now, "expired"

@@ -1,6 +1,7 @@
 """A batch's bans opened in bulk (``ledger/batch_bans.py``) leave the ledger as opening them
 one by one does: new bans, bans in force joined, stale ones ended, history, and links."""
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -84,25 +85,30 @@ def test_a_batch_of_bans_in_bulk(ledger: Ledger) -> None:
     assert linked["failure 13 from E"] == "E"
 
 
-def test_bulk_and_one_by_one_write_the_same_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bulk_and_one_by_one_write_the_same_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
     """SQLite's statements over JSON (``sqlite_write``, a burst's transaction), the bulk
     statements with their ban ids in Python (``batch_bans``) and the one-by-one path leave
-    the same rows."""
-    dumps = []
+    the same rows, and say the same of a ban that joins one in force."""
+    dumps, said = [], []
     for way in ("json", "bulk", "one by one"):
         ledger = Ledger(f"sqlite:///{tmp_path}/{way}.db", node="node-a")
         ledger.upgrade()
+        caplog.clear()
         try:
-            with monkeypatch.context() as patch:
+            with monkeypatch.context() as patch, caplog.at_level(logging.INFO, logger=batch_bans.__name__):
                 patch.setattr(sqlite_write, "ROWS", 2)  # several INSERTs, linked rows in each
                 if way == "one by one":
                     patch.setattr(store, "in_bulk", lambda decisions: False)
                 scenario(ledger, written if way == "json" else recorded)
             dumps.append(dump(ledger))
+            said.append([r.getMessage() for r in caplog.records if "already in force" in r.getMessage()])
         finally:
             ledger.close()
     assert dumps[0] == dumps[1] == dumps[2]
     assert len(dumps[0]["bans"]) == 6
+    d_ban = next(ban_id for ban_id, address, *_ in dumps[0]["bans"] if address == "D")
+    assert said == [[f"ban of D in sshd already in force (#{d_ban}, opened by node-a): its failures join it"]] * 3
 
 
 @pytest.mark.parametrize("json_rows", [True, False], ids=["json", "bulk"])

@@ -167,15 +167,9 @@ class Detector:
         ignored = already = 0
         for failure in failures:
             address = failure.address
-            key: WindowKey = address
-            if ":" not in address:
-                v4 = ipv4_int(address)
-                if v4 is not None:
-                    key = v4
-                    if LOOPBACK4_FIRST <= v4 <= LOOPBACK4_LAST or (ranges4 and ignores(address, v4)):
-                        ignored += 1
-                        continue
-                elif ignores(address, None):
+            key = window_key(address)
+            if type(key) is int:  # ``ignores`` for IPv4 without the call where it has no ranges, as count_each
+                if LOOPBACK4_FIRST <= key <= LOOPBACK4_LAST or (ranges4 and ignores(address, key)):
                     ignored += 1
                     continue
             elif ignores(address, None):

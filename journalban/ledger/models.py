@@ -14,6 +14,7 @@ from sqlalchemy.types import TypeDecorator
 
 MATCHED_TEXT_LIMIT = 1024  # a flood of long lines must not fill the disk
 NODE_LIMIT = 64  # a host name: [node] name
+SOURCE_LIMIT = 512  # where a line came from: "file:/var/log/x.log", "journal"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -80,7 +81,7 @@ class Failure(Base):
     address: Mapped[str] = mapped_column(String(64))
     rule: Mapped[str] = mapped_column(String(128))  # grammar/rule
     text: Mapped[str] = mapped_column(String(MATCHED_TEXT_LIMIT))
-    source: Mapped[str] = mapped_column(String(512))
+    source: Mapped[str] = mapped_column(String(SOURCE_LIMIT))
     ban_id: Mapped[int | None] = mapped_column(ForeignKey("bans.id"), default=None)
     node: Mapped[str] = mapped_column(String(NODE_LIMIT))  # the host that read it
     day: Mapped[str | None] = mapped_column(String(10), default=None)  # YYYY-MM-DD of occurred_at
@@ -96,7 +97,7 @@ class SourcePosition(Base):
     __tablename__ = "source_positions"
 
     node: Mapped[str] = mapped_column(String(NODE_LIMIT))
-    source: Mapped[str] = mapped_column(String(512))  # "file:/var/log/x.log", "journal"
+    source: Mapped[str] = mapped_column(String(SOURCE_LIMIT))  # "file:/var/log/x.log", "journal"
     inode: Mapped[int | None] = mapped_column(BigInteger)
     offset: Mapped[int | None] = mapped_column(BigInteger)
     cursor: Mapped[str | None] = mapped_column(Text, default=None)

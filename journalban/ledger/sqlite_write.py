@@ -26,7 +26,7 @@ from sqlalchemy import Connection
 from journalban.events import BanDecision
 from journalban.events import Failure as FailureEvent
 from journalban.ledger.batch_bans import joined
-from journalban.ledger.models import MATCHED_TEXT_LIMIT
+from journalban.ledger.models import MATCHED_TEXT_LIMIT, SOURCE_LIMIT
 from journalban.ledger.views import ban_seconds, day_of, network_of
 
 AVAILABLE = sqlite3.sqlite_version_info >= (3, 38)
@@ -139,7 +139,7 @@ def _rows(batch: Mapping[int, FailureEvent], ban_of: Mapping[int, int], bans: Se
         if network is None:
             network = networks[f.address] = network_of(f.address)
         n = ban_of.get(key)
-        part.append((at, f.jail, f.address, f.rule, f.text[:MATCHED_TEXT_LIMIT], f.source[:512], network,
+        part.append((at, f.jail, f.address, f.rule, f.text[:MATCHED_TEXT_LIMIT], f.source[:SOURCE_LIMIT], network,
                      *(unlinked if n is None else named[n])))
         if len(part) == ROWS:
             yield part

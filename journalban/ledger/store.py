@@ -27,7 +27,7 @@ from journalban.ledger.engine import (
     upgrades_itself,
     wal_checkpointer,
 )
-from journalban.ledger.models import MATCHED_TEXT_LIMIT, NODE_LIMIT, Ban, Failure, Heal, SourcePosition
+from journalban.ledger.models import MATCHED_TEXT_LIMIT, NODE_LIMIT, SOURCE_LIMIT, Ban, Failure, Heal, SourcePosition
 from journalban.ledger.views import ban_seconds, day_of, network_of
 from journalban.sources.files import Position
 from journalban.sources.journal import JournalCursor
@@ -447,7 +447,7 @@ class Ledger:
                 if network is None:
                     network = networks[f.address] = network_of(f.address)
                 out.append((at[0], recorded, f.jail, f.address, f.rule, f.text[:MATCHED_TEXT_LIMIT],
-                            f.source[:512], node, ban_of.get(key), at[1], network))
+                            f.source[:SOURCE_LIMIT], node, ban_of.get(key), at[1], network))
             return out
 
         # Built BULK rows at a time: a burst's held batches are one transaction of tens of

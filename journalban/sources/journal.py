@@ -386,7 +386,10 @@ class JournalSource:
             reader.seek_head()
         elif self._since == "now":
             reader.seek_tail()
-            reader._previous()  # stand on the last entry present: read() starts after it
+            if not reader._previous():  # stand on the last entry present: read() starts after it
+                # None is selected yet. A tail seek would stay unresolved, and the first read
+                # would land on the last entry written by then, skipping those before it.
+                reader.seek_head()
         else:
             reader.seek_realtime(time.time() - parse_duration(self._since))
 

@@ -197,8 +197,9 @@ def test_since_now_on_a_journal_with_nothing_selected_yet(journald: Journald) ->
     with opened(SSHD_ROOT, directory=str(journald.directory), since="now") as source:
         assert read_all(source) == ([], None)
         journald.send(sshd("first sshd"))
+        journald.send(sshd("second sshd"))  # an unresolved tail seek would land on this one alone
         journald.sync()
-        assert read_all(source)[0] == ["first sshd"]
+        assert read_all(source)[0] == ["first sshd", "second sshd"]
 
 
 def test_since_duration_reads_from_that_long_ago(tmp_path: Path) -> None:

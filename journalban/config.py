@@ -278,6 +278,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "poll_interval": Key(_seconds_or_off, "seconds (number)", 0.01,
                              "How often the journal is read besides journald's change notice, which comes up "
                              "to 250 ms late; 0: on the notice alone."),
+        "own_process": Key(_bool, "boolean", True,
+                           "Walk the journal in a process of its own, beside the daemon's matching."),
     },
     "sources.syslog": {
         "listen": Key(_listen, "list of URLs", [], "Where the syslog listener listens; off while empty."),
@@ -343,6 +345,7 @@ class JournalConfig:
     files: tuple[str, ...]
     since: str
     poll_interval: float  # 0: read on journald's change notice alone
+    own_process: bool  # journalban.sources.journal_process: walked beside the main thread
 
 
 @dataclass(frozen=True)

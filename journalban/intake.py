@@ -14,18 +14,20 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from journalban.config import Config, JailConfig
 from journalban.events import Event
 from journalban.grammar import Grammar
 from journalban.held_batches import HeldBatches
 from journalban.ledger.store import Ledger
-from journalban.match import JailMatcher, flagged_lines, prefilter_bytes, prefilter_marks, syslog_keep
+from journalban.match import JailMatcher, flagged_lines, prefilter_bytes, prefilter_marks, prefilter_spec, syslog_keep
 from journalban.pipeline import Pipeline
 from journalban.sources.files import FileFollower, Position
 from journalban.sources.globs import expand, glob_matches, is_glob
 from journalban.sources.journal import JournalCursor, JournalError, JournalSource
 from journalban.sources.journal_follow import JournalFollower
+from journalban.sources.journal_process import JournalProcess
 from journalban.sources.ledger_bans import LEDGER
 from journalban.sources.lines import flagged_events
 from journalban.sources.syslog import SyslogListener
@@ -126,7 +128,7 @@ class Intake:
         self.pipeline = pipeline
         self.clock = clock
         self.files: list[FollowedFile] = []
-        self.journal: JournalSource | None = None
+        self.journal: JournalSource | JournalProcess | None = None
         self.journal_follower: JournalFollower | None = None
         self.syslog: SyslogListener | None = None
         self.syslog_batches = HeldBatches(self._syslog_batch)  # a flood's reads, recorded together
@@ -263,9 +265,14 @@ class Intake:
                                     for group in self.grammars[jail.grammar].journal_matches))
         cursor = self.ledger.cursor(JOURNAL)
         settings = self.config.journal
-        source = JournalSource(groups, directory=settings.directory or None, files=settings.files,
-                               cursor=cursor, since=settings.since, poll_interval=settings.poll_interval or None,
-                               may_match=prefilter_bytes(self.grammars[jail.grammar] for jail in readers))
+        grammars = [self.grammars[jail.grammar] for jail in readers]
+        source: JournalSource | JournalProcess
+        where: dict[str, Any] = {"directory": settings.directory or None, "files": settings.files, "cursor": cursor,
+                 "since": settings.since, "poll_interval": settings.poll_interval or None}
+        if settings.own_process:
+            source = JournalProcess(groups, prefilter=prefilter_spec(grammars), **where)
+        else:
+            source = JournalSource(groups, may_match=prefilter_bytes(grammars), **where)
         try:
             source.open()
         except JournalError as exc:
@@ -275,16 +282,17 @@ class Intake:
             return
         self.journal = source
         assert self._loop is not None
-        log.info("reading journald with %d match group(s)%s%s", len(groups),
+        log.info("reading journald with %d match group(s)%s%s%s", len(groups),
                  f" after cursor {cursor.cursor[:40]}…" if cursor else f", since {settings.since}",
-                 f", polling every {source.poll_interval}s" if source.poll_interval else "")
+                 f", polling every {source.poll_interval}s" if source.poll_interval else "",
+                 " in a reader process" if isinstance(source, JournalProcess) else "")
         # A batch that cannot be recorded stops the daemon: the reader has moved past
         # its entries, and only a restart, resuming at the committed cursor, keeps them.
         self.journal_follower = JournalFollower(source, self._journal_batch, self.on_fatal)
         self.journal_follower.start(self._loop)
 
     def _journal_batch(self, events: list[Event], cursor: JournalCursor | None) -> None:
-        more = self.journal is not None and self.journal.more_pending
+        more = self.journal is not None and self.journal.behind
         self.pipeline.process(JOURNAL, events, cursor, self.clock(), more=more)
 
     # --- syslog

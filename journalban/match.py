@@ -229,9 +229,20 @@ def prefilter_bytes(grammars: Iterable[Grammar]) -> Callable[[bytes], bool] | No
     decoding it. A literal (valid UTF-8, without U+FFFD) is in the bytes exactly when it
     is in their decoded text: undecodable bytes become U+FFFD, and a literal's first
     byte, never a continuation byte, is never taken into a broken sequence before it."""
+    return prefilter_of_spec(prefilter_spec(grammars))
+
+
+def prefilter_spec(grammars: Iterable[Grammar]) -> tuple[list[tuple[str, ...]], list[str]] | None:
+    """What ``prefilter_bytes`` is built from, as plain data a reader process is sent:
+    per fail rule its literals, and the grammars' benign lines; None: nothing to rule out."""
     grammars = list(grammars)
     needs = _byte_needs(grammars)
-    return None if needs is None else _keyed(needs, _benign(grammars), on_bytes=True)
+    return None if needs is None else (needs, _benign(grammars))
+
+
+def prefilter_of_spec(spec: tuple[list[tuple[str, ...]], list[str]] | None) -> Callable[[bytes], bool] | None:
+    """``prefilter_bytes`` from its ``prefilter_spec``."""
+    return None if spec is None else _keyed(spec[0], spec[1], on_bytes=True)
 
 
 def _byte_needs(grammars: Sequence[Grammar]) -> list[tuple[str, ...]] | None:

@@ -24,7 +24,7 @@ from systemd import journal
 from journalban.durations import parse_duration
 from journalban.events import Event, new_event
 
-__all__ = ["SINCE_KEYWORDS", "JournalCursor", "JournalError", "JournalSource"]
+__all__ = ["SINCE_KEYWORDS", "JournalCursor", "JournalError", "JournalSource", "Record"]
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +87,18 @@ def _time(usec: int) -> datetime:
     return _EPOCH + timedelta(microseconds=usec) if 0 <= usec <= _MAX_USEC else _EPOCH
 
 
-def _pid(raw: bytes | list[bytes] | None) -> int | None:
+def _pid(raw: _Raw | None) -> int | None:
     try:
         return int(raw[0] if isinstance(raw, list) else raw) if raw is not None else None
     except ValueError:
         return None
 
 
-_Entry = dict[str, bytes | list[bytes]]
+_Raw = bytes | list[bytes]  # a field's value; a list when the entry holds the field more than once
+_Entry = dict[str, _Raw]
+_Key = tuple[_Raw | None, ...]  # _EventMaker.key_of
+# An entry that may match, as a reader sends it: key_of, raw _PID, MESSAGE, realtime usec.
+Record = tuple[_Key, _Raw | None, bytes, int]
 
 
 def is_own(entry: _Entry) -> bool:
@@ -130,23 +134,30 @@ class _EventMaker:
 
     def __call__(self, entry: _Entry, message: bytes, usec: int) -> Event | None:
         """The entry's event; None when it is journalban's own line."""
-        key = tuple(map(entry.get, self.key_fields))
+        return self.from_record(self.key_of(entry), entry.get("_PID"), message, usec)
+
+    def key_of(self, entry: _Entry) -> _Key:
+        """The raw values the entry's origin depends on: a record's key (see ``from_record``)."""
+        return tuple(map(entry.get, self.key_fields))
+
+    def from_record(self, key: _Key, raw_pid: _Raw | None, message: bytes, usec: int) -> Event | None:
+        """The event of an entry known by its ``key_of``, ``_PID``, ``MESSAGE`` and realtime
+        stamp (what a journal reader process sends); None when it is journalban's own line."""
         last_key, origin = self._last
         if key != last_key:
             try:
                 origin = self._memo[key]
             except KeyError:
-                origin = self._origin(entry)
+                origin = self._origin(key)
                 if len(self._memo) >= self.MEMO:
                     self._memo.clear()
                 self._memo[key] = origin
             except TypeError:  # a field the entry holds more than once (a list): not memoised
-                origin = self._origin(entry)
+                origin = self._origin(key)
             self._last = key, origin
         if origin is None:
             return None
         fields, app, host = origin
-        raw_pid = entry.get("_PID")
         try:
             pid: int | None = int(raw_pid)  # type: ignore[arg-type]  # None or a list: _pid's slow path
         except (TypeError, ValueError):
@@ -154,7 +165,8 @@ class _EventMaker:
         stamp = _fromtimestamp(usec / 1e6, UTC) if 0 <= usec < _FLOAT_EXACT_USEC else _time(usec)
         return new_event(stamp, SOURCE_NAME, message.decode("utf-8", "replace"), host, app, pid, fields)
 
-    def _origin(self, entry: _Entry) -> _Origin | None:
+    def _origin(self, key: _Key) -> _Origin | None:
+        entry = {name: value for name, value in zip(self.key_fields, key, strict=True) if value is not None}
         if is_own(entry):
             return None
         fields = {name: _text(entry[name]) for name in self.keep if name in entry}
@@ -299,6 +311,11 @@ class JournalSource:
         """The last ``read()`` stopped at ``max_batch`` or ``max_seconds``: call it again without waiting."""
         return self._more_pending
 
+    @property
+    def behind(self) -> bool:
+        """The last read stopped short of the journal's end (``more_pending``): a flood is on."""
+        return self._more_pending
+
     def __str__(self) -> str:
         where = self._directory or ",".join(self._files) or "system journal"
         return f"journal({where})"
@@ -411,19 +428,36 @@ class JournalSource:
     def read(self) -> tuple[list[Event], JournalCursor | None]:
         """Drain up to ``max_batch`` entries; the cursor is the last entry's (``None`` if none).
 
+        ``read_records``, each record made an event here; journalban's own lines are counted
+        (``own``) and dropped.
+        """
+        records, cursor = self.read_records()
+        make = self._make_event.from_record
+        events = [event for event in (make(*record) for record in records) if event is not None]
+        self.counters["converted"] += len(events)
+        self.counters["own"] += len(records) - len(events)
+        return events, cursor
+
+    def read_records(self) -> tuple[list[Record], JournalCursor | None]:
+        """Drain up to ``max_batch`` entries as records, each an entry that may match;
+        the cursor is the last entry's (``None`` if none were read).
+
         Every entry costs one ``MESSAGE`` fetch as bytes; one that ``may_match`` rules
         out ends there (it is read all the same: the cursor moves past it). Only an
-        entry that becomes an event has its other fields fetched and decoded.
+        entry that may match has its other fields fetched. Consecutive records of
+        one sender share their key object (a reader process's message repeats it by
+        reference).
         """
         reader = self._open_reader()
         if reader.process() == journal.INVALIDATE:
             self.counters["invalidated"] += 1  # files rotated or vacuumed: libsystemd has re-scanned
-        events: list[Event] = []
-        append = events.append
+        records: list[Record] = []
+        append = records.append
         advance, get, fetch, realtime = reader._next, reader._get, reader._get_all, reader._get_realtime
-        may_match, make, limit = self._may_match, self._make_event, self._max_batch
+        may_match, key_of, limit = self._may_match, self._make_event.key_of, self._max_batch
         unread, self._on_unread = self._on_unread, False
-        count = no_message = unreadable = ruled_out = own = 0
+        count = no_message = unreadable = ruled_out = 0
+        last_key: _Key = ()
         deadline, timed_out = time.monotonic() + self._max_seconds, False
         while count < limit:
             if not count & _CLOCK_EVERY and count and time.monotonic() >= deadline:
@@ -445,24 +479,24 @@ class JournalSource:
                 ruled_out += 1
                 continue
             try:
-                event = make(fetch(), message, realtime())
+                entry = fetch()
+                usec = realtime()
             except OSError:
                 unreadable += 1
                 continue
-            if event is None:
-                own += 1
-            else:
-                append(event)
+            key = key_of(entry)
+            if key == last_key:
+                key = last_key
+            last_key = key
+            append((key, entry.get("_PID"), message, usec))
         self._more_pending = count == limit or timed_out
         counters = self.counters
         counters["read"] += count
-        counters["converted"] += len(events)
         counters["ruled_out"] += ruled_out
         counters["skipped_no_message"] += no_message
         counters["unreadable"] += unreadable
-        counters["own"] += own
         cursor = JournalCursor(reader._get_cursor()) if count else None
-        return events, cursor
+        return records, cursor
 
     def _open_reader(self) -> journal.Reader:
         if self._reader is None:

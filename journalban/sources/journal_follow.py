@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from journalban.events import Event
 from journalban.sources.journal import JournalCursor, JournalSource
+from journalban.sources.journal_process import JournalProcess
 
 __all__ = ["JournalFollower"]
 
@@ -40,7 +41,8 @@ class JournalFollower:
     the follower stops: their cursor was never committed.
     """
 
-    def __init__(self, source: JournalSource, deliver: Deliver, on_error: Callable[[BaseException], None]) -> None:
+    def __init__(self, source: JournalSource | JournalProcess, deliver: Deliver,
+                 on_error: Callable[[BaseException], None]) -> None:
         self.source = source
         self.deliver = deliver
         self.on_error = on_error

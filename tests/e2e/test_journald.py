@@ -159,7 +159,9 @@ maxretry = 2
         assert process.stop() == 0
 
 
-def test_shipped_grammar_bans_the_ssh_unit_and_not_its_lookalikes(journal_remote: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("own_process", [True, False], ids=["reader-process", "in-the-daemon"])
+def test_shipped_grammar_bans_the_ssh_unit_and_not_its_lookalikes(journal_remote: None, tmp_path: Path,
+                                                                   own_process: bool) -> None:
     entries = [
         # Decoys first: cron, a user's process calling itself sshd, a user running /usr/sbin/sshd.
         {"SYSLOG_IDENTIFIER": "CRON", "_SYSTEMD_UNIT": "cron.service", "_EXE": "/usr/sbin/cron", "_COMM": "cron",
@@ -176,6 +178,7 @@ def test_shipped_grammar_bans_the_ssh_unit_and_not_its_lookalikes(journal_remote
 [sources.journal]
 files = ["{journal}"]
 since = "all"
+own_process = {str(own_process).lower()}
 """, """
 [jails.sshd]
 grammar = "sshd"
@@ -189,6 +192,7 @@ maxretry = 2
         assert found == [("sshd", ATTACKER, f"2 failures in 86400s: {ATTACK}")]
         rows = query(tmp_path / "ledger.db", "SELECT address, rule, source FROM failures ORDER BY id")
         assert rows == [(ATTACKER, "sshd/failed", "journal")] * 2
+        assert ("in a reader process" in process.log.read_text()) == own_process
     finally:
         assert process.stop() == 0
 

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 JOURNAL = "journal"
 RETRY_OPEN = 30.0  # seconds between attempts to open a source that failed
+# Seconds before a journal reader process that died is started again; doubled at each death
+# in a row, up to RETRY_OPEN (a journal that kills its reader at one entry is not spun on).
+READER_RESTART = 1.0
 VANISHED_AFTER = 300.0  # seconds a file a glob found may be missing (rotation) before it is let go
 FILE_PREFIX = "file:"
 MERGE_EVENTS = 4096  # candidate lines of a behind file per batch (a flood of failures: one slice)
@@ -134,6 +137,7 @@ class Intake:
         self.syslog_batches = HeldBatches(self._syslog_batch)  # a flood's reads, recorded together
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retry: asyncio.TimerHandle | None = None
+        self._reader_restart = READER_RESTART
         self._next_rescan = 0.0  # time.monotonic() of the next glob expansion
 
     async def open(self) -> None:
@@ -286,14 +290,40 @@ class Intake:
                  f" after cursor {cursor.cursor[:40]}…" if cursor else f", since {settings.since}",
                  f", polling every {source.poll_interval}s" if source.poll_interval else "",
                  " in a reader process" if isinstance(source, JournalProcess) else "")
-        # A batch that cannot be recorded stops the daemon: the reader has moved past
-        # its entries, and only a restart, resuming at the committed cursor, keeps them.
-        self.journal_follower = JournalFollower(source, self._journal_batch, self.on_fatal)
+        self.journal_follower = JournalFollower(source, self._journal_batch, self._journal_failed)
         self.journal_follower.start(self._loop)
 
     def _journal_batch(self, events: list[Event], cursor: JournalCursor | None) -> None:
         more = self.journal is not None and self.journal.behind
         self.pipeline.process(JOURNAL, events, cursor, self.clock(), more=more)
+        self._reader_restart = READER_RESTART
+
+    def _journal_failed(self, exc: BaseException) -> None:
+        """The follower stopped. A batch that cannot be recorded stops the daemon: the reader
+        has moved past its entries, and only a restart, resuming at the committed cursor,
+        keeps them. A reader that failed (its process died: a crash, the OOM killer, a
+        journal that breaks libsystemd) is started again after the cursor last recorded,
+        while files, syslog and the firewall go on."""
+        if not isinstance(exc, JournalError):
+            self.on_fatal(exc)
+            return
+        if self.journal is not None:
+            self.journal.close()
+        self.journal, self.journal_follower = None, None
+        delay, self._reader_restart = self._reader_restart, min(self._reader_restart * 2, RETRY_OPEN)
+        log.error("journald: %s; reading again after the last recorded cursor in %.0fs", exc, delay)
+        assert self._loop is not None
+        self._retry = self._loop.call_later(delay, self._reopen_journal)
+
+    def _reopen_journal(self) -> None:
+        """``_open_journal`` once what was delivered is recorded, so the ledger's cursor is
+        the last one delivered: nothing is read twice."""
+        try:
+            self.pipeline.commit_positions(self.clock())
+        except Exception as exc:  # the ledger refuses: as for a batch, the daemon stops
+            self.on_fatal(exc)
+            return
+        self._open_journal()
 
     # --- syslog
 

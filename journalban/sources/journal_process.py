@@ -11,9 +11,10 @@ with the cursor of the last entry read; the parent makes them events. Its interf
 Nothing is lost or counted twice: a cursor reaches the ledger only with the failures of
 the entries up to it, in the parent's transaction, as before; the child reads ahead by
 at most a pipe's worth (``PIPE_BYTES``), then blocks. If the child dies, ``read()``
-raises ``JournalError``: the follower stops and the daemon exits, to resume at the
-committed cursor once restarted. The child ends when its standard input closes (the
-parent closed it or died) or a write finds the parent gone.
+raises ``JournalError`` once what it sent is delivered: the follower stops, and the
+daemon starts a new reader after the cursor last recorded (``Intake._journal_failed``).
+The child ends when its standard input closes (the parent closed it or died) or a
+write finds the parent gone.
 
 Frames on the child's standard output: a 4-byte little-endian length, then a ``marshal``
 of a tuple (the parent's own child, so nothing foreign is unmarshalled):

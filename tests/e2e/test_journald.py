@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -86,6 +87,20 @@ def native_grammar(tmp: Path) -> str:
     return "sshd-native"
 
 
+def namespace_config(tmp: Path, journald: Journald, maxretry: int) -> Path:
+    """A config reading the journald namespace from its start with ``native_grammar``."""
+    return write_config(tmp, f"""
+[sources.journal]
+directory = "{journald.directory}"
+since = "all"
+""", f"""
+[jails.sshd]
+grammar = "{native_grammar(tmp)}"
+journal = true
+maxretry = {maxretry}
+""")
+
+
 def export(entries: list[Mapping[str, str]], start_usec: int) -> bytes:
     """Export format for systemd-journal-remote, one microsecond apart, with the fields journald adds."""
     out = bytearray()
@@ -130,16 +145,7 @@ def failures_of(tmp: Path, address: str) -> int:
 
 
 def test_root_sshd_entries_ban_and_the_same_lines_from_nobody_do_not(journald: Journald, tmp_path: Path) -> None:
-    config = write_config(tmp_path, f"""
-[sources.journal]
-directory = "{journald.directory}"
-since = "all"
-""", f"""
-[jails.sshd]
-grammar = "{native_grammar(tmp_path)}"
-journal = true
-maxretry = 2
-""")
+    config = namespace_config(tmp_path, journald, maxretry=2)
     process = daemon(tmp_path, config)
     process.start()
     try:
@@ -193,6 +199,47 @@ maxretry = 2
         rows = query(tmp_path / "ledger.db", "SELECT address, rule, source FROM failures ORDER BY id")
         assert rows == [(ATTACKER, "sshd/failed", "journal")] * 2
         assert ("in a reader process" in process.log.read_text()) == own_process
+    finally:
+        assert process.stop() == 0
+
+
+def reader_of(process: DaemonProcess) -> int | None:
+    """The pid of the daemon's journal reader process, None while there is none."""
+    assert process.process is not None
+    for entry in Path("/proc").iterdir():
+        try:
+            status = (entry / "status").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if (f"\nPPid:\t{process.process.pid}\n" in status
+                and b"journalban.sources.journal_process" in cmdline):
+            return int(entry.name)
+    return None
+
+
+def test_a_journal_reader_that_dies_is_started_again_and_nothing_is_lost_or_counted_twice(
+        journald: Journald, tmp_path: Path) -> None:
+    config = namespace_config(tmp_path, journald, maxretry=1000)
+    ledger = tmp_path / "ledger.db"
+    process = daemon(tmp_path, config)
+    process.start()
+    try:
+        for n in range(1, 6):
+            journald.send({"MESSAGE": failed(f"198.51.100.{n}"), "SYSLOG_IDENTIFIER": "sshd"})
+        wait_for("the first five failures", lambda: past(process, ledger, 4))
+        first = reader_of(process)
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        for n in range(6, 11):
+            journald.send({"MESSAGE": failed(f"198.51.100.{n}"), "SYSLOG_IDENTIFIER": "sshd"})
+        wait_for("the next five, read by a new reader", lambda: past(process, ledger, 9))
+        time.sleep(0.5)  # a double count would show now
+        assert count(ledger, "SELECT count(*) FROM failures") == 10
+        assert count(ledger, "SELECT count(DISTINCT address) FROM failures") == 10
+        assert reader_of(process) not in (None, first)
+        assert "reading again after the last recorded cursor" in process.log.read_text()
+        assert process.running
     finally:
         assert process.stop() == 0
 

@@ -175,6 +175,18 @@ class _EventMaker:
                 _text(host) if host is not None else None)
 
 
+def kept_fields(groups: Sequence[Sequence[tuple[str, str]]]) -> tuple[str, ...]:
+    """The fields an event carries: ``SELECTOR_FIELDS`` and every field the matches name, so
+    the matcher can re-check the grammar's selector."""
+    return tuple(dict.fromkeys([*SELECTOR_FIELDS, *(name for group in groups for name, _ in group)]))
+
+
+def new_counters() -> dict[str, int]:
+    """A reader's counters, all 0 (see docs/sources/journald.md)."""
+    return {"read": 0, "converted": 0, "ruled_out": 0, "skipped_no_message": 0, "unreadable": 0, "own": 0,
+            "invalidated": 0}
+
+
 def check_matches(matches: Sequence[Sequence[tuple[str, str]]]) -> tuple[tuple[tuple[str, str], ...], ...]:
     """Validate ORed groups of ANDed ``(FIELD, VALUE)`` pairs without any I/O."""
     groups = tuple(tuple(group) for group in matches)
@@ -289,11 +301,12 @@ class JournalSource:
             raise ValueError("poll_interval must be positive (None: no timer)")
         self._groups = check_matches(matches)
         # Every field a match names travels too, so the matcher can re-check the grammar's selector.
-        self._keep = tuple(dict.fromkeys([*SELECTOR_FIELDS, *(name for group in self._groups for name, _ in group)]))
-        self._make_event = _EventMaker(self._keep)
+        self._make_event = _EventMaker(kept_fields(self._groups))
         self._since = check_since(since)
-        self._directory = directory
-        self._files = tuple(files)
+        # libsystemd watches journal files by absolute path only (a relative one fails in
+        # fileno() with EDESTADDRREQ): made absolute against the current directory here.
+        self._directory = os.path.abspath(directory) if directory is not None else None
+        self._files = tuple(os.path.abspath(path) for path in files)
         self._cursor = cursor
         self._max_batch = max_batch
         self._max_seconds = max_seconds
@@ -303,8 +316,7 @@ class JournalSource:
         self._reader: journal.Reader | None = None
         self._more_pending = False
         self._on_unread = False  # the reader stands on an entry not yet delivered
-        self.counters: dict[str, int] = {"read": 0, "converted": 0, "ruled_out": 0, "skipped_no_message": 0,
-                                         "unreadable": 0, "own": 0, "invalidated": 0}
+        self.counters = new_counters()
 
     @property
     def more_pending(self) -> bool:

@@ -36,12 +36,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from journalban.events import Event
 from journalban.sources.journal import (
-    SELECTOR_FIELDS,
     JournalCursor,
     JournalError,
     JournalSource,
@@ -49,6 +49,8 @@ from journalban.sources.journal import (
     _EventMaker,
     check_matches,
     check_since,
+    kept_fields,
+    new_counters,
 )
 
 __all__ = ["JournalProcess", "PrefilterSpec"]
@@ -59,6 +61,7 @@ PIPE_BYTES = 1 << 20  # the child's read-ahead, and the most one read() takes in
 OPEN_TIMEOUT = 30.0  # seconds for the child to start and open the journal
 STOP_TIMEOUT = 2.0  # seconds for the child to end once told, before it is killed
 _LENGTH = struct.Struct("<I")
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 # Counted by the child; "converted" and "own" are counted where events are made.
 CHILD_COUNTERS = ("read", "ruled_out", "skipped_no_message", "unreadable", "invalidated")
 
@@ -92,19 +95,19 @@ class JournalProcess:
             raise ValueError("give a journal directory or journal files, not both")
         groups = check_matches(matches)
         self._settings: dict[str, Any] = {
-            "matches": [list(map(list, group)) for group in groups], "directory": directory, "files": list(files),
+            "matches": [list(map(list, group)) for group in groups],
+            "directory": os.path.abspath(directory) if directory is not None else None,  # the child's cwd is not ours
+            "files": [os.path.abspath(path) for path in files],
             "cursor": cursor.cursor if cursor is not None else None, "since": check_since(since),
             "max_batch": max_batch, "prefilter": prefilter, "poll": poll, "poll_interval": poll_interval}
         self._where = directory or ",".join(files) or "system journal"
-        keep = tuple(dict.fromkeys([*SELECTOR_FIELDS, *(name for group in groups for name, _ in group)]))
-        self._make_event = _EventMaker(keep)
+        self._make_event = _EventMaker(kept_fields(groups))
         self._child: subprocess.Popen[bytes] | None = None
         self._buffer = bytearray()
         self._behind = False
         self._gone = False  # the child closed its output
         self._early: list[tuple[Any, ...]] = []  # frames that came with "opened"
-        self.counters: dict[str, int] = {"read": 0, "converted": 0, "ruled_out": 0, "skipped_no_message": 0,
-                                         "unreadable": 0, "own": 0, "invalidated": 0}
+        self.counters = new_counters()
 
     def __str__(self) -> str:
         return f"journal({self._where})"
@@ -128,13 +131,20 @@ class JournalProcess:
         """Start the child and wait until it has opened the journal; ``JournalError`` if it cannot."""
         if self._child is not None:
             raise JournalError(f"{self}: already open")
-        child = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 close_fds=True)
+        try:
+            # Run from the directory holding this journalban, so the child imports the same code.
+            child = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     close_fds=True, cwd=PACKAGE_ROOT)
+        except OSError as exc:
+            raise JournalError(f"{self}: cannot start the journal reader: {exc}") from exc
         assert child.stdin is not None and child.stdout is not None
         self._child = child
         try:
-            child.stdin.write(json.dumps(self._settings).encode() + b"\n")
-            child.stdin.flush()
+            try:
+                child.stdin.write(json.dumps(self._settings).encode() + b"\n")
+                child.stdin.flush()
+            except BrokenPipeError:
+                pass  # it ended at once: _await_opened says how
             try:
                 fcntl.fcntl(child.stdout, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
             except OSError:  # above /proc/sys/fs/pipe-max-size for an unprivileged user: the default pipe

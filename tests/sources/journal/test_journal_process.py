@@ -213,3 +213,21 @@ def test_a_live_journal_is_followed_through_the_reader_process(journald: Journal
     batches = asyncio.run(follow())
     assert [message for messages, _ in batches for message in messages] == failed
     assert all(cursor is not None for _, cursor in batches)
+
+
+def test_relative_journal_paths_mean_what_they_mean_to_the_daemon(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """libsystemd takes absolute paths only, and the child runs elsewhere (beside the code it
+    imports): relative ones are made absolute against the daemon's directory, in place too."""
+    path = build_journal(corpus(40), tmp_path / "x.journal")
+    expected, last, _ = in_place(path)
+    monkeypatch.chdir(tmp_path)
+    with JournalProcess(SSH_UNIT, files=["x.journal"], since="all", prefilter=prefilter_spec(SSHD)) as source:
+        source.open()
+        assert drain(source, last)[0] == expected
+    with JournalSource(SSH_UNIT, files=["x.journal"], since="all", may_match=prefilter_bytes(SSHD)) as place:
+        place.open()
+        assert place.read()[0] == expected
+    with JournalSource(SSH_UNIT, directory=".", since="all", may_match=prefilter_bytes(SSHD)) as place:
+        place.open()
+        assert place.read()[0] == expected

@@ -156,6 +156,8 @@ class JournalProcess:
             raise
 
     def _await_opened(self, deadline: float) -> None:
+        waiting = select.poll()  # not select(): the daemon's descriptors may pass FD_SETSIZE
+        waiting.register(self.fileno(), select.POLLIN)
         while True:
             gone = self._fill()
             frames = self._frames()
@@ -169,7 +171,7 @@ class JournalProcess:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise JournalError(f"{self}: the journal reader did not start within {OPEN_TIMEOUT:.0f}s")
-            select.select([self.fileno()], [], [], remaining)
+            waiting.poll(remaining * 1000)
 
     def fileno(self) -> int:
         """The pipe from the child: readable when it has sent something."""

@@ -224,6 +224,10 @@ def prefilter_text(grammars: Iterable[Grammar]) -> Callable[[str], bool] | None:
     return None if needs is None else _keyed(needs, _benign(grammars), on_bytes=False)
 
 
+# prefilter_spec: per fail rule its literals, and the grammars' benign lines.
+PrefilterSpec = tuple[list[tuple[str, ...]], list[str]]
+
+
 def prefilter_bytes(grammars: Iterable[Grammar]) -> Callable[[bytes], bool] | None:
     """``prefilter_text`` on raw UTF-8 bytes, so a source can drop a message before even
     decoding it. A literal (valid UTF-8, without U+FFFD) is in the bytes exactly when it
@@ -232,7 +236,7 @@ def prefilter_bytes(grammars: Iterable[Grammar]) -> Callable[[bytes], bool] | No
     return prefilter_of_spec(prefilter_spec(grammars))
 
 
-def prefilter_spec(grammars: Iterable[Grammar]) -> tuple[list[tuple[str, ...]], list[str]] | None:
+def prefilter_spec(grammars: Iterable[Grammar]) -> PrefilterSpec | None:
     """What ``prefilter_bytes`` is built from, as plain data a reader process is sent:
     per fail rule its literals, and the grammars' benign lines; None: nothing to rule out."""
     grammars = list(grammars)
@@ -240,7 +244,7 @@ def prefilter_spec(grammars: Iterable[Grammar]) -> tuple[list[tuple[str, ...]], 
     return None if needs is None else (needs, _benign(grammars))
 
 
-def prefilter_of_spec(spec: tuple[list[tuple[str, ...]], list[str]] | None) -> Callable[[bytes], bool] | None:
+def prefilter_of_spec(spec: PrefilterSpec | None) -> Callable[[bytes], bool] | None:
     """``prefilter_bytes`` from its ``prefilter_spec``."""
     return None if spec is None else _keyed(spec[0], spec[1], on_bytes=True)
 

@@ -136,6 +136,15 @@ class _EventMaker:
         """The entry's event; None when it is journalban's own line."""
         return self.from_record(self.key_of(entry), entry.get("_PID"), message, usec)
 
+    def events(self, records: Sequence[Record], counters: dict[str, int]) -> list[Event]:
+        """The records' events; journalban's own lines dropped. Counts both in ``counters``
+        (``converted``, ``own``)."""
+        make = self.from_record
+        events = [event for event in (make(*record) for record in records) if event is not None]
+        counters["converted"] += len(events)
+        counters["own"] += len(records) - len(events)
+        return events
+
     def key_of(self, entry: _Entry) -> _Key:
         """The raw values the entry's origin depends on: a record's key (see ``from_record``)."""
         return tuple(map(entry.get, self.key_fields))
@@ -444,11 +453,7 @@ class JournalSource:
         (``own``) and dropped.
         """
         records, cursor = self.read_records()
-        make = self._make_event.from_record
-        events = [event for event in (make(*record) for record in records) if event is not None]
-        self.counters["converted"] += len(events)
-        self.counters["own"] += len(records) - len(events)
-        return events, cursor
+        return self._make_event.events(records, self.counters), cursor
 
     def read_records(self) -> tuple[list[Record], JournalCursor | None]:
         """Drain up to ``max_batch`` entries as records, each an entry that may match;

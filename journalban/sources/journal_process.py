@@ -41,6 +41,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from journalban.events import Event
+from journalban.match import PrefilterSpec, prefilter_of_spec
 from journalban.sources.journal import (
     JournalCursor,
     JournalError,
@@ -53,7 +54,7 @@ from journalban.sources.journal import (
     new_counters,
 )
 
-__all__ = ["JournalProcess", "PrefilterSpec"]
+__all__ = ["JournalProcess"]
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +65,6 @@ _LENGTH = struct.Struct("<I")
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 # Counted by the child; "converted" and "own" are counted where events are made.
 CHILD_COUNTERS = ("read", "ruled_out", "skipped_no_message", "unreadable", "invalidated")
-
-# match.prefilter_spec: per fail rule its literals, and the grammars' benign lines.
-PrefilterSpec = tuple[list[tuple[str, ...]], list[str]]
 
 
 class JournalProcess:
@@ -190,11 +188,7 @@ class JournalProcess:
         frames, self._early = self._early + self._frames(), []
         for frame in frames:
             cursor = self._handle(frame, records) or cursor
-        make = self._make_event.from_record
-        events = [event for event in (make(*record) for record in records) if event is not None]
-        self.counters["converted"] += len(events)
-        self.counters["own"] += len(records) - len(events)
-        return events, JournalCursor(cursor) if cursor is not None else None
+        return self._make_event.events(records, self.counters), JournalCursor(cursor) if cursor is not None else None
 
     def _fill(self) -> bool:
         """Take in what the pipe holds, up to ``PIPE_BYTES``; True once the child has closed it."""
@@ -306,8 +300,6 @@ class _SendLog(logging.Handler):
 
 def serve(settings: dict[str, Any], send: _Sender, control: int) -> int:
     """Open the journal as ``settings`` say, then send batches until ``control`` closes."""
-    from journalban.match import prefilter_of_spec
-
     spec = settings["prefilter"]
     source = JournalSource(
         [tuple(map(tuple, group)) for group in settings["matches"]], directory=settings["directory"],
